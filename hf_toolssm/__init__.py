@@ -1,0 +1,1 @@
+"""hf_toolssm: tool-using state-space models for Hugging Face Transformers."""
