@@ -1,0 +1,13 @@
+from .configuration_tool_mamba import ToolMambaConfig
+from .modeling_tool_mamba import (
+    ToolMambaBlock,
+    ToolMambaForCausalLM,
+    ToolMambaMixer,
+    ToolMambaModel,
+    ToolMambaPreTrainedModel,
+)
+
+__all__ = [
+    "ToolMambaConfig", "ToolMambaModel", "ToolMambaForCausalLM", "ToolMambaPreTrainedModel",
+    "ToolMambaMixer", "ToolMambaBlock",
+]
