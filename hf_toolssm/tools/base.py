@@ -100,6 +100,9 @@ class Tool(ABC):
         """Extra tokens this tool's observations or arguments use (added to the tokenizer)."""
         return []
 
+    def reset(self) -> None:
+        """Forget the state of the previous sequence (called by :meth:`ToolEnvironment.reset`)."""
+
     @abstractmethod
     def run(self, command: str, argument: list[str], memory: Memory) -> list[str]:
         """Execute one command and return the observation tokens to inject (may be empty).
@@ -136,6 +139,12 @@ class ToolEnvironment:
                     raise ValueError(f"command token {token!r} is claimed by two tools")
                 self._owner[token] = tool
         self._pending: tuple[str, list[str]] | None = None  # an argument command being read
+        # Below these the truncation rule in _execute cannot keep "[OBS] ... [TRUNC] [/OBS]".
+        if self.max_observation_tokens < 3 or self.max_argument_tokens < 1 or self.max_tool_calls < 0:
+            raise ValueError(
+                "need max_observation_tokens >= 3, max_argument_tokens >= 1 and max_tool_calls >= 0, got "
+                f"{self.max_observation_tokens}, {self.max_argument_tokens} and {self.max_tool_calls}"
+            )
 
     # --- vocabulary -------------------------------------------------------------------------------
     def command_tokens(self) -> list[str]:
@@ -157,6 +166,8 @@ class ToolEnvironment:
         self.in_answer = False
         self.stop_reason = None
         self._pending = None
+        for tool in self.tools:
+            tool.reset()
 
     def step(self, token: str) -> list[str]:
         """Consume one generated token; return the observation tokens to inject (often none)."""
@@ -184,6 +195,13 @@ class ToolEnvironment:
 
     def _continue_argument(self, token: str) -> list[str]:
         command, argument = self._pending
+        if token == EOS:
+            # The model ended the sequence mid-argument: drop the unfinished command and stop, as an
+            # [EOS] anywhere else does (otherwise it would be read as argument text and never stop).
+            self._pending = None
+            self._record(token, Role.OUTPUT if self.in_answer else Role.THOUGHT)
+            self.stop_reason = StopReason.EOS
+            return []
         self._record(token, Role.COMMAND)
         if token == ARG_END:
             self._pending = None
