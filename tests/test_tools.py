@@ -325,6 +325,12 @@ def test_observation_is_truncated_to_the_token_limit():
     assert observation == [OBS_OPEN, *"xaa", TRUNC, OBS_CLOSE]  # exactly max_observation_tokens
 
 
+def test_error_observations_respect_the_token_limit_too():
+    environment = ToolEnvironment(tools=[SearchMemory()], max_argument_tokens=1, max_observation_tokens=4)
+    observation = run(environment, "ab", [FIND, "a", "b"])[-1]
+    assert observation == [OBS_OPEN, ERR, TRUNC, OBS_CLOSE]
+
+
 def test_truncation_replaces_a_tools_own_trunc_marker():
     environment = ToolEnvironment(tools=[SearchMemory(max_lines=1)], max_observation_tokens=5)
     observation = run(environment, "xaaaaa\nxb", [FIND, "x", ARG_END])[-1]

@@ -221,12 +221,13 @@ class ToolEnvironment:
             observation = self._owner[command].run(command, argument, self.memory)
         except Exception as error:  # a tool bug must not crash a decode: report it as an observation
             observation = error_observation(f"tool error: {type(error).__name__}")
-        if len(observation) > self.max_observation_tokens:
-            keep = self.max_observation_tokens - 2 if observation[-1] == OBS_CLOSE else self.max_observation_tokens - 1
-            observation = observation[:keep] + [TRUNC] + ([OBS_CLOSE] if observation[-1] == OBS_CLOSE else [])
         return self._inject(observation)
 
     def _inject(self, observation: list[str]) -> list[str]:
+        # Every observation, the environment's own error messages included, respects the size limit.
+        if len(observation) > self.max_observation_tokens:
+            keep = self.max_observation_tokens - 2 if observation[-1] == OBS_CLOSE else self.max_observation_tokens - 1
+            observation = observation[:keep] + [TRUNC] + ([OBS_CLOSE] if observation[-1] == OBS_CLOSE else [])
         for token in observation:
             self._record(token, Role.OBSERVATION)
         return observation
