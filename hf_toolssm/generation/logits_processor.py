@@ -1,0 +1,103 @@
+"""Tool-augmented decoding inside stock ``model.generate()``, for any ``AutoModelForCausalLM``.
+
+``generate()`` only lets a ``LogitsProcessor`` shape the next token's scores, so tool observations are
+injected by *forcing*: after a command, the processor makes each observation token the only possible next
+token, one step at a time, and the model's state (KV cache or recurrent state) carries on through them.
+Each batch row has its own :class:`~hf_toolssm.tools.ToolEnvironment`.
+
+    env_factory = task.make_environment
+    processor = ToolCallingLogitsProcessor(tokenizer, env_factory)
+    out = model.generate(input_ids, attention_mask=mask, logits_processor=[processor],
+                         max_new_tokens=..., do_sample=False)
+    results = processor.results()  # one ToolGenerationResult per row
+
+Prompts must be left-padded with the tokenizer's pad token (as usual for decoder-only generation).
+For recurrent models, :func:`hf_toolssm.generation.generate_with_tools` does the same job much faster.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+from transformers import LogitsProcessor, PreTrainedTokenizerBase
+
+from ..tools.base import EOS, EnvironmentFactory, StopReason
+from .result import ToolGenerationResult
+
+
+class ToolCallingLogitsProcessor(LogitsProcessor):
+    """Runs tools on the tokens ``generate()`` samples and forces their observations back in."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, env_factory: EnvironmentFactory):
+        self.tokenizer = tokenizer
+        self.env_factory = env_factory
+        self.id_to_token: list[str] = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        self.eos_id = tokenizer.convert_tokens_to_ids(EOS)
+        self.pad_id = tokenizer.pad_token_id
+        self.envs = None
+
+    def _start(self, input_ids: torch.LongTensor) -> None:
+        """First call: the rows are the (left-padded) prompts."""
+        self.envs, self.forced, self.finished = [], [], []
+        for row in input_ids.tolist():
+            start = 0
+            while start < len(row) and row[start] == self.pad_id:
+                start += 1
+            env = self.env_factory()
+            env.reset([self.id_to_token[i] for i in row[start:]])
+            self.envs.append(env)
+            self.forced.append(deque())
+            self.finished.append(False)
+        self.seen = input_ids.shape[1]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.envs is None or input_ids.shape[1] < self.seen or len(self.envs) != input_ids.shape[0]:
+            self._start(input_ids)
+        else:
+            self._consume(input_ids[:, self.seen :].tolist())
+            self.seen = input_ids.shape[1]
+        for row, env in enumerate(self.envs):
+            if self.finished[row]:
+                continue
+            if env.stop_reason is StopReason.MAX_TOOL_CALLS and not self.forced[row]:
+                self.forced[row].append(EOS)  # the budget is spent: end the row cleanly
+            if self.forced[row]:
+                token_id = self.tokenizer.convert_tokens_to_ids(self.forced[row][0])
+                scores[row] = torch.finfo(scores.dtype).min
+                scores[row, token_id] = 0.0
+        return scores
+
+    def _consume(self, new_ids: list[list[int]]) -> None:
+        for row, ids in enumerate(new_ids):
+            for token_id in ids:
+                if self.finished[row]:
+                    break
+                token = self.id_to_token[token_id]
+                if self.forced[row]:
+                    expected = self.forced[row].popleft()
+                    if expected == EOS and self.envs[row].stop_reason is not None:
+                        self.finished[row] = True
+                        continue
+                    # The row got its forced observation token: record it as an observation, not a model token.
+                    continue
+                observation = self.envs[row].step(token)
+                self.forced[row].extend(observation)
+                if token == EOS or token_id == self.eos_id:
+                    self.finished[row] = True
+
+    def results(self, sequences: torch.LongTensor | None = None) -> list[ToolGenerationResult]:
+        """One result per row; rows that did not finish were cut by ``max_new_tokens``.
+
+        Pass the ``sequences`` that ``generate()`` returned: the last sampled token never reaches a logits
+        processor, so only the returned sequences show it.
+        """
+        if self.envs is None:
+            raise RuntimeError("ToolCallingLogitsProcessor.results(): call model.generate(...) with this processor first")
+        if sequences is not None and sequences.shape[1] > self.seen:
+            self._consume(sequences[:, self.seen :].tolist())
+            self.seen = sequences.shape[1]
+        return [
+            ToolGenerationResult.from_environment(env, None if done else StopReason.MAX_TOKENS)
+            for env, done in zip(self.envs, self.finished)
+        ]
