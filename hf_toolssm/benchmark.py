@@ -1,0 +1,113 @@
+"""Speed benchmarks. Report ratios measured in one run (machines are noisy), never lone absolute times.
+
+    scan    forward+backward of the selective scan: the reference loop vs the fused C++ path vs the
+            pure-PyTorch chunked fallback, at a training-like shape; and a long single-sequence forward.
+    decode  tool-augmented greedy decoding of additions: the fast tool loop vs stock generate() with the
+            ToolCallingLogitsProcessor, same model, same prompts (traces must be identical).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from unittest import mock
+
+import torch
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up (and the one-off C++ build)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def bench_scan(quick: bool = False) -> dict:
+    from .ops import selective_scan as ss
+
+    batch, d, n, length = (8, 64, 16, 64) if quick else (64, 128, 16, 220)
+    g = torch.Generator().manual_seed(0)
+    args = dict(
+        u=torch.randn(batch, d, length, generator=g), delta=torch.randn(batch, d, length, generator=g),
+        A=-torch.rand(d, n, generator=g) * 4, B=torch.randn(batch, n, length, generator=g),
+        C=torch.randn(batch, n, length, generator=g), D=torch.randn(d, generator=g),
+        z=torch.randn(batch, d, length, generator=g), delta_bias=torch.randn(d, generator=g),
+    )
+    leaves = {k: v.requires_grad_() for k, v in args.items()}
+
+    def run(path):
+        def fn():
+            y = path(**leaves, delta_softplus=True)
+            y.sum().backward()
+        return fn
+
+    def chunked(**kw):
+        with mock.patch.object(ss, "_use_cpu_extension", lambda u: False):
+            return ss.selective_scan_cpu(**kw)
+
+    repeats = 3
+    times = {
+        "reference_loop": _median_time(run(ss.selective_scan_ref), repeats),
+        "fused_cpp": _median_time(run(ss.selective_scan_cpu), repeats),
+        "chunked_pytorch": _median_time(run(chunked), repeats),
+    }
+    return {
+        "shape": {"batch": batch, "d_inner": d, "d_state": n, "length": length},
+        "what": "selective scan forward+backward, median of 3",
+        "speedup_fused_cpp_vs_reference": round(times["reference_loop"] / times["fused_cpp"], 2),
+        "speedup_chunked_vs_reference": round(times["reference_loop"] / times["chunked_pytorch"], 2),
+        "seconds": {k: round(v, 4) for k, v in times.items()},
+    }
+
+
+def bench_decode(model_path: str, quick: bool = False) -> dict:
+    import random
+
+    import hf_toolssm  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .generation import ToolCallingLogitsProcessor, generate_with_tools
+    from .tasks import get_task
+
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    task = get_task(model.config.tool_config["task"], **model.config.tool_config.get("task_kwargs", {}))
+    rows, digits = (4, 10) if quick else (16, 50)
+    rng = random.Random("bench-decode")
+    instances = [task.sample(rng, digits) for _ in range(rows)]
+    budget = 2 * len(instances[0].full_tokens())
+
+    started = time.perf_counter()
+    fast = generate_with_tools(model, tokenizer, [i.prompt for i in instances], task.make_environment,
+                               max_new_tokens=budget, progress=False)
+    fast_s = time.perf_counter() - started
+
+    processor = ToolCallingLogitsProcessor(tokenizer, task.make_environment)
+    encoded = tokenizer(["".join(i.prompt) for i in instances], return_tensors="pt", padding=True, padding_side="left")
+    started = time.perf_counter()
+    with torch.inference_mode():
+        sequences = model.generate(**encoded, logits_processor=[processor], max_new_tokens=budget, do_sample=False,
+                                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    slow_s = time.perf_counter() - started
+    slow = processor.results(sequences)
+    tokens = sum(len(r.generated_tokens) for r in fast)
+    return {
+        "what": f"greedy tool decoding of {rows} additions at {digits} digits, batch {rows}",
+        "traces_identical": all(a.tokens == b.tokens for a, b in zip(fast, slow)),
+        "trace_tokens": tokens,
+        "speedup_fast_loop_vs_generate": round(slow_s / fast_s, 2),
+        "fast_loop_tokens_per_s_per_row": round(tokens / fast_s / rows, 1),
+        "seconds": {"fast_loop": round(fast_s, 3), "generate_with_processor": round(slow_s, 3)},
+    }
+
+
+def run_benchmarks(what: str, *, model_path: str, quick: bool = False) -> dict:
+    report = {}
+    if what in ("scan", "all"):
+        report["scan"] = bench_scan(quick)
+    if what in ("decode", "all"):
+        report["decode"] = bench_decode(model_path, quick)
+    return report

@@ -1,0 +1,230 @@
+"""``toolssm``: solve problems, train, evaluate, benchmark and write model cards from the command line.
+
+The CLI only parses arguments and calls the library (``hf_toolssm.training``, ``hf_toolssm.evaluation``,
+``hf_toolssm.benchmark``, ``hf_toolssm.model_card``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "model_cards" / "toolmamba-addition"
+
+_ROLE_COLOURS = {"prompt": "\033[37m", "thought": "\033[36m", "command": "\033[33m", "observation": "\033[35m", "output": "\033[32;1m"}
+_RESET = "\033[0m"
+
+
+def _provenance(argv: list[str]) -> dict:
+    import torch
+
+    return {
+        "command": "toolssm " + shlex.join(argv),
+        "machine": f"{platform.node()} ({platform.machine()}, {platform.processor() or 'cpu'}, "
+        f"{torch.get_num_threads()} torch threads, {'cuda: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'})",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _load(model_path: str):
+    """A checkpoint folder -> (model, tokenizer, task). Clear errors for what users get wrong."""
+    import hf_toolssm  # noqa: F401  (registers the Auto classes)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .tasks import get_task
+
+    path = Path(model_path)
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"toolssm: {model_path!r} is not a checkpoint folder (no config.json). "
+                         f"Pass a folder written by save_pretrained, e.g. {DEFAULT_CHECKPOINT}")
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tool_config = getattr(model.config, "tool_config", None) or {}
+    task = get_task(tool_config["task"], **tool_config.get("task_kwargs", {})) if "task" in tool_config else None
+    return model, tokenizer, task
+
+
+def cmd_solve(args) -> int:
+    from .generation import generate_with_tools
+
+    model, tokenizer, task = _load(args.model)
+    if args.task:
+        from .tasks import get_task
+
+        task = get_task(args.task)
+    if task is None:
+        raise SystemExit("toolssm solve: the checkpoint's config names no task; pass --task")
+    prompt = task.prompt_from_text(args.problem)
+    colour = sys.stderr.isatty() and not args.no_colour
+
+    def stream(row, token, role):
+        text = token if role.value != "prompt" else token
+        sys.stderr.write(f"{_ROLE_COLOURS[role.value]}{text}{_RESET}" if colour else text)
+
+    sys.stderr.write("".join(prompt) if not colour else f"{_ROLE_COLOURS['prompt']}{''.join(prompt)}{_RESET}")
+    started = time.monotonic()
+    (result,) = generate_with_tools(
+        model, tokenizer, [prompt], task.make_environment, max_new_tokens=args.max_new_tokens,
+        time_budget=args.time_budget, on_token=None if args.quiet else stream, progress=False,
+    )
+    sys.stderr.write(
+        f"\n[{len(result.generated_tokens)} trace tokens, {result.num_tool_calls} tool calls, "
+        f"stopped: {result.stop_reason.value if result.stop_reason else 'unknown'}, {time.monotonic() - started:.1f}s]\n"
+    )
+    print(result.answer)
+    return 0 if result.answer else 1
+
+
+def cmd_eval(args) -> int:
+    from .evaluation import evaluate_length_generalization, plot_accuracy_vs_size, write_results
+    from .tasks import get_task
+
+    model, tokenizer, task = _load(args.model)
+    if args.task:
+        task = get_task(args.task)
+    if task is None:
+        raise SystemExit("toolssm eval: the checkpoint's config names no task; pass --task")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results = evaluate_length_generalization(
+        model, tokenizer, task, sizes, samples=args.samples, seed=args.seed, batch_size=args.batch_size,
+        token_accuracy=not args.no_token_accuracy,
+    )
+    write_results(args.out, results, model=str(args.model), task=task.name, seed=args.seed, **_provenance(sys.argv[1:]))
+    for r in results:
+        print(f"size {r.size:>6}: answer {r.answer_exact_match:.3f}  trace {r.trace_exact_match:.3f}  "
+              f"token {r.token_accuracy:.4f}  ({r.samples} samples, {r.mean_trace_tokens:.0f} tok/trace, "
+              f"{r.decode_tokens_per_s:.0f} tok/s)")
+    if args.plot:
+        plot_accuracy_vs_size({Path(args.model).name: results}, args.plot, title=f"{task.name}: length generalization")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .training import TrainConfig, train
+
+    config = TrainConfig.from_yaml(args.config, output_dir=args.output_dir, steps=args.steps, seed=args.seed)
+    final = train(config, resume=args.resume)
+    print(final)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .benchmark import run_benchmarks
+
+    report = run_benchmarks(args.what, model_path=args.model, quick=args.quick)
+    report.update(_provenance(sys.argv[1:]))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_card(args) -> int:
+    from .model_card import write_model_card
+
+    path = write_model_card(args.model, eval_results=args.eval_results, reproduce=args.reproduce, repo_id=args.repo_id)
+    print(path)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.model, sizes=[int(s) for s in args.sizes.split(",")], samples=args.samples, out=args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="toolssm",
+        description="Tool-using state-space models: a Mamba that calls a pointer memory, a search tool or a "
+        "calculator while it decodes, and so generalizes far beyond its training lengths.",
+        epilog="Examples:\n"
+        "  toolssm demo                                   # the shipped addition model at 10/100/1000 digits\n"
+        "  toolssm solve model_cards/toolmamba-addition \"123+4567\"\n"
+        "  toolssm eval model_cards/toolmamba-addition --sizes 10,100,1000 --samples 100 --out r.json\n"
+        "  toolssm train --config training/configs/addition_tool_mamba.yaml\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("solve", help="solve one problem with the tools in the loop, streaming the trace",
+                       description="Decode one problem greedily with tools. The trace streams to stderr with roles "
+                       "coloured (prompt, thought, command, observation, output); the final answer alone is the last "
+                       "line of stdout. Exit code 0 when the model produced an answer.")
+    p.add_argument("model", help="checkpoint folder (save_pretrained format), e.g. model_cards/toolmamba-addition")
+    p.add_argument("problem", help='the problem as text, e.g. "123+4567" (the task comes from the checkpoint)')
+    p.add_argument("--task", help="override the checkpoint's task")
+    p.add_argument("--max-new-tokens", type=int, default=2_000_000, help="cap on trace tokens (default: %(default)s)")
+    p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--quiet", action="store_true", help="do not stream the trace")
+    p.add_argument("--no-colour", action="store_true", help="plain trace on stderr")
+    p.set_defaults(func=cmd_solve)
+
+    p = sub.add_parser("eval", help="length-generalization evaluation over a grid of sizes, to JSON (+ PNG)",
+                       description="Decode fresh test instances at every size with tools in the loop and write a JSON "
+                       "object whose `results` list holds, per size: size, samples, answer_exact_match, "
+                       "trace_exact_match, token_accuracy (fractions), mean_trace_tokens, decode_tokens_per_s.")
+    p.add_argument("model", help="checkpoint folder")
+    p.add_argument("--task", help="task name (default: the checkpoint's)")
+    p.add_argument("--sizes", default="5,10,20,50,100", help="comma-separated sizes (default: %(default)s)")
+    p.add_argument("--samples", type=int, default=100, help="test instances per size (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1234, help="test seed, disjoint from training streams (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=50, help="rows decoded together (default: %(default)s)")
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.add_argument("--plot", help="also write accuracy vs size to this PNG")
+    p.add_argument("--no-token-accuracy", action="store_true", help="skip the teacher-forced token accuracy pass")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="train on tool traces from a YAML config (resumable)",
+                       description="Train with Accelerate from a YAML config (see training/configs/). Checkpoints go to "
+                       "OUTPUT_DIR/checkpoint-STEP, the final model to OUTPUT_DIR/final; --resume continues from the last "
+                       "checkpoint with the same data order and optimizer state.")
+    p.add_argument("--config", required=True, help="YAML training config")
+    p.add_argument("--output-dir", help="override the config's output_dir")
+    p.add_argument("--steps", type=int, help="override the number of steps")
+    p.add_argument("--seed", type=int, help="override the seed")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("bench", help="speed benchmarks: scan paths and decode loops (ratios, JSON)",
+                       description="Measure the CPU scan paths against their references and the fast tool loop against "
+                       "generate(); writes ratios measured in one run to a JSON file with the machine and date.")
+    p.add_argument("what", choices=["scan", "decode", "all"], help="what to measure")
+    p.add_argument("--model", default=str(DEFAULT_CHECKPOINT), help="checkpoint for the decode benchmark")
+    p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    p.add_argument("--out", default="eval/results/bench.json", help="output JSON (default: %(default)s)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("card", help="write a Hub-ready README.md model card for a checkpoint folder",
+                       description="Write CHECKPOINT/README.md with huggingface_hub's ModelCard and model-index metadata "
+                       "from an eval JSON. Push with: huggingface-cli upload USER/NAME CHECKPOINT .")
+    p.add_argument("model", help="checkpoint folder")
+    p.add_argument("--eval-results", help="JSON written by `toolssm eval`")
+    p.add_argument("--reproduce", help="the exact command that reproduces the checkpoint")
+    p.add_argument("--repo-id", help="Hub repo id to name in the card, e.g. you/toolmamba-addition")
+    p.set_defaults(func=cmd_card)
+
+    p = sub.add_parser("demo", help="the README main job: the shipped model on fresh additions at growing sizes",
+                       description="Solve fresh random additions at each size with the tool in the loop, print accuracy, "
+                       "time and a trace excerpt, and write the accuracy plot.")
+    p.add_argument("--model", default=str(DEFAULT_CHECKPOINT), help="checkpoint folder (default: the shipped one)")
+    p.add_argument("--sizes", default="10,100,1000", help="digits per operand (default: %(default)s)")
+    p.add_argument("--samples", type=int, default=10, help="additions per size (default: %(default)s)")
+    p.add_argument("--out", default="demo_output", help="folder for the JSON and PNG (default: %(default)s)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Length generalization: decode with the tools in the loop at growing sizes and score as the paper does.
+
+For each size: fresh test instances from a seeded RNG (``eval:{seed}:{size}``, a stream disjoint from the
+training stream ``{seed}:{step}``), greedy decoding with tools (the fast loop for recurrent models, stock
+``generate()`` + :class:`ToolCallingLogitsProcessor` for the rest), then the ``tool_trace_accuracy`` metric:
+answer exact match, whole-trace exact match, teacher-forced token accuracy; plus mean trace length and
+decode throughput.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .generation import ToolCallingLogitsProcessor, generate_with_tools
+from .metrics import load_tool_trace_accuracy
+from .tools.base import Role
+
+#: Model types decoded with the fast loop (a fixed-size recurrent cache); everything else uses generate().
+RECURRENT_MODEL_TYPES = {"tool_mamba", "tool_rnn"}
+
+
+@dataclasses.dataclass
+class SizeResult:
+    size: int
+    samples: int
+    answer_exact_match: float
+    trace_exact_match: float
+    token_accuracy: float
+    mean_trace_tokens: float
+    decode_tokens_per_s: float
+    seconds: float
+
+
+def test_instances(task, size: int, samples: int, seed: int) -> list:
+    rng = random.Random(f"eval:{seed}:{size}")
+    return [task.sample(rng, size) for _ in range(samples)]
+
+
+@torch.inference_mode()
+def teacher_forced_token_accuracy(model, tokenizer, instance) -> float:
+    """Share of the reference trace's model tokens (thoughts, commands, outputs) the model predicts
+    correctly when fed the reference prefix: the paper's "token accuracy"."""
+    tokens = instance.full_tokens()
+    roles = instance.roles()
+    ids = torch.tensor([tokenizer.convert_tokens_to_ids(tokens)], device=model.device)  # (1, l)
+    predicted = model(input_ids=ids).logits[0, :-1].argmax(-1).tolist()  # prediction for position t+1
+    scored = [t for t in range(1, len(tokens)) if roles[t] not in (Role.PROMPT, Role.OBSERVATION)]
+    if not scored:
+        return 1.0
+    return sum(predicted[t - 1] == ids[0, t].item() for t in scored) / len(scored)
+
+
+def _decode(model, tokenizer, task, instances, max_new_tokens: int):
+    if model.config.model_type in RECURRENT_MODEL_TYPES:
+        return generate_with_tools(
+            model, tokenizer, [inst.prompt for inst in instances], task.make_environment,
+            max_new_tokens=max_new_tokens, progress=False,
+        )
+    processor = ToolCallingLogitsProcessor(tokenizer, task.make_environment)
+    encoded = tokenizer(
+        ["".join(inst.prompt) for inst in instances], return_tensors="pt", padding=True, padding_side="left"
+    ).to(model.device)
+    sequences = model.generate(
+        **encoded, logits_processor=[processor], max_new_tokens=max_new_tokens, do_sample=False,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    return processor.results(sequences)
+
+
+def evaluate_length_generalization(
+    model, tokenizer, task, sizes: Sequence[int], *, samples: int = 100, seed: int = 1234,
+    batch_size: int = 50, token_accuracy: bool = True, progress: bool = True,
+) -> list[SizeResult]:
+    """Score ``model`` on ``task`` at every size; see the module docstring."""
+    metric = load_tool_trace_accuracy()
+    model.eval()
+    results = []
+    for size in tqdm(sizes, desc=f"{task.name}: sizes", disable=not progress):
+        instances = test_instances(task, size, samples, seed)
+        started = time.monotonic()
+        decoded = []
+        for start in tqdm(range(0, samples, batch_size), desc=f"size {size}", leave=False, disable=not progress):
+            chunk = instances[start : start + batch_size]
+            budget = 2 * max(len(inst.full_tokens()) - len(inst.prompt) for inst in chunk) + 16
+            decoded += _decode(model, tokenizer, task, chunk, budget)
+        seconds = time.monotonic() - started
+        trace_tokens = [r.num_model_tokens + r.num_observation_tokens for r in decoded]
+        scores = metric.compute(
+            predicted_traces=[r.generated_tokens for r in decoded],
+            reference_traces=[inst.full_tokens()[len(inst.prompt) :] for inst in instances],
+            answers_correct=[bool(task.check(inst, r.answer)) for inst, r in zip(instances, decoded)],
+            token_accuracies=[
+                teacher_forced_token_accuracy(model, tokenizer, inst) if token_accuracy else float("nan")
+                for inst in instances
+            ],
+        )
+        results.append(
+            SizeResult(
+                size=size, samples=samples, seconds=round(seconds, 2),
+                mean_trace_tokens=sum(trace_tokens) / len(trace_tokens),
+                decode_tokens_per_s=round(sum(trace_tokens) / max(seconds, 1e-9), 1),
+                **scores,
+            )
+        )
+    return results
+
+
+def write_results(path: str | Path, results: Sequence[SizeResult], **header) -> None:
+    """A JSON object: the header fields (model, task, command, machine, date, ...) and a ``results`` list."""
+    payload = dict(header)
+    payload["results"] = [dataclasses.asdict(r) for r in results]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def plot_accuracy_vs_size(
+    curves: dict[str, Sequence[SizeResult]], png_path: str | Path, *, metric: str = "trace_exact_match",
+    title: str = "", train_max_size: int | None = None,
+) -> None:
+    """Accuracy against size on a log x axis, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, results in curves.items():
+        ax.plot([r.size for r in results], [getattr(r, metric) for r in results], marker="o", label=name)
+    if train_max_size is not None:
+        ax.axvline(train_max_size, color="red", linestyle="--", linewidth=1, label="largest training size")
+    ax.set(xscale="log", ylim=(-0.03, 1.03), xlabel="size (log scale)", ylabel=metric.replace("_", " "), title=title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    Path(png_path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,54 @@
+"""tool_trace_accuracy: the paper's exact-match metrics for tool-using decodes, as an `evaluate` module.
+
+Load it offline with ``hf_toolssm.metrics.load_tool_trace_accuracy()`` (or ``evaluate.load(<this folder>)``).
+
+Inputs, one entry per decoded instance:
+    predicted_traces / reference_traces: the trace after the prompt as a list of token strings
+        (thoughts, commands, observations, outputs);
+    answers_correct: whether the task's checker accepted the final answer;
+    token_accuracies: teacher-forced next-token accuracy on the reference trace's model tokens.
+Outputs (fractions in [0, 1]):
+    answer_exact_match: share of instances whose final answer is correct;
+    trace_exact_match: share whose whole trace equals the reference (the paper's strict metric:
+        the model executed the intended algorithm exactly) AND whose answer is correct;
+    token_accuracy: mean teacher-forced token accuracy.
+"""
+
+import datasets
+import evaluate
+
+_DESCRIPTION = __doc__
+_CITATION = """@inproceedings{malach2026infinity,
+  title={To Infinity and Beyond: Tool-Use Unlocks Length Generalization in State Space Models},
+  author={Malach, Eran and Saremi, Omid and Williamson, Sinead and Bradley, Arwen and Lotfi, Aryo and Abbe, Emmanuel and Susskind, Josh and Littwin, Etai},
+  booktitle={ICLR}, year={2026}}"""
+
+
+class ToolTraceAccuracy(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_DESCRIPTION,
+            features=datasets.Features(
+                {
+                    "predicted_traces": datasets.Sequence(datasets.Value("string")),
+                    "reference_traces": datasets.Sequence(datasets.Value("string")),
+                    "answers_correct": datasets.Value("bool"),
+                    "token_accuracies": datasets.Value("float64"),
+                }
+            ),
+        )
+
+    def _compute(self, predicted_traces, reference_traces, answers_correct, token_accuracies):
+        n = len(answers_correct)
+        if n == 0:
+            raise ValueError("tool_trace_accuracy: no instances to score")
+        trace_matches = [
+            list(p) == list(r) and ok for p, r, ok in zip(predicted_traces, reference_traces, answers_correct)
+        ]
+        return {
+            "answer_exact_match": sum(answers_correct) / n,
+            "trace_exact_match": sum(trace_matches) / n,
+            "token_accuracy": sum(token_accuracies) / n,
+        }

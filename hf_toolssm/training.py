@@ -1,0 +1,252 @@
+"""Training on tool traces with Accelerate: one loop for every architecture, resumable, reproducible.
+
+Data are sampled fresh at every step from the task's training distribution, from an RNG seeded by
+``(seed, step)``: a run needs no dataset on disk, any step's batch can be rebuilt, and ``--resume`` continues
+with exactly the data an uninterrupted run would have seen. Under several processes each takes its slice
+of the same global batch and the loss is normalised by the global number of target tokens, so the loss
+trajectory is that of one process up to floating-point reduction order.
+
+Optimiser (the paper does not state one): AdamW (betas 0.9/0.95), linear warmup then cosine decay to 10%,
+gradient clipping at 1.0. Loss: next-token cross-entropy on thoughts, commands and outputs only; the prompt
+and every tool observation are masked (label -100), as in the paper.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, get_cosine_schedule_with_warmup
+
+from .data import collate, encode_instance
+from .tasks import get_task
+from .tokenization import build_char_tokenizer
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """One training run. Every field can be set in the YAML file; see ``training/configs/``."""
+
+    output_dir: str
+    task: str = "addition"
+    task_kwargs: dict = dataclasses.field(default_factory=dict)
+    train_max_size: int = 5  # the training distribution's largest size (e.g. operand digits)
+    model_type: str = "tool_mamba"  # any AutoConfig model type: tool_mamba, tool_rnn, gpt_neox, mistral
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    steps: int = 1000
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    save_every: int = 200
+    log_every: int = 10
+    eval_every: int = 0  # 0: no in-training length-generalization check
+    eval_sizes: list = dataclasses.field(default_factory=lambda: [5, 20])
+    eval_samples: int = 16
+    max_minutes: float | None = None  # stop (and save) after this much wall time
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown training option(s) {unknown}; valid options are {sorted(known)}")
+        config = cls(**raw)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "train_max_size", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"training option {name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        get_task(self.task, **self.task_kwargs)  # raises a clear error for an unknown task or bad arguments
+
+
+def build_model(config: TrainConfig, tokenizer) -> PreTrainedModel:
+    """A fresh model of ``config.model_type`` sized by ``model_kwargs`` with the tokenizer's vocabulary."""
+    kwargs = dict(config.model_kwargs)
+    kwargs.update(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
+    )
+    model_config = AutoConfig.for_model(config.model_type, **kwargs)
+    if hasattr(model_config, "tool_config"):
+        model_config.tool_config = {
+            "task": config.task, "task_kwargs": config.task_kwargs, "train_max_size": config.train_max_size,
+        }
+    torch.manual_seed(config.seed)
+    return AutoModelForCausalLM.from_config(model_config)
+
+
+def batch_for_step(config: TrainConfig, task, tokenizer, step: int) -> dict[str, torch.Tensor]:
+    """The global batch of ``step``: fresh training instances from an RNG seeded by (seed, step)."""
+    rng = random.Random(f"{config.seed}:{step}")
+    examples = [encode_instance(task.sample_train(rng, config.train_max_size), tokenizer) for _ in range(config.batch_size)]
+    return collate(examples, pad_token_id=tokenizer.pad_token_id)
+
+
+def masked_lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum (not mean) of next-token cross-entropy over labelled positions. logits (b, l, v), labels (b, l)."""
+    return F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum"
+    )
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return checkpoints[-1] if checkpoints else None
+
+
+def train(config: TrainConfig, *, resume: bool = False, accelerator: Accelerator | None = None) -> Path:
+    """Train, checkpointing to ``output_dir/checkpoint-STEP`` and ``output_dir/final``; return the final folder."""
+    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    output_dir = Path(config.output_dir)
+    tokenizer = build_char_tokenizer()
+    task = get_task(config.task, **config.task_kwargs)
+    model = build_model(config, tokenizer)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, betas=(0.9, 0.95), weight_decay=config.weight_decay
+    )
+    scheduler = _warmup_cosine(optimizer, config)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    start_step = 0
+    if resume:
+        checkpoint = latest_checkpoint(output_dir)
+        if checkpoint is None:
+            accelerator.print(f"--resume: no checkpoint in {output_dir}, starting from step 0")
+        else:
+            accelerator.load_state(str(checkpoint / "accelerate_state"))
+            start_step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+            accelerator.print(f"resumed from {checkpoint} at step {start_step}")
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config)))
+
+    log_path = output_dir / "metrics.jsonl"
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes ({world})")
+    share = config.batch_size // world
+    started = time.monotonic()
+    bar = tqdm(total=config.steps, initial=start_step, desc="training", disable=not accelerator.is_main_process)
+    model.train()
+    step = start_step
+    while step < config.steps:
+        batch = batch_for_step(config, task, tokenizer, step)
+        targets = int((batch["labels"][:, 1:] != -100).sum())
+        local = {k: v[rank * share : (rank + 1) * share].to(accelerator.device) for k, v in batch.items()}
+        logits = model(input_ids=local["input_ids"], attention_mask=local["attention_mask"]).logits
+        # Normalise by the *global* target count; DDP averages gradients over processes, so scale by world.
+        loss = masked_lm_loss_sum(logits, local["labels"]) / targets * world
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        bar.update(1)
+
+        global_loss = accelerator.reduce(loss.detach() / world, reduction="sum").item()
+        if accelerator.is_main_process and (step % config.log_every == 0 or step == 1):
+            record = {
+                "step": step, "loss": global_loss, "lr": scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm), "elapsed_s": round(time.monotonic() - started, 2),
+            }
+            with log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{global_loss:.4f}")
+        if config.eval_every and step % config.eval_every == 0 and accelerator.is_main_process:
+            _length_check(accelerator.unwrap_model(model), tokenizer, task, config, step, log_path)
+            model.train()
+        out_of_time = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
+        if step % config.save_every == 0 or step == config.steps or out_of_time:
+            _save_checkpoint(accelerator, model, tokenizer, output_dir / f"checkpoint-{step}", step)
+        if out_of_time:
+            accelerator.print(f"max_minutes={config.max_minutes} reached at step {step}; resume with --resume")
+            break
+    bar.close()
+
+    final = output_dir / "final"
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(final)
+        tokenizer.save_pretrained(final)
+        plot_loss_curve(log_path, output_dir / "loss_curve.png")
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _warmup_cosine(optimizer, config: TrainConfig):
+    """Linear warmup, then cosine decay from the peak to ``min_lr_ratio`` of it."""
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _save_checkpoint(accelerator: Accelerator, model, tokenizer, path: Path, step: int) -> None:
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(path / "accelerate_state"))
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        (path / "trainer_state.json").write_text(json.dumps({"step": step}))
+
+
+@torch.no_grad()
+def _length_check(model, tokenizer, task, config: TrainConfig, step: int, log_path: Path) -> None:
+    """A quick in-training look at length generalization: exact answers at a few sizes."""
+    from .generation import generate_with_tools
+
+    model.eval()
+    rng = random.Random(f"length-check:{config.seed}")
+    record = {"step": step}
+    for size in config.eval_sizes:
+        instances = [task.sample(rng, size) for _ in range(config.eval_samples)]
+        results = generate_with_tools(
+            model, tokenizer, [inst.prompt for inst in instances], task.make_environment,
+            max_new_tokens=4 * max(len(inst.full_tokens()) for inst in instances), progress=False,
+        )
+        record[f"answer_acc@{size}"] = sum(task.check(i, r.answer) for i, r in zip(instances, results)) / len(instances)
+    with log_path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def plot_loss_curve(log_path: Path, png_path: Path) -> None:
+    """Training loss (log scale) against step, from the metrics log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if '"loss"' in line]
+    if not records:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in records], [r["loss"] for r in records])
+    ax.set(xlabel="step", ylabel="training loss (masked CE)", yscale="log", title=log_path.parent.name)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
