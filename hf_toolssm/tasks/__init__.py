@@ -1,0 +1,20 @@
+"""Synthetic tasks with reference tool-use traces: addition, multiplication, Tower of Hanoi, Logical Graph.
+
+``get_task(name, **options)`` builds one; ``docs/tasks.md`` shows every task's format with a worked
+example. Each instance carries its role-tagged trace, and :func:`replay` checks it against the tools.
+"""
+
+from .base import Instance, ReplayMismatch, ReplayResult, Segment, Task, Trace, replay
+from .registry import TASKS, get_task
+
+__all__ = [
+    "TASKS",
+    "Instance",
+    "ReplayMismatch",
+    "ReplayResult",
+    "Segment",
+    "Task",
+    "Trace",
+    "get_task",
+    "replay",
+]
