@@ -47,8 +47,9 @@ def encode_instance(instance: Instance, tokenizer: PreTrainedTokenizerBase) -> E
     }
     if unknown - {tokenizer.unk_token}:
         raise ValueError(
-            f"the tokenizer has no id for {sorted(unknown)}; use hf_toolssm.tokenization.build_char_tokenizer(),"
-            " or add the protocol tokens to yours with hf_toolssm.tokenization.add_tool_tokens()"
+            f"the tokenizer has no id for {sorted(unknown)}; use "
+            "hf_toolssm.tokenization.build_char_tokenizer(), or add the protocol tokens to yours with "
+            "hf_toolssm.tokenization.add_tool_tokens()"
         )
     labels = [
         IGNORE_INDEX if role in UNSCORED_ROLES else token_id

@@ -7,26 +7,25 @@ Pointers: ``pointer1`` walks ``a``, ``pointer2`` walks ``b``, ``pointer3`` is th
 two; a third one, which follows the writing instead of walking back to ``[ANS]`` later, makes every
 decision depend on the last few tokens (prototype lesson 2). The trace:
 
-locate
-    ``pointer1`` walks right to ``+`` with pointers 2 and 3 in step, then ``pointer2`` walks on to ``=``
-    with ``pointer3`` in step: each operand pointer stands one past its operand, the readout on ``=``.
-columns
-    ``pointer1`` moves left and reads (refused with ``[ERR]`` at the start of memory: ``a`` is
-    exhausted); ``pointer2`` moves left and reads (a ``+``: ``b`` is exhausted, step back right). Then
-    the sum digit and the carry letter (``A`` = 0, ``B`` = 1) are written, ``pointer3`` moving right
-    after each, so it always stands on the last thought. A missing digit counts as 0; with both
-    operands exhausted the final carry is written as a column ``1A``, and with carry ``A`` the loop
-    ends. One column, for 7 + 8::
+- **locate**: ``pointer1`` walks right to ``+`` with pointers 2 and 3 in step, then ``pointer2`` walks on
+  to ``=`` with ``pointer3`` in step. Each operand pointer now stands one past its operand, the readout
+  on ``=``, the last memory token.
+- **columns**: ``pointer1`` moves left and reads (the move is refused with ``[ERR]`` at the start of
+  memory: ``a`` is exhausted); ``pointer2`` moves left and reads (a ``+``: ``b`` is exhausted, step back
+  right). A missing digit counts as 0. The sum digit and the carry letter (``A`` = 0, ``B`` = 1) are
+  written, ``pointer3`` moving right after each so that it always stands on the last thought. With
+  both operands exhausted a carry ``B`` is written as the column ``1A``; with carry ``A`` the loop ends.
+- **readout**: ``[ANS]``, then ``pointer3`` moves left and reads: a digit is emitted as output, a carry
+  letter is skipped, ``=`` ends the trace with ``[EOS]``.
 
-        [pointer1.move_left()][pointer1.read()]7[pointer2.move_left()][pointer2.read()]8
-        5[pointer3.move_right()]B[pointer3.move_right()]
+One column, 7 + 8 with no carry in::
 
-readout
-    ``[ANS]``; ``pointer3`` moves left and reads: a digit is emitted as output, a carry letter is
-    skipped, ``=`` ends the trace with ``[EOS]``.
+    [pointer1.move_left()][pointer1.read()]7[pointer2.move_left()][pointer2.read()]8
+    5[pointer3.move_right()]B[pointer3.move_right()]
 
 Memory at the end, for ``57+8=``: ``57+8=5B6A[ANS]65``. About 26 tokens per digit: 5 + 4 to locate, 10
-per column, 7 to read back (``docs/tasks.md`` has exact counts).
+per column, 7 to read back. Every next model token is a function of the last 9 tokens
+(``tests/test_tasks.py`` checks it the way the paper's Theorem 2.2 learner would).
 """
 
 from __future__ import annotations

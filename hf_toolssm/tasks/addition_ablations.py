@@ -1,24 +1,20 @@
 """The regime ablations of addition (paper App. D.7): the same problems as ``addition``, other traces.
 
 Theorem 2.1 says that without interaction a fixed-memory model cannot length-generalize; these four
-variants are the paper's evidence, each a subclass of :class:`~hf_toolssm.tasks.addition.AdditionTask`
-with the same prompt ``a+b=`` and the same sampling:
+variants are the paper's evidence, each a subclass of ``AdditionTask`` with the same prompt ``a+b=``
+and the same sampling:
 
-``addition_no_cot``
-    No tools, no thoughts: ``[ANS]``, then the sum's digits, ``[EOS]``.
-``addition_reversed_no_cot``
-    The same with the sum written least significant digit first (the order the carries flow in); the
-    answer is checked in that order.
-``addition_cot_no_tool``
-    The pointer trace's chain of thought with no tool behind it: every command and every observation
-    is a token the model generates itself (role thought), so nothing but the prompt is masked. Two
-    spellings change, because a model cannot generate an observation-only token: the ``[ERR]`` of a
-    refused move is written ``!``, and the readout is replaced by ``[ANS]`` and the sum. (With no tool,
-    the readout's "reads" are the model recalling its own thoughts, and its output stream would hold
-    the commands and every digit twice.)
-``addition_calculator``
-    One calculator call, then the answer copied from the observation:
-    ``[calc]add(a,b)[/cmd][OBS]sum[/OBS][ANS]sum[EOS]``.
+- ``addition_no_cot``: no tools, no thoughts: ``[ANS]``, then the sum's digits, ``[EOS]``.
+- ``addition_reversed_no_cot``: the same with the sum written least significant digit first (the order
+  the carries flow in); the answer is checked in that order.
+- ``addition_cot_no_tool``: the pointer trace's chain of thought with no tool behind it: every command
+  and every would-be observation is a token the model generates itself (role thought), so nothing but
+  the prompt is masked. Two things change, because a model cannot generate an observation-only token
+  and because without a tool there is nothing to read back: the ``[ERR]`` of a refused move is written
+  ``!``, and the readout is replaced by ``[ANS]`` and the sum (its "reads" would be the model recalling
+  its own thoughts, and its output stream would hold the commands and every digit twice).
+- ``addition_calculator``: one calculator call, then the answer copied from the observation:
+  ``[calc]add(a,b)[/cmd][OBS]sum[/OBS][ANS]sum[EOS]``.
 """
 
 from __future__ import annotations

@@ -6,35 +6,33 @@ positive integers, so the product never has a leading zero to strip.
 
 The paper's algorithm: one partial product per digit of ``b`` (reversed, with carries), then their sum,
 then the readout. It uses max(k, 2) pointers and walks them back and forth; here more pointers stand
-where they will be needed, so every decision is local and nothing walks twice (``docs/tasks.md``):
+where they will be needed, so every decision is local and nothing is walked twice:
 
-=================  ===================================================================================
-``a`` cursors      one per row (``pointer1``, then ``pointer3``.. for rows 1..k-1): row ``j`` multiplies
-                   with cursor ``j``, which has waited on ``*`` since the locate phase (a cursor cannot
-                   be reset without walking, and a walk is ``3n`` tokens)
-``b`` cursor       ``pointer2``: moves left once per row, re-read in every column (the multiplier digit
-                   is never carried in the model's state across a row)
-row cursors        k >= 2 only, one per row: follow the writing until their row is opened, then read it
-                   during the summation (``next_digit_rightwards``)
-readout            the last pointer: follows every written token, reads the answer back after ``[ANS]``
-=================  ===================================================================================
+- **a cursors**, one per row (``pointer1``, then ``pointer3``.. for rows 1..k-1): row ``j`` multiplies
+  with cursor ``j``, which has waited on ``*`` since the locate phase (resetting one cursor would be a
+  walk of 3n tokens per row).
+- **b cursor** (``pointer2``): moves left once per row and is re-read in every column, so the multiplier
+  digit is never carried in the model's state across a row.
+- **row cursors** (k >= 2 only), one per row: follow the writing until their row is opened, then read
+  it during the summation.
+- **readout** (the last pointer): follows every written token, reads the answer back after ``[ANS]``.
 
-Trace::
+That is ``2k + 2`` pointers (3 for k = 1, 6 for k = 2). The trace:
 
-    locate     a cursor 1 walks right to '*' with every other pointer in step; the b cursor walks on to
-               '=' with the row cursors and the readout in step.
-    row j      the b cursor moves left and reads the next multiplier digit ('*': no more rows). Rows
-               after the first open with '+' and j shift columns "0A". Each column: the a cursor moves
-               left and reads, the b cursor is re-read, digit and carry letter are written (the carry
-               can reach 8, 'I'). An exhausted a (move refused with [ERR]) writes the carry as a final
-               digit; exhausted with carry A ends the row.
-    '='        closes the rows.
-    sum        (k >= 2) column by column, every row cursor moves right and reads its next digit (and
-               steps onto its carry) or steps back at its row's end; digit and carry are written.
-               Rows that do not exist (b shorter than k) read '=' at once and count as 0.
-    readout    as in addition, back to the '=' before the answer.
+- **locate**: the first a cursor walks right to ``*`` with every other pointer in step; the b cursor
+  walks on to ``=`` with the row cursors and the readout in step.
+- **row j**: the b cursor moves left and reads the next multiplier digit (``*``: no more rows). Rows
+  after the first open with ``+`` and ``j`` shift columns ``0A``. Each column: the a cursor moves left
+  and reads, the b cursor is re-read, the digit and carry letter are written (a carry can reach 8,
+  ``I``). An exhausted ``a`` (move refused with ``[ERR]``) writes the carry as a final digit; exhausted
+  with carry ``A``, the row ends. ``=`` closes the rows.
+- **sum** (k >= 2): column by column, every row cursor moves right and reads its next digit (then steps
+  onto its carry) or, at its row's end, steps back; digit and carry are written. A row that does not
+  exist (``b`` shorter than ``k``) reads ``=`` at once and counts as 0.
+- **readout**: as in addition, back to the ``=`` in front of the answer.
 
-Memory for ``47*12=``: ``47*12=4B9A+0A7A4A=4A6B5A[ANS]564``.
+Memory for ``47*12=``: ``47*12=4B9A+0A7A4A=4A6B5A[ANS]564``. Every next model token is a function of the
+last 10 tokens.
 """
 
 from __future__ import annotations
