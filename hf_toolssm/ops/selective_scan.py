@@ -102,26 +102,36 @@ def _use_cpu_extension(u: torch.Tensor) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-def _discretize_delta(delta, delta_bias, delta_softplus):
-    delta = delta.float()  # (b, d, l)
+def _compute_dtype(u: torch.Tensor) -> torch.dtype:
+    """float32 for half, bfloat16 and float32 inputs (as mamba-ssm), float64 for float64 inputs.
+
+    Everything used to go through ``.float()``, which silently *downcast* float64: the float64 reference was
+    only float32-accurate and ``gradcheck`` failed on it.
+    """
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+def _discretize_delta(delta, delta_bias, delta_softplus, dtype=torch.float32):
+    delta = delta.to(dtype)  # (b, d, l)
     if delta_bias is not None:
-        delta = delta + delta_bias.float()[None, :, None]
+        delta = delta + delta_bias.to(dtype)[None, :, None]
     if delta_softplus:
         delta = F.softplus(delta)
     return delta
 
 
-def _initial_state(u, A, initial_state):
+def _initial_state(u, A, initial_state, dtype=torch.float32):
     if initial_state is None:
-        return u.new_zeros(u.shape[0], u.shape[1], A.shape[1], dtype=torch.float32)  # (b, d, n)
-    return initial_state.float()
+        return u.new_zeros(u.shape[0], u.shape[1], A.shape[1], dtype=dtype)  # (b, d, n)
+    return initial_state.to(dtype)
 
 
 def _finish(y, u, D, z, out_dtype):
+    dtype = y.dtype  # the compute dtype
     if D is not None:
-        y = y + u.float() * D.float()[None, :, None]  # (b, d, l)
+        y = y + u.to(dtype) * D.to(dtype)[None, :, None]  # (b, d, l)
     if z is not None:
-        y = y * F.silu(z.float())
+        y = y * F.silu(z.to(dtype))
     return y.to(out_dtype)
 
 
@@ -130,9 +140,10 @@ def selective_scan_ref(
     initial_state=None, return_last_state=False,
 ):
     """The definition: a loop over time. Returns y (b, d, l), and the last state (b, d, n) if asked."""
-    delta = _discretize_delta(delta, delta_bias, delta_softplus)  # (b, d, l)
-    h = _initial_state(u, A, initial_state)  # (b, d, n)
-    A, B, C, u_f = A.float(), B.float(), C.float(), u.float()
+    dtype = _compute_dtype(u)
+    delta = _discretize_delta(delta, delta_bias, delta_softplus, dtype)  # (b, d, l)
+    h = _initial_state(u, A, initial_state, dtype)  # (b, d, n)
+    A, B, C, u_f = A.to(dtype), B.to(dtype), C.to(dtype), u.to(dtype)
     ys = []
     for t in range(u.shape[2]):
         dA = torch.exp(delta[:, :, t, None] * A)  # (b, d, n)
@@ -151,9 +162,10 @@ def selective_scan_cpu(
     """The fused C++ scan (no (b, l, d, n) tensors), or a vectorised chunked scan in pure PyTorch."""
     batch, d, length = u.shape
     n = A.shape[1]
-    delta = _discretize_delta(delta, delta_bias, delta_softplus)  # (b, d, l)
-    h0 = _initial_state(u, A, initial_state)  # (b, d, n)
-    if _use_cpu_extension(u):
+    dtype = _compute_dtype(u)
+    delta = _discretize_delta(delta, delta_bias, delta_softplus, dtype)  # (b, d, l)
+    h0 = _initial_state(u, A, initial_state, dtype)  # (b, d, n)
+    if dtype == torch.float32 and _use_cpu_extension(u):  # the C++ kernel is float32 only
         y, last = _SelectiveScanCpp.apply(
             u.float().contiguous(), delta.contiguous(), A.float().contiguous(),
             B.float().transpose(1, 2).contiguous(), C.float().transpose(1, 2).contiguous(),  # (b, l, n)
@@ -161,11 +173,11 @@ def selective_scan_cpu(
         )
     else:
         delta_t = delta.transpose(1, 2)  # (b, l, d)
-        dA = torch.exp(delta_t[..., None] * A.float())  # (b, l, d, n)
-        dBu = (delta_t * u.float().transpose(1, 2))[..., None] * B.float().transpose(1, 2)[:, :, None, :]
+        dA = torch.exp(delta_t[..., None] * A.to(dtype))  # (b, l, d, n)
+        dBu = (delta_t * u.to(dtype).transpose(1, 2))[..., None] * B.to(dtype).transpose(1, 2)[:, :, None, :]
         h = linear_scan(dA.reshape(batch, length, d * n), dBu.reshape(batch, length, d * n), h0.reshape(batch, d * n))
         h = h.view(batch, length, d, n)  # (b, l, d, n)
-        y = torch.matmul(h, C.float().transpose(1, 2)[..., None]).squeeze(-1).transpose(1, 2)  # (b, d, l)
+        y = torch.matmul(h, C.to(dtype).transpose(1, 2)[..., None]).squeeze(-1).transpose(1, 2)  # (b, d, l)
         last = h[:, -1] if length > 0 else h0  # (b, d, n)
     out = _finish(y, u, D, z, u.dtype)
     return (out, last) if return_last_state else out
@@ -224,20 +236,21 @@ def selective_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_bias=No
 
     state: (b, d, n); x, dt, z: (b, d); B, C: (b, n). Returns y: (b, d).
     """
-    dt = dt.float()
+    dtype = _compute_dtype(x)
+    dt = dt.to(dtype)
     if dt_bias is not None:
-        dt = dt + dt_bias.float()
+        dt = dt + dt_bias.to(dtype)
     if dt_softplus:
         dt = F.softplus(dt)
-    dA = torch.exp(dt[..., None] * A.float())  # (b, d, n)
-    dBx = (dt * x.float())[..., None] * B.float()[:, None, :]  # (b, d, n)
-    new_state = state.float() * dA + dBx  # (b, d, n)
+    dA = torch.exp(dt[..., None] * A.to(dtype))  # (b, d, n)
+    dBx = (dt * x.to(dtype))[..., None] * B.to(dtype)[:, None, :]  # (b, d, n)
+    new_state = state.to(dtype) * dA + dBx  # (b, d, n)
     state.copy_(new_state)
-    y = torch.matmul(new_state, C.float()[..., None]).squeeze(-1)  # (b, d)
+    y = torch.matmul(new_state, C.to(dtype)[..., None]).squeeze(-1)  # (b, d)
     if D is not None:
-        y = y + x.float() * D.float()
+        y = y + x.to(dtype) * D.to(dtype)
     if z is not None:
-        y = y * F.silu(z.float())
+        y = y * F.silu(z.to(dtype))
     return y.to(x.dtype)
 
 
