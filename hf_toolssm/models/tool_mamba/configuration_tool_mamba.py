@@ -5,8 +5,9 @@ checkpoint converts 1:1; ``tool_config`` adds what a checkpoint needs to drive i
 tools, their limits), so that ``toolssm solve CHECKPOINT PROBLEM`` needs nothing else.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: @strict checks each field against its annotation, and it
+# silently skips annotations that are strings, so with postponed annotations `hidden_size="big"` got past the
+# type checks (and crashed in __post_init__ with "invalid literal for int(): 'bigbig'").
 import math
 
 from huggingface_hub.dataclasses import strict

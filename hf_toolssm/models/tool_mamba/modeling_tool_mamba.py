@@ -138,6 +138,11 @@ class ToolMambaMixer(nn.Module):
         dt = (dt @ self.dt_proj.weight.T).transpose(1, 2)  # (b, d, l); the bias is added inside the scan
 
         # 3. Selective scan, continuing from the cached SSM state.
+        if ssm_state is not None and torch.is_grad_enabled():
+            # The cache overwrites this very tensor in place below (update_recurrent_state copies into it),
+            # but the scan saves its initial state for the backward: without a copy, backpropagating through
+            # a cache continuation failed with "modified by an inplace operation".
+            ssm_state = ssm_state.clone()
         y, new_ssm_state = selective_scan_fn(
             x, dt, A, B.transpose(1, 2), C.transpose(1, 2), D=self.D.float(), z=z,
             delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
