@@ -7,6 +7,7 @@
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .models.tool_mamba import ToolMambaConfig, ToolMambaForCausalLM, ToolMambaModel
+from .models.tool_rnn import ToolRNNConfig, ToolRNNForCausalLM, ToolRNNModel
 
 __version__ = "0.1.0"
 
@@ -18,5 +19,9 @@ def _register(config_class, model_class, causal_lm_class) -> None:
 
 
 _register(ToolMambaConfig, ToolMambaModel, ToolMambaForCausalLM)
+_register(ToolRNNConfig, ToolRNNModel, ToolRNNForCausalLM)
 
-__all__ = ["ToolMambaConfig", "ToolMambaModel", "ToolMambaForCausalLM"]
+__all__ = [
+    "ToolMambaConfig", "ToolMambaModel", "ToolMambaForCausalLM",
+    "ToolRNNConfig", "ToolRNNModel", "ToolRNNForCausalLM",
+]
