@@ -24,16 +24,21 @@ from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
 from ..tools.base import EOS, EnvironmentFactory, StopReason
 from .result import ToolGenerationResult
+from .vocabulary import protocol_id_to_token, protocol_token_to_id
 
 
 class ToolCallingLogitsProcessor(LogitsProcessor):
-    """Runs tools on the tokens ``generate()`` samples and forces their observations back in."""
+    """Runs tools on the tokens ``generate()`` samples and forces their observations back in.
+
+    One processor can serve several ``generate()`` calls in turn: each call starts over with fresh
+    environments (read :meth:`results` before the next call).
+    """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, env_factory: EnvironmentFactory):
         self.tokenizer = tokenizer
         self.env_factory = env_factory
-        self.id_to_token: list[str] = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        self.eos_id = tokenizer.convert_tokens_to_ids(EOS)
+        self.id_to_token = protocol_id_to_token(tokenizer)
+        self.token_to_id = protocol_token_to_id(self.id_to_token)  # forced tokens, [EOS] included
         self.pad_id = tokenizer.pad_token_id
         self.envs = None
 
@@ -52,7 +57,8 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
         self.seen = input_ids.shape[1]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.envs is None or input_ids.shape[1] < self.seen or len(self.envs) != input_ids.shape[0]:
+        # Within one generate() call every call brings exactly one new token; anything else is a new call.
+        if self.envs is None or input_ids.shape[1] != self.seen + 1 or len(self.envs) != input_ids.shape[0]:
             self._start(input_ids)
         else:
             self._consume(input_ids[:, self.seen :].tolist())
@@ -63,7 +69,10 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
             if env.stop_reason is StopReason.MAX_TOOL_CALLS and not self.forced[row]:
                 self.forced[row].append(EOS)  # the budget is spent: end the row cleanly
             if self.forced[row]:
-                token_id = self.tokenizer.convert_tokens_to_ids(self.forced[row][0])
+                token = self.forced[row][0]
+                token_id = self.token_to_id.get(token)
+                if token_id is None:  # not in the vocabulary: let the tokenizer decide (its unknown token)
+                    token_id = self.tokenizer.convert_tokens_to_ids(token)
                 scores[row] = torch.finfo(scores.dtype).min
                 scores[row, token_id] = 0.0
         return scores
@@ -83,7 +92,7 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
                     continue
                 observation = self.envs[row].step(token)
                 self.forced[row].extend(observation)
-                if token == EOS or token_id == self.eos_id:
+                if token == EOS:
                     self.finished[row] = True
 
     def results(self, sequences: torch.LongTensor | None = None) -> list[ToolGenerationResult]:

@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..tools.base import EOS, EnvironmentFactory, StopReason
 from .result import ToolGenerationResult
+from .vocabulary import protocol_id_to_token, protocol_token_to_id
 
 
 def _prompt_tokens(tokenizer: PreTrainedTokenizerBase, prompt: str | Sequence[str]) -> list[str]:
@@ -51,14 +52,15 @@ def generate_with_tools(
         env_factory: builds a fresh ``ToolEnvironment`` per row, e.g. ``task.make_environment``.
         max_new_tokens: cap on trace tokens after the prompt (model tokens + observations) per row.
         time_budget: seconds; rows still running then stop with ``StopReason.TIME_BUDGET``.
-        on_token: optional ``callback(row, token, role)`` for every trace token (streaming, e.g. the CLI).
+        on_token: optional ``callback(row, token, role)`` for every trace token after the prompt, model
+            tokens and observations alike (streaming, e.g. the CLI).
         progress: show a tqdm bar (default: when more than 2,000 tokens may be decoded).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     device = model.device
-    id_to_token: list[str] = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    token_to_id = {token: i for i, token in enumerate(id_to_token)}
+    id_to_token = protocol_id_to_token(tokenizer)
+    token_to_id = protocol_token_to_id(id_to_token)
     envs, queues = [], []
     for prompt in prompts:
         tokens = _prompt_tokens(tokenizer, prompt)
@@ -88,7 +90,12 @@ def generate_with_tools(
         width = min(len(queues[row]) for row in active)
         feed = torch.tensor([[queues[row].popleft() for _ in range(width)] for row in active], device=device)
         outputs = model(input_ids=feed, cache=cache, use_cache=True)
-        cache = outputs.cache
+        cache = getattr(outputs, "cache", None)
+        if cache is None:  # the next forward would silently start over from the new tokens alone
+            raise TypeError(
+                f"generate_with_tools: {type(model).__name__}.forward(input_ids, cache=..., use_cache=True) "
+                "returned no cache; the fast loop needs one. Use model.generate() with ToolCallingLogitsProcessor."
+            )
         logits = outputs.logits[:, -1, :].float()  # (active, vocab)
 
         # 2. Rows whose queue is now empty sample their next token and hand it to their tool environment.

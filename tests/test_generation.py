@@ -1,0 +1,477 @@
+"""The generation layer: the fast tool loop (``generate_with_tools``) and ``ToolCallingLogitsProcessor`` in
+stock ``model.generate()``.
+
+Hand-written reference traces are replayed by a scripted model (``tests/scripted_model.py``) through both
+paths, which must reproduce them token for token, roles included; tiny random models (ToolMamba, ToolRNN,
+GPT-NeoX) check that the two paths agree on free-running, tool-calling decodes.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, GPTNeoXConfig, PreTrainedTokenizerFast
+from transformers.generation.streamers import BaseStreamer
+
+from hf_toolssm import ToolMambaConfig, ToolMambaForCausalLM, ToolRNNConfig, ToolRNNForCausalLM
+from hf_toolssm.generation import ToolCallingLogitsProcessor, ToolGenerationResult, generate_with_tools
+from hf_toolssm.tokenization import CHARACTERS, add_tool_tokens, build_char_tokenizer
+from hf_toolssm.tools import (
+    ANS,
+    ARG_END,
+    CALC,
+    EOM,
+    EOS,
+    ERR,
+    FIND,
+    OBS_CLOSE,
+    OBS_OPEN,
+    OBSERVATION_ONLY_TOKENS,
+    TRUNC,
+    Calculator,
+    Memory,
+    PointerMemory,
+    Role,
+    SearchMemory,
+    StopReason,
+    Tool,
+    ToolEnvironment,
+    error_observation,
+)
+from scripted_model import ScriptedConfig, ScriptedModel
+
+TOKENIZER = build_char_tokenizer()
+PAD_ID, EOS_ID = TOKENIZER.pad_token_id, TOKENIZER.eos_token_id
+P, T, C, O, A = Role.PROMPT, Role.THOUGHT, Role.COMMAND, Role.OBSERVATION, Role.OUTPUT
+
+
+# --- reference traces, written by hand --------------------------------------------------------------------
+def trace(*segments: tuple[Role, str | list[str]]) -> tuple[list[str], list[Role]]:
+    """Tokens and roles from (role, tokens) segments; a string is split into characters."""
+    tokens, roles = [], []
+    for role, part in segments:
+        part = list(part)
+        tokens += part
+        roles += [role] * len(part)
+    return tokens, roles
+
+
+def read(k: int) -> str:
+    return f"[pointer{k}.read()]"
+
+
+def right(k: int) -> str:
+    return f"[pointer{k}.move_right()]"
+
+
+def left(k: int) -> str:
+    return f"[pointer{k}.move_left()]"
+
+
+# docs/protocol.md's worked example: 7 + 5 with two pointers; the sum digits are written least significant
+# first as thoughts, then read back in reverse after [ANS].
+ADDITION = trace(
+    (P, "7+5="),
+    (C, [read(1)]), (O, ["7"]),
+    (C, [right(2), right(2), read(2)]), (O, ["5"]),
+    (T, "21"),
+    (A, [ANS]),
+    (C, [right(2), right(2), right(2), read(2)]), (O, ["1"]),
+    (A, "1"),
+    (C, [left(2), read(2)]), (O, ["2"]),
+    (A, ["2", EOS]),
+)  # fmt: skip
+ADDITION_MEMORY = list("7+5=21") + [ANS] + list("12")
+
+# Variable chasing with [find] (max_lines=2): c=b, b=a, a=1, so c=1. The thought "c=1\n" becomes a
+# searchable line, a search with more than 2 matching lines is truncated, and a miss gives an empty [OBS].
+FIND_CHAIN = trace(
+    (P, "a=1\nb=a\nc=b\n"),
+    (C, [FIND, *"c=", ARG_END]), (O, [OBS_OPEN, *"c=b", OBS_CLOSE]),
+    (C, [FIND, *"b=", ARG_END]), (O, [OBS_OPEN, *"b=a", OBS_CLOSE]),
+    (C, [FIND, *"a=", ARG_END]), (O, [OBS_OPEN, *"a=1", OBS_CLOSE]),
+    (T, "c=1\n"),
+    (C, [FIND, *"=1", ARG_END]), (O, [OBS_OPEN, *"a=1", "\n", *"c=1", OBS_CLOSE]),
+    (C, [FIND, "=", ARG_END]), (O, [OBS_OPEN, *"a=1", "\n", *"b=a", TRUNC, OBS_CLOSE]),
+    (C, [FIND, "z", ARG_END]), (O, [OBS_OPEN, OBS_CLOSE]),
+    (A, [ANS, "1", EOS]),
+)  # fmt: skip
+
+# Every kind of malformed call the model can make (max_argument_tokens=8), each answered with the
+# protocol's error observation, then a good [calc] and an answer.
+MALFORMED = trace(
+    (P, "x=1\n"),
+    (C, [OBS_OPEN]), (O, [ERR]),
+    (C, [EOM]), (O, [ERR]),
+    (C, [ARG_END]), (O, [ERR]),
+    (C, [FIND, *"xxxxxxxxx"]), (O, error_observation("argument too long")),  # at the 9th argument token
+    (T, "y"),  # the dropped command's tokens are over: this is an ordinary thought
+    (C, [ARG_END]), (O, [ERR]),  # a stray [/cmd]
+    (C, [CALC, *"2*3", ARG_END]), (O, error_observation("expected op(a,b)")),
+    (C, [CALC, ANS, ARG_END]), (O, error_observation("argument must be plain characters")),
+    (C, [CALC, *"add(1,x)", ARG_END]), (O, error_observation("operands must be non-negative decimal integers")),
+    (C, ["[code]"]), (O, error_observation("tool error: ZeroDivisionError")),  # a tool that raises
+    (C, [CALC, *"mul(6,7)", ARG_END]), (O, [OBS_OPEN, *"42", OBS_CLOSE]),
+    (A, [ANS, *"42", EOS]),
+)  # fmt: skip
+
+# [EOS] in the middle of an argument ends the sequence; the unfinished command is dropped.
+EOS_IN_ARGUMENT = trace((P, "q"), (C, [FIND, "q"]), (T, [EOS]))
+
+SCRIPTED = {"addition": ADDITION, "find": FIND_CHAIN, "malformed": MALFORMED, "eos_in_argument": EOS_IN_ARGUMENT}
+ANSWERS = {"addition": "12", "find": "1", "malformed": "42", "eos_in_argument": ""}
+
+
+class BuggyTool(Tool):
+    """A tool whose ``run`` raises: the environment must turn that into an observation."""
+
+    name = "buggy"
+
+    def command_tokens(self) -> list[str]:
+        return ["[code]"]
+
+    def run(self, command: str, argument: list[str], memory: Memory) -> list[str]:
+        return [str(1 // 0)]
+
+
+def scripted_environment(**limits) -> ToolEnvironment:
+    """One environment for every scripted trace: each row still gets its own tools and state."""
+    tools = [PointerMemory(2), SearchMemory(max_lines=2), Calculator(), BuggyTool()]
+    return ToolEnvironment(tools=tools, **{"max_argument_tokens": 8, **limits})
+
+
+class RecordingFactory:
+    """An environment factory that keeps the environments it built, to inspect them after a decode."""
+
+    def __init__(self, **limits):
+        self.limits = limits
+        self.envs: list[ToolEnvironment] = []
+
+    def __call__(self) -> ToolEnvironment:
+        self.envs.append(scripted_environment(**self.limits))
+        return self.envs[-1]
+
+
+def scripted_model(tokenizer=TOKENIZER, names=tuple(SCRIPTED), eos_token: str = EOS) -> ScriptedModel:
+    traces = []
+    for name in names:
+        tokens = [eos_token if token == EOS else token for token in SCRIPTED[name][0]]
+        traces.append(tokenizer.convert_tokens_to_ids(tokens))
+    config = ScriptedConfig(
+        vocab_size=len(tokenizer), traces=traces, off_trace_id=tokenizer.unk_token_id,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    return ScriptedModel(config).eval()
+
+
+def prompt_of(name: str) -> list[str]:
+    tokens, roles = SCRIPTED[name]
+    return [token for token, role in zip(tokens, roles) if role is Role.PROMPT]
+
+
+# --- the two decoding paths ------------------------------------------------------------------------------
+def decode_fast(model, prompts, env_factory, tokenizer=TOKENIZER, **kwargs) -> list[ToolGenerationResult]:
+    return generate_with_tools(model, tokenizer, prompts, env_factory, progress=False, **kwargs)
+
+
+def decode_generate(
+    model, prompts, env_factory, tokenizer=TOKENIZER, max_new_tokens=400, processor=None, **kwargs
+) -> list[ToolGenerationResult]:
+    processor = processor or ToolCallingLogitsProcessor(tokenizer, env_factory)
+    encoded = tokenizer(["".join(p) for p in prompts], return_tensors="pt", padding=True, padding_side="left")
+    sequences = model.generate(
+        **encoded, logits_processor=[processor], max_new_tokens=max_new_tokens, do_sample=False,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs,
+    )
+    return processor.results(sequences)
+
+
+PATHS = {"fast_loop": decode_fast, "generate": decode_generate}
+
+
+def summary(result: ToolGenerationResult) -> tuple:
+    return (result.tokens, result.roles, result.answer, result.stop_reason, result.num_tool_calls)
+
+
+# --- 1. scripted traces through both paths ---------------------------------------------------------------
+@pytest.mark.parametrize("path", PATHS)
+def test_scripted_traces_are_reproduced_exactly(path):
+    """One batch, four traces with different tools and tool states: every row reproduces its trace."""
+    names = list(SCRIPTED)
+    results = PATHS[path](scripted_model(), [prompt_of(n) for n in names], scripted_environment)
+    for name, result in zip(names, results):
+        tokens, roles = SCRIPTED[name]
+        assert result.tokens == tokens, name
+        assert result.roles == roles, name
+        assert result.answer == ANSWERS[name]
+        assert result.stop_reason is StopReason.EOS
+        assert result.num_model_tokens == sum(r in (T, C, A) for r in roles)
+        assert result.num_observation_tokens == roles.count(O)
+    assert results[0].segments()[:3] == [(P, "7+5="), (C, read(1)), (O, "7")]
+    assert results[0].num_tool_calls == 10  # as in docs/protocol.md
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_scripted_row_in_a_batch_equals_row_alone(path):
+    names = list(SCRIPTED)
+    model = scripted_model()
+    batched = PATHS[path](model, [prompt_of(n) for n in names], scripted_environment)
+    for name, result in zip(names, batched):
+        alone = PATHS[path](model, [prompt_of(name)], scripted_environment)[0]
+        assert summary(alone) == summary(result)
+
+
+def test_off_trace_history_is_visible():
+    """The scripted model is not a tautology: wrong observations put it off its trace."""
+    wrong_tools = lambda: ToolEnvironment(tools=[PointerMemory(2)])  # noqa: E731  (no [find]: no observations)
+    result = decode_fast(scripted_model(), [prompt_of("find")], wrong_tools, max_new_tokens=10)[0]
+    assert result.tokens != FIND_CHAIN[0][: len(result.tokens)]
+    assert "[UNK]" in result.tokens
+
+
+# --- 4. memory -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", PATHS)
+def test_memory_excludes_commands_and_observations(path):
+    factory = RecordingFactory()
+    names = ["addition", "find", "malformed"]
+    results = PATHS[path](scripted_model(), [prompt_of(n) for n in names], factory)
+    assert len(factory.envs) == 3
+    assert factory.envs[0].memory.tokens == ADDITION_MEMORY
+    assert "".join(factory.envs[1].memory.tokens) == "a=1\nb=a\nc=b\nc=1\n" + ANS + "1"
+    assert "".join(factory.envs[2].memory.tokens) == "x=1\ny" + ANS + "42"
+    for env, result in zip(factory.envs, results):
+        expected = [t for t, r in zip(result.tokens, result.roles) if r in (P, T, A) and t != EOS]
+        assert env.memory.tokens == expected
+        assert not set(env.memory.tokens) & {*OBSERVATION_ONLY_TOKENS, ARG_END, FIND, CALC, read(1), read(2)}
+
+
+# --- 5. stop reasons -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("max_new_tokens", [1, 2, 6, 11, 19])
+def test_max_new_tokens_cuts_both_paths_alike(max_new_tokens):
+    model = scripted_model()
+    prompts = [prompt_of("addition"), prompt_of("find")]
+    fast = decode_fast(model, prompts, scripted_environment, max_new_tokens=max_new_tokens)
+    slow = decode_generate(model, prompts, scripted_environment, max_new_tokens=max_new_tokens)
+    for name, f, s in zip(["addition", "find"], fast, slow):
+        assert summary(f) == summary(s)
+        assert f.stop_reason is StopReason.MAX_TOKENS
+        n = len(f.tokens)
+        assert (f.tokens, f.roles) == (SCRIPTED[name][0][:n], SCRIPTED[name][1][:n])  # a prefix of the trace
+        generated = n - len(prompt_of(name))
+        # Cut at the first token that reaches the limit; that token's observation is recorded in full.
+        assert generated >= max_new_tokens and generated - f.num_observation_tokens <= max_new_tokens
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_tool_call_limit_stops_the_row(path):
+    results = PATHS[path](scripted_model(), [prompt_of("addition")], lambda: scripted_environment(max_tool_calls=3))
+    result = results[0]
+    assert result.stop_reason is StopReason.MAX_TOOL_CALLS
+    # Three calls run; the fourth command is recorded but refused, with no observation, and nothing follows.
+    assert result.tokens == [*"7+5=", read(1), "7", right(2), right(2), read(2)]
+    assert result.roles == [P] * 4 + [C, O, C, C, C]
+    assert result.num_tool_calls == 4
+
+
+def test_eos_stops_and_time_budget_zero_stops_immediately():
+    model = scripted_model()
+    prompts = [prompt_of("addition"), prompt_of("find")]
+    assert [r.stop_reason for r in decode_fast(model, prompts, scripted_environment)] == [StopReason.EOS] * 2
+    for result, prompt in zip(decode_fast(model, prompts, scripted_environment, time_budget=0), prompts):
+        assert result.stop_reason is StopReason.TIME_BUDGET
+        assert result.tokens == prompt and result.num_model_tokens == 0
+
+
+# --- 7. streaming ----------------------------------------------------------------------------------------
+class RecordingStreamer(BaseStreamer):
+    def __init__(self):
+        self.values: list[list[int]] = []
+        self.ended = False
+
+    def put(self, value):
+        self.values.append(value.flatten().tolist())
+
+    def end(self):
+        self.ended = True
+
+
+def test_streamer_receives_every_token_with_the_logits_processor():
+    streamer = RecordingStreamer()
+    prompt = prompt_of("addition")
+    result = decode_generate(scripted_model(), [prompt], scripted_environment, streamer=streamer)[0]
+    assert streamer.ended
+    assert streamer.values[0] == TOKENIZER.convert_tokens_to_ids(prompt)  # generate() streams the prompt first
+    streamed = [TOKENIZER.convert_ids_to_tokens(ids)[0] for ids in streamer.values[1:]]
+    assert streamed == result.generated_tokens == ADDITION[0][len(prompt) :]  # observations included
+
+
+def test_on_token_streams_every_token_with_its_role():
+    names = ["addition", "find", "malformed"]
+    streamed: dict[int, list[tuple[str, Role]]] = {row: [] for row in range(3)}
+    results = decode_fast(
+        scripted_model(), [prompt_of(n) for n in names], scripted_environment,
+        on_token=lambda row, token, role: streamed[row].append((token, role)),
+    )
+    for row, result in enumerate(results):
+        prompt_length = len(prompt_of(names[row]))
+        assert streamed[row] == list(zip(result.tokens, result.roles))[prompt_length:]
+
+
+# --- 2 and 3. tiny random models: both paths agree, rows do not leak ---------------------------------------
+RANDOM_PROMPTS = ["7+5=", "123+4567=", "a=1\nb=a\n", "9"]
+
+
+def random_environment() -> ToolEnvironment:
+    """Every tool, small limits: a random model calls tools, errs, truncates and runs out of calls."""
+    tools = [PointerMemory(8), SearchMemory(max_lines=2), Calculator()]
+    return ToolEnvironment(tools=tools, max_tool_calls=12, max_argument_tokens=6, max_observation_tokens=8)
+
+
+def tiny_mamba(seed: int) -> ToolMambaForCausalLM:
+    torch.manual_seed(seed)
+    config = ToolMambaConfig(
+        vocab_size=len(TOKENIZER), hidden_size=32, state_size=8, num_hidden_layers=2,
+        tie_word_embeddings=False, pad_token_id=PAD_ID, eos_token_id=EOS_ID, bos_token_id=EOS_ID,
+    )
+    return ToolMambaForCausalLM(config).eval()
+
+
+def tiny_rnn(seed: int, cell_type: str) -> ToolRNNForCausalLM:
+    torch.manual_seed(seed)
+    config = ToolRNNConfig(
+        vocab_size=len(TOKENIZER), hidden_size=32, num_hidden_layers=2, cell_type=cell_type,
+        initializer_range=1.0, pad_token_id=PAD_ID, eos_token_id=EOS_ID, bos_token_id=EOS_ID,
+    )
+    return ToolRNNForCausalLM(config).eval()
+
+
+def tiny_gpt_neox(seed: int, vocab_size: int = len(TOKENIZER)):
+    torch.manual_seed(seed)
+    config = GPTNeoXConfig(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=256, initializer_range=0.5, tie_word_embeddings=False,
+        pad_token_id=PAD_ID, eos_token_id=EOS_ID, bos_token_id=EOS_ID,
+    )
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+RANDOM_MODELS = {
+    "mamba": tiny_mamba,
+    "lstm": lambda seed: tiny_rnn(seed, "lstm"),
+    "gru": lambda seed: tiny_rnn(seed, "gru"),
+}
+
+
+def assert_consistent_roles(result: ToolGenerationResult, prompt: str) -> None:
+    """Structural checks that hold for any decode: the prompt, then observations only after commands."""
+    assert result.tokens[: len(prompt)] == list(prompt) and result.roles[: len(prompt)] == [P] * len(prompt)
+    assert P not in result.roles[len(prompt) :]
+    for i, role in enumerate(result.roles):
+        if role is O:
+            assert result.roles[i - 1] in (C, O)
+    assert result.stop_reason in (StopReason.EOS, StopReason.MAX_TOKENS, StopReason.MAX_TOOL_CALLS)
+    assert (result.stop_reason is StopReason.EOS) == (result.tokens[-1] == EOS)
+
+
+@pytest.mark.parametrize("kind", RANDOM_MODELS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_loop_equals_logits_processor_on_random_models(kind, seed):
+    model = RANDOM_MODELS[kind](seed)
+    fast = decode_fast(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40)
+    slow = decode_generate(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40)
+    for prompt, f, s in zip(RANDOM_PROMPTS, fast, slow):
+        assert summary(f) == summary(s)
+        assert_consistent_roles(f, prompt)
+
+
+def test_random_models_exercise_the_tools():
+    """Guard for the test above: the random decodes are not trivial (commands, observations, errors)."""
+    results = [
+        r for kind in RANDOM_MODELS for seed in (0, 1, 2)
+        for r in decode_fast(RANDOM_MODELS[kind](seed), RANDOM_PROMPTS, random_environment, max_new_tokens=40)
+    ]  # fmt: skip
+    roles = [role for r in results for role in r.roles]
+    assert roles.count(C) > 50 and roles.count(O) > 50 and roles.count(T) > 50
+    assert sum(r.num_tool_calls for r in results) > 30
+    assert {r.stop_reason for r in results} >= {StopReason.MAX_TOKENS, StopReason.MAX_TOOL_CALLS}
+    observations = {t for r in results for t, role in zip(r.tokens, r.roles) if role is O}
+    assert {ERR, OBS_OPEN} <= observations
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("kind", ["mamba", "lstm"])
+def test_random_model_row_in_a_batch_equals_row_alone(path, kind):
+    model = RANDOM_MODELS[kind](1)
+    batched = PATHS[path](model, RANDOM_PROMPTS, random_environment, max_new_tokens=30)
+    for prompt, result in zip(RANDOM_PROMPTS, batched):
+        alone = PATHS[path](model, [prompt], random_environment, max_new_tokens=30)[0]
+        assert summary(alone) == summary(result)
+
+
+# --- 8. a non-recurrent model from transformers ----------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gpt_neox_with_the_logits_processor_and_the_fast_loop(seed):
+    model = tiny_gpt_neox(seed)
+    slow = decode_generate(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40)
+    for prompt, result in zip(RANDOM_PROMPTS, slow):
+        assert_consistent_roles(result, prompt)
+    assert sum(r.num_tool_calls for r in slow) > 0
+    # The fast loop only needs forward(input_ids, cache, use_cache) -> .logits, .cache and
+    # cache.reorder_cache, which a KV cache has too. Rows are never padded there, so for prompts of one
+    # length both paths see the same positions and agree exactly.
+    prompts = ["7+5=", "9*8=", "ab\nc"]
+    fast = decode_fast(model, prompts, random_environment, max_new_tokens=40)
+    slow = decode_generate(model, prompts, random_environment, max_new_tokens=40)
+    assert [summary(r) for r in fast] == [summary(r) for r in slow]
+
+
+class NoCacheOutput(dict):
+    """A forward result without a cache."""
+
+    def __getattr__(self, name):
+        return self.get(name)
+
+
+def test_fast_loop_rejects_a_model_without_a_cache():
+    model = scripted_model()
+    forward = model.forward
+    model.forward = lambda *args, **kwargs: NoCacheOutput(logits=forward(*args, **kwargs).logits)
+    with pytest.raises(TypeError, match="returned no cache"):
+        decode_fast(model, [prompt_of("addition")], scripted_environment)
+
+
+# --- a tokenizer whose end-of-sequence token is its own, as pretrained tokenizers have ---------------------
+def pretrained_style_tokenizer() -> PreTrainedTokenizerFast:
+    vocabulary = ["<pad>", "</s>", "<unk>", *CHARACTERS]
+    backend = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(vocabulary)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    add_tool_tokens(tokenizer)  # keeps "</s>" as the end of sequence: the protocol's [EOS] is not added
+    return tokenizer
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_the_tokenizers_own_eos_ends_the_trace(path):
+    tokenizer = pretrained_style_tokenizer()
+    assert EOS not in tokenizer.get_vocab()
+    model = scripted_model(tokenizer, names=["addition"], eos_token="</s>")
+    result = PATHS[path](model, [prompt_of("addition")], scripted_environment, tokenizer=tokenizer)[0]
+    assert result.stop_reason is StopReason.EOS
+    assert result.answer == "12"
+    assert (result.tokens, result.roles) == ADDITION  # the trace is in protocol tokens: "</s>" reads as [EOS]
+
+
+# --- the logits processor, reused --------------------------------------------------------------------------
+def test_logits_processor_reused_for_a_second_generate_call():
+    """A processor passed to two generate() calls must start over, even when the second prompts are longer
+    than the first decode."""
+    model = scripted_model()
+    processor = ToolCallingLogitsProcessor(TOKENIZER, scripted_environment)
+    first = decode_generate(model, [prompt_of("addition")], None, processor=processor, max_new_tokens=3)
+    assert first[0].stop_reason is StopReason.MAX_TOKENS
+    second = decode_generate(model, [prompt_of("find")], None, processor=processor)
+    assert (second[0].tokens, second[0].roles) == FIND_CHAIN
