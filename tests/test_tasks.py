@@ -225,7 +225,8 @@ def test_ablation_trace_formats():
 
 # --- locality: the design goal the prototype taught ----------------------------------------------------
 @pytest.mark.parametrize(
-    ("name", "options", "window"), [("addition", {}, 9), ("multiplication", {"k": 2}, 10)]
+    ("name", "options", "window"),
+    [("addition", {}, 9), ("multiplication", {"k": 1}, 10), ("multiplication", {"k": 2}, 10)],
 )
 def test_every_decision_is_a_function_of_the_last_few_tokens(name, options, window):
     """The paper's string-matching learner (Thm 2.2): a table from the last ``window`` tokens to the next

@@ -32,7 +32,7 @@ That is ``2k + 2`` pointers (3 for k = 1, 6 for k = 2). The trace:
 - **readout**: as in addition, back to the ``=`` in front of the answer.
 
 Memory for ``47*12=``: ``47*12=4B9A+0A7A4A=4A6B5A[ANS]564``. Every next model token is a function of the
-last 10 tokens.
+last 10 tokens for k = 1 and 2, of the last 14 for k = 3 (a sum column reads three rows).
 """
 
 from __future__ import annotations
