@@ -2,9 +2,10 @@
 
 A task turns a seeded random generator into an :class:`Instance`: a prompt, the reference trace a
 hard-coded agent produces for it (paper §2.3: "trajectories are produced synthetically by a script that
-runs the target algorithm"), and the answer that trace writes to the output stream. The trace is a list
-of :class:`Segment`\\ s, each a run of tokens of one :class:`~hf_toolssm.tools.base.Role`, so the data
-pipeline can mask the prompt and the observations out of the loss without re-parsing anything.
+runs the target algorithm"), and the answer that trace writes to the output stream. A :class:`Trace`
+holds every token with its :class:`~hf_toolssm.tools.base.Role` (:meth:`Trace.segments` groups them
+into role-tagged :class:`Segment` runs), so the data pipeline can mask the prompt and the observations
+out of the loss without re-parsing anything.
 
 :func:`replay` is the contract between a task and the tools: it drives a *fresh* environment with the
 prompt and every token the model would generate, and fails the moment the tool injects anything other
