@@ -34,7 +34,14 @@ import random
 
 from ..tools.base import ToolEnvironment
 from ..tools.pointer_memory import PointerMemory
-from .arithmetic import carry_letter, exact, next_digit_leftwards, parse_operands, random_number, read_back
+from .arithmetic import (
+    exact,
+    next_digit_leftwards,
+    parse_operands,
+    random_number,
+    read_back,
+    write_column_sums,
+)
 from .base import Instance, Task, Trace
 from .pointers import PointerTrace
 
@@ -55,14 +62,7 @@ def addition_trace(a: str, b: str) -> Trace:
     second.walk_right_until({"="}, followers=(readout,))
 
     # Add column by column, least significant first; a missing digit counts as 0.
-    carry = 0
-    while True:
-        x, y = next_digit_leftwards(first), next_digit_leftwards(second)
-        if x is None and y is None and carry == 0:
-            break
-        total = (x or 0) + (y or 0) + carry
-        carry = total // 10
-        trace.write_followed((str(total % 10), carry_letter(carry)), followers=(readout,))
+    write_column_sums(trace, lambda: [next_digit_leftwards(first), next_digit_leftwards(second)], readout)
 
     trace.begin_answer()
     read_back(readout)

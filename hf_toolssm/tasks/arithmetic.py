@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import decimal
 import random
+from collections.abc import Callable
 
-from .pointers import Pointer
+from .pointers import Pointer, PointerTrace
 
 DIGITS = frozenset("0123456789")
 CARRY_LETTERS = "ABCDEFGHIJ"
@@ -95,6 +96,22 @@ def next_digit_rightwards(cursor: Pointer) -> int | None:
         return int(token)
     cursor.move_left()
     return None
+
+
+def write_column_sums(
+    trace: PointerTrace, read_column: Callable[[], list[int | None]], readout: Pointer
+) -> None:
+    """Long addition of numbers whose digits ``read_column`` reads one column at a time (``None`` for a
+    number already exhausted): write each column's digit and carry letter, the readout following,
+    until every number is exhausted and the carry is 0."""
+    carry = 0
+    while True:
+        digits = read_column()
+        if all(digit is None for digit in digits) and carry == 0:
+            return
+        total = sum(digit or 0 for digit in digits) + carry
+        carry = total // 10
+        trace.write_followed((str(total % 10), carry_letter(carry)), followers=(readout,))
 
 
 def read_back(readout: Pointer) -> None:

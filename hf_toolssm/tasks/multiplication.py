@@ -49,6 +49,7 @@ from .arithmetic import (
     parse_operands,
     random_number,
     read_back,
+    write_column_sums,
 )
 from .base import Instance, Task, Trace, check_option
 from .pointers import PointerTrace
@@ -101,14 +102,7 @@ def multiplication_trace(a: str, b: str, k: int) -> Trace:
 
     # Sum the partial products column by column (with one multiplier digit the row is the answer).
     if row_cursors:
-        carry = 0
-        while True:
-            digits = [next_digit_rightwards(cursor) for cursor in row_cursors]
-            if all(digit is None for digit in digits) and carry == 0:
-                break
-            total = sum(digit or 0 for digit in digits) + carry
-            carry = total // 10
-            trace.write_followed((str(total % 10), carry_letter(carry)), followers=(readout,))
+        write_column_sums(trace, lambda: [next_digit_rightwards(cursor) for cursor in row_cursors], readout)
 
     trace.begin_answer()
     read_back(readout)
