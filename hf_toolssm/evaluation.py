@@ -1,7 +1,7 @@
 """Length generalization: decode with the tools in the loop at growing sizes and score as the paper does.
 
-For each size: fresh test instances from a seeded RNG (``eval:{seed}:{size}``, a stream disjoint from the
-training stream ``{seed}:{step}``), greedy decoding with tools (the fast loop for recurrent models, stock
+For each size: fresh test instances from the seeded test stream of ``hf_toolssm.data`` (a different
+random stream from the one training draws from), greedy decoding with tools (the fast loop for recurrent models, stock
 ``generate()`` + :class:`ToolCallingLogitsProcessor` for the rest), then the ``tool_trace_accuracy`` metric:
 answer exact match, whole-trace exact match, teacher-forced token accuracy; plus mean trace length and
 decode throughput.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .data import heldout_instances
 from .generation import ToolCallingLogitsProcessor, generate_with_tools
 from .metrics import load_tool_trace_accuracy
 from .tools.base import Role
@@ -40,8 +40,7 @@ class SizeResult:
 
 
 def test_instances(task, size: int, samples: int, seed: int) -> list:
-    rng = random.Random(f"eval:{seed}:{size}")
-    return [task.sample(rng, size) for _ in range(samples)]
+    return heldout_instances(task, seed, size, samples)
 
 
 @torch.inference_mode()

@@ -28,7 +28,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, get_cosine_schedule_with_warmup
 
-from .data import collate, encode_instance
+from .data import collate, encode_instance, heldout_instances
 from .tasks import get_task
 from .tokenization import build_char_tokenizer
 
@@ -57,6 +57,7 @@ class TrainConfig:
     eval_sizes: list = dataclasses.field(default_factory=lambda: [5, 20])
     eval_samples: int = 16
     max_minutes: float | None = None  # stop (and save) after this much wall time
+    num_threads: int | None = None  # torch CPU threads; 1 is fastest for tiny models on a busy 2-core machine
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
@@ -114,8 +115,16 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def train(config: TrainConfig, *, resume: bool = False, accelerator: Accelerator | None = None) -> Path:
-    """Train, checkpointing to ``output_dir/checkpoint-STEP`` and ``output_dir/final``; return the final folder."""
+def train(
+    config: TrainConfig, *, resume: bool = False, stop_at: int | None = None, accelerator: Accelerator | None = None
+) -> Path:
+    """Train, checkpointing to ``output_dir/checkpoint-STEP`` and ``output_dir/final``; return the final folder.
+
+    ``stop_at`` ends this run early (with a checkpoint) at that step, as an interruption would; a later
+    ``resume=True`` run carries on exactly where it stopped.
+    """
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     output_dir = Path(config.output_dir)
     tokenizer = build_char_tokenizer()
@@ -177,10 +186,14 @@ def train(config: TrainConfig, *, resume: bool = False, accelerator: Accelerator
             _length_check(accelerator.unwrap_model(model), tokenizer, task, config, step, log_path)
             model.train()
         out_of_time = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
-        if step % config.save_every == 0 or step == config.steps or out_of_time:
+        interrupted = stop_at is not None and step >= stop_at
+        if step % config.save_every == 0 or step == config.steps or out_of_time or interrupted:
             _save_checkpoint(accelerator, model, tokenizer, output_dir / f"checkpoint-{step}", step)
-        if out_of_time:
-            accelerator.print(f"max_minutes={config.max_minutes} reached at step {step}; resume with --resume")
+        if interrupted:
+            bar.close()
+            return output_dir / f"checkpoint-{step}"
+        if out_of_time:  # the time budget is spent: finish here (the final model is this step's)
+            accelerator.print(f"max_minutes={config.max_minutes} reached at step {step}; --resume continues the schedule")
             break
     bar.close()
 
@@ -211,7 +224,7 @@ def _save_checkpoint(accelerator: Accelerator, model, tokenizer, path: Path, ste
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(path)
         tokenizer.save_pretrained(path)
-        (path / "trainer_state.json").write_text(json.dumps({"step": step}))
+        (path / "trainer_state.json").write_text(json.dumps({"step": step, "num_processes": accelerator.num_processes}))
 
 
 @torch.no_grad()
@@ -220,10 +233,9 @@ def _length_check(model, tokenizer, task, config: TrainConfig, step: int, log_pa
     from .generation import generate_with_tools
 
     model.eval()
-    rng = random.Random(f"length-check:{config.seed}")
     record = {"step": step}
     for size in config.eval_sizes:
-        instances = [task.sample(rng, size) for _ in range(config.eval_samples)]
+        instances = heldout_instances(task, config.seed, size, config.eval_samples, split="length-check")
         results = generate_with_tools(
             model, tokenizer, [inst.prompt for inst in instances], task.make_environment,
             max_new_tokens=4 * max(len(inst.full_tokens()) for inst in instances), progress=False,

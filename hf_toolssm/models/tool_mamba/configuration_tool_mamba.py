@@ -46,9 +46,10 @@ class ToolMambaConfig(PreTrainedConfig):
     state_size: int = 16
     num_hidden_layers: int = 32
     layer_norm_epsilon: float = 1e-5
+    # The ids of hf_toolssm's character tokenizer ([PAD] = 0, [EOS] = 1); converted checkpoints keep theirs.
     pad_token_id: int | None = 0
-    bos_token_id: int | None = 0
-    eos_token_id: int | list[int] | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 1
     expand: int = 2
     conv_kernel: int = 4
     use_bias: bool = False

@@ -1,0 +1,9 @@
+"""Shared test setup.
+
+One torch thread: the models here are tiny, and on a shared 2-core machine OpenMP threads spinning against
+other processes made each small op tens of times slower.
+"""
+
+import torch
+
+torch.set_num_threads(1)

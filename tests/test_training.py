@@ -1,0 +1,143 @@
+"""Training: the loss goes down, resume is exact, the Trainer and PEFT routes run, two processes agree."""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import hf_toolssm  # noqa: F401
+from hf_toolssm.training import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"hidden_size": 32, "num_hidden_layers": 1, "state_size": 8}
+
+
+def tiny_config(output_dir, **overrides) -> TrainConfig:
+    options = dict(
+        output_dir=str(output_dir), task="addition", train_max_size=3, model_type="tool_mamba", model_kwargs=TINY,
+        steps=6, batch_size=8, learning_rate=3e-3, warmup_steps=2, save_every=3, log_every=1, seed=0,
+    )
+    options.update(overrides)
+    return TrainConfig(**options)
+
+
+def losses(output_dir) -> dict[int, float]:
+    records = [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def test_a_few_steps_decrease_the_loss(tmp_path):
+    final = train(tiny_config(tmp_path, steps=25, batch_size=16, save_every=25))
+    curve = losses(tmp_path)
+    assert curve[25] < 0.7 * curve[1]
+    assert (final / "config.json").is_file() and (final / "tokenizer.json").is_file()
+    assert (tmp_path / "loss_curve.png").stat().st_size > 1000
+    config = json.loads((final / "config.json").read_text())
+    assert config["tool_config"]["task"] == "addition"
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    train(tiny_config(tmp_path / "straight"))
+    interrupted = train(tiny_config(tmp_path / "resumed"), stop_at=3)
+    assert interrupted.name == "checkpoint-3" and not (tmp_path / "resumed" / "final").exists()
+    train(tiny_config(tmp_path / "resumed"), resume=True)
+    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert sorted(resumed) == sorted(straight) == [1, 2, 3, 4, 5, 6]
+    for step in (4, 5, 6):
+        assert resumed[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-6)
+
+
+def test_bad_training_options_say_what_is_wrong(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"output_dir": "x", "stepz": 3}))
+    with pytest.raises(ValueError, match="unknown training option.*stepz"):
+        TrainConfig.from_yaml(path)
+    path.write_text(yaml.safe_dump({"output_dir": "x", "task": "subtraction"}))
+    with pytest.raises(ValueError, match="unknown task 'subtraction'"):
+        TrainConfig.from_yaml(path)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        tiny_config(tmp_path, batch_size=0).validate()
+
+
+def test_every_shipped_config_parses():
+    for path in sorted((ROOT / "training" / "configs").glob("*.yaml")):
+        TrainConfig.from_yaml(path)
+
+
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "training" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_trainer_route_runs(tmp_path):
+    trainer = _load_script("trainer_example").main(["--output-dir", str(tmp_path), "--steps", "4", "--batch-size", "4"])
+    assert trainer.state.global_step == 4
+    assert all(torch.isfinite(torch.tensor(log["loss"])) for log in trainer.state.log_history if "loss" in log)
+    assert (tmp_path / "final" / "model.safetensors").is_file()
+
+
+def test_lora_changes_outputs_and_round_trips_as_an_adapter(tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from hf_toolssm.data import collate, encode_instance, training_instances
+    from hf_toolssm.tasks import get_task
+    from hf_toolssm.tokenization import build_char_tokenizer
+    from hf_toolssm.training import build_model, masked_lm_loss_sum
+
+    tokenizer = build_char_tokenizer()
+    base = build_model(tiny_config(tmp_path), tokenizer)
+    base.save_pretrained(tmp_path / "base")
+    model = _load_script("lora_example").lora_model(AutoModelForCausalLM.from_pretrained(tmp_path / "base"), rank=4)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    stream = training_instances(get_task("addition"), seed=0, max_size=3)
+    batch = collate([encode_instance(next(stream), tokenizer) for _ in range(8)], tokenizer.pad_token_id)
+    before = model(input_ids=batch["input_ids"]).logits.detach()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        logits = model(input_ids=batch["input_ids"]).logits
+        masked_lm_loss_sum(logits, batch["labels"]).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    after = model(input_ids=batch["input_ids"]).logits.detach()
+    assert (after - before).abs().max() > 1e-3
+    model.save_pretrained(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / "base"), tmp_path / "adapter")
+    torch.testing.assert_close(reloaded.eval()(input_ids=batch["input_ids"]).logits, after)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_two_processes_follow_the_single_process_loss_trajectory(tmp_path):
+    """`torchrun --nproc_per_node 2` really starts 2 gloo processes and trains the same trajectory."""
+    for name, procs in (("one", 1), ("two", 2)):
+        config = dict(tiny_config(tmp_path / name).__dict__)
+        config.update(steps=3, save_every=3)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        torchrun = str(Path(sys.executable).parent / "torchrun")
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        result = subprocess.run(
+            [torchrun, "--nproc_per_node", str(procs), "--master_port", str(29500 + procs),
+             str(ROOT / "training" / "train.py"), "--config", str(path)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(one) == sorted(two) == [1, 2, 3]
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-4)
+    world = json.loads((tmp_path / "two" / "checkpoint-3" / "trainer_state.json").read_text())
+    assert world["num_processes"] == 2
