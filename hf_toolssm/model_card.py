@@ -86,6 +86,9 @@ def write_model_card(
             f"| {r['size']} | {r['samples']} | {r['answer_exact_match']:.3f} | {r['trace_exact_match']:.3f} | "
             f"{r['token_accuracy']:.4f} |" for r in results["results"]
         ) + f"\n\nMeasured with `{results.get('command', 'toolssm eval')}` on {results.get('machine', '?')}, {results.get('date', '?')}."
+    training_text = (
+        f"Reproduce with:\n\n```bash\n{reproduce}\n```" if reproduce else "See the training config saved next to the weights."
+    )
     content = f"""---
 {data.to_yaml()}
 ---
@@ -123,7 +126,7 @@ hf_toolssm.
 
 ## Training
 
-{f"Reproduce with:\n\n```bash\n{reproduce}\n```" if reproduce else "See the training config saved next to the weights."}
+{training_text}
 
 Trained on operands/sizes up to {tool_config.get('train_max_size', '?')}; loss only on thoughts, commands and
 outputs (prompt and tool observations masked). Protocol: `docs/protocol.md`; task format: `docs/tasks.md`.

@@ -1,0 +1,153 @@
+"""The CLI's contracts, the evaluation JSON, model cards and the trust_remote_code path."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import venv
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import hf_toolssm  # noqa: F401
+from hf_toolssm.cli import build_parser, main
+from hf_toolssm.model_card import export_remote_code, write_model_card
+from hf_toolssm.tokenization import build_char_tokenizer
+from hf_toolssm.training import TrainConfig, build_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny random ToolMamba addition checkpoint (untrained: the CLI must cope with any output)."""
+    path = tmp_path_factory.mktemp("ckpt")
+    tokenizer = build_char_tokenizer()
+    config = TrainConfig(output_dir=str(path), model_kwargs={"hidden_size": 32, "num_hidden_layers": 1, "state_size": 8})
+    model = build_model(config, tokenizer)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_help_explains_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("solve", "eval", "train", "bench", "card", "demo"):
+        assert command in text
+    for command in ("solve", "eval", "train", "bench", "card", "demo"):
+        help_text = build_parser()._subparsers._group_actions[0].choices[command].format_help()
+        assert len(help_text) > 200
+
+
+def test_solve_prints_the_answer_alone_as_the_last_stdout_line(checkpoint):
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_toolssm.cli", "solve", str(checkpoint), "12+34", "--max-new-tokens", "60", "--no-colour"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    assert result.stderr.startswith("12+34=")  # the trace streams on stderr, prompt first
+    assert "trace tokens" in result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) <= 1 and (result.returncode == 1) == (not (lines and lines[-1]))
+
+
+def test_solve_rejects_a_folder_that_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(SystemExit, match="not a checkpoint folder"):
+        main(["solve", str(tmp_path), "1+1"])
+
+
+def test_solve_rejects_a_malformed_problem(checkpoint):
+    with pytest.raises(ValueError):
+        main(["solve", str(checkpoint), "12*34", "--quiet"])
+
+
+def test_eval_writes_the_documented_json(checkpoint, tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["eval", str(checkpoint), "--sizes", "2,3", "--samples", "3", "--seed", "7", "--out", str(out),
+                 "--plot", str(tmp_path / "r.png")]) == 0
+    payload = json.loads(out.read_text())
+    assert {"command", "machine", "date", "results"} <= set(payload)
+    assert [r["size"] for r in payload["results"]] == [2, 3]
+    for row in payload["results"]:
+        assert row["samples"] == 3
+        for key in ("answer_exact_match", "trace_exact_match", "token_accuracy"):
+            assert 0.0 <= row[key] <= 1.0
+    assert (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_model_card_carries_model_index_metadata(checkpoint, tmp_path):
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps({"seed": 1, "command": "toolssm eval ...", "machine": "m", "date": "d", "results": [
+        {"size": 10, "samples": 5, "answer_exact_match": 1.0, "trace_exact_match": 0.8, "token_accuracy": 0.99}]}))
+    path = write_model_card(checkpoint, eval_results=results, reproduce="toolssm train --config x.yaml")
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(path)
+    values = {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert values[("size-10", "trace_exact_match")] == 0.8
+    assert "toolssm train --config x.yaml" in card.text and "| 10 | 5 | 1.000 | 0.800 |" in card.text
+
+
+_BLOCK_HF_TOOLSSM = textwrap.dedent("""
+    import importlib.abc, sys
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "hf_toolssm" or name.startswith("hf_toolssm."):
+                raise ImportError("hf_toolssm is not installed here")
+    sys.meta_path.insert(0, Block())
+""")
+
+
+def _remote_code_logits_script(checkpoint, ids_path, out_path):
+    return _BLOCK_HF_TOOLSSM + textwrap.dedent(f"""
+        import torch
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained({str(checkpoint)!r}, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        torch.save(model(input_ids=torch.load({str(ids_path)!r})).logits, {str(out_path)!r})
+    """)
+
+
+def _exported_copy(checkpoint, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path / "exported"
+    model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    model.save_pretrained(folder)
+    export_remote_code(folder)
+    ids = torch.randint(2, 100, (2, 9))
+    torch.save(ids, tmp_path / "ids.pt")
+    return folder, model(input_ids=ids).logits.detach()
+
+
+def test_checkpoint_loads_with_trust_remote_code_without_hf_toolssm(checkpoint, tmp_path):
+    folder, expected = _exported_copy(checkpoint, tmp_path)
+    script = _remote_code_logits_script(folder, tmp_path / "ids.pt", tmp_path / "logits.pt")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected)
+
+
+@pytest.mark.slow
+def test_checkpoint_loads_with_trust_remote_code_in_a_fresh_venv(checkpoint, tmp_path):
+    """The Hub path for users who do not install us: a new venv with torch + transformers only."""
+    folder, expected = _exported_copy(checkpoint, tmp_path)
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    import transformers
+
+    subprocess.run([python, "-m", "pip", "install", "-q", "torch==2.13.0", f"transformers=={transformers.__version__}"],
+                   check=True, timeout=900)
+    script = _remote_code_logits_script(folder, tmp_path / "ids.pt", tmp_path / "logits.pt")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    result = subprocess.run([python, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected)
