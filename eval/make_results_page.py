@@ -1,0 +1,166 @@
+"""Build eval/results/README.md: our numbers beside the paper's, each cell with the command that produced it.
+
+    python eval/make_results_page.py
+
+Reads every ``eval/results/<experiment>/<model>_seed<S>.json`` written by ``toolssm eval`` (see
+``eval/run_experiment.sh``), groups seeds, and renders mean and best over seeds next to the paper's cell.
+A cell we have not run shows the command that would run it. The paper's numbers are transcribed from the
+camera-ready (``/shared/paper-notes.md`` §5); where the paper gives only a plot, the page says so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODELS = ["tool_mamba", "lstm", "gru", "gpt_neox", "mistral_swa"]
+MODEL_NAMES = {"tool_mamba": "Mamba", "lstm": "LSTM", "gru": "GRU", "gpt_neox": "Pythia (GPT-NeoX, RoPE)", "mistral_swa": "Mistral (SWA)"}
+
+#: experiment -> (title, training size, paper cells per model, note)
+EXPERIMENTS = {
+    "addition": (
+        "Fig. 2: addition, trained on operands of at most 5 digits",
+        5,
+        {"tool_mamba": "100% to 1,000", "lstm": "100% to 1,000", "gru": "~80% at 1,000 (read off the plot)",
+         "gpt_neox": "~0 shortly after 5", "mistral_swa": "~0 shortly after 5"},
+        "The paper stops at 1,000 digits; we also test 10,000.",
+    ),
+    "multiplication_k1": ("Table 1: n x 1 multiplication, trained on n <= 10", 10,
+                          {"tool_mamba": "10→1K (100%)", "lstm": "10→500 (100%)", "gru": "10→500 (100%)",
+                           "gpt_neox": "10→20 (79%)", "mistral_swa": "10→13 (25%)"}, ""),
+    "multiplication_k2": ("Table 1: n x 2 multiplication, trained on n <= 10", 10,
+                          {"tool_mamba": "10→1K (100%)", "lstm": "10→100 (100%)", "gru": "10→100 (100%)",
+                           "gpt_neox": "10→14 (12%)", "mistral_swa": "10→20 (33%)"}, ""),
+    "logical_graph": ("Table 1: logical graph, trained on <= 10 nodes", 10,
+                      {"tool_mamba": "10→1K (98%)", "lstm": "10→1K (100%)", "gru": "10→1K (100%)",
+                       "gpt_neox": "10→1K (5%)", "mistral_swa": "10→500 (9%)"}, ""),
+    "hanoi_iterative": ("Table 1: iterative Tower of Hanoi, trained on <= 8 disks", 8,
+                        {"tool_mamba": "8→12 (49%, best of 10)", "lstm": "8→8 (100%)", "gru": "8→8 (100%)",
+                         "gpt_neox": "8→8 (100%)", "mistral_swa": "8→8 (100%)"}, ""),
+    "hanoi_recursive": ("Table 2: recursive Tower of Hanoi, trained on <= 7 disks", 7,
+                        {"tool_mamba": "7→8 (100%)", "lstm": "7→9 (83%)", "gru": "7→8 (100%)",
+                         "gpt_neox": "7→7 (100%)", "mistral_swa": "7→8 (87%)"}, ""),
+}
+
+
+def load_runs() -> dict[str, dict[str, list[dict]]]:
+    """experiment -> model -> list of eval payloads (one per seed)."""
+    merged: dict[tuple[str, str, int], dict] = {}
+    for path in sorted(RESULTS.glob("*/*.json")):
+        # MODEL_seedS.json, plus optional extra grids MODEL_seedS_SUFFIX.json (e.g. a 10,000-digit run)
+        match = re.fullmatch(r"(.+?)_seed(\d+)(_.+)?", path.stem)
+        if not match:
+            continue
+        payload = json.loads(path.read_text())
+        key = (path.parent.name, match.group(1), int(match.group(2)))
+        file = str(path.relative_to(RESULTS.parent.parent))
+        if key in merged:
+            merged[key]["results"] = sorted(merged[key]["results"] + payload["results"], key=lambda r: r["size"])
+            merged[key]["_file"] += f", {file}"
+            merged[key]["command"] += f"` + `{payload.get('command', '?')}"
+        else:
+            merged[key] = dict(payload, _seed=key[2], _file=file)
+    runs: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for (experiment, model, _), payload in merged.items():
+        runs[experiment][model].append(payload)
+    return runs
+
+
+def largest_size_at(payloads: list[dict], threshold: float = 0.05, metric: str = "trace_exact_match"):
+    """The paper's Table-1 statistic for one run: the largest size with accuracy >= 5%, and that accuracy."""
+    best = None
+    for row in payloads["results"]:
+        if row[metric] >= threshold:
+            best = (row["size"], row[metric])
+    return best
+
+
+def cell(payloads: list[dict]) -> str:
+    stats = [largest_size_at(p) for p in payloads]
+    shown = [f"{s[0]} ({100 * s[1]:.0f}%)" if s else "none ≥ 5%" for s in stats]
+    sizes = [s[0] if s else 0 for s in stats]
+    return f"best {max(sizes)}, mean {statistics.mean(sizes):.0f} over {len(stats)} seed(s): " + ", ".join(shown)
+
+
+def curve_table(payloads: list[dict]) -> str:
+    sizes = [row["size"] for row in payloads[0]["results"]]
+    lines = ["| seed | " + " | ".join(str(s) for s in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
+    for p in sorted(payloads, key=lambda p: p["_seed"]):
+        by_size = {row["size"]: row for row in p["results"]}
+        lines.append(f"| {p['_seed']} | " + " | ".join(
+            f"{by_size[s]['trace_exact_match']:.2f} ({by_size[s]['samples']})" if s in by_size else "–" for s in sizes) + " |")
+    return "\n".join(lines)
+
+
+def plot(experiment: str, models: dict[str, list[dict]], train_size: int) -> None:
+    """Trace exact match vs size, one line per model and seed."""
+    from hf_toolssm.evaluation import SizeResult, plot_accuracy_vs_size
+
+    curves = {
+        f"{MODEL_NAMES.get(model, model)} (seed {p['_seed']})": [SizeResult(**row) for row in p["results"]]
+        for model in MODELS for p in models.get(model, [])
+    }
+    if curves:
+        plot_accuracy_vs_size(curves, RESULTS / experiment / "accuracy.png", title=EXPERIMENTS[experiment][0],
+                              train_max_size=train_size)
+
+
+def render() -> str:
+    runs = load_runs()
+    for experiment, models in runs.items():
+        if experiment in EXPERIMENTS:
+            plot(experiment, models, EXPERIMENTS[experiment][1])
+    out = [
+        "# Results: ours beside the paper's",
+        "",
+        "Generated by `python eval/make_results_page.py` from the JSON files in this folder; do not edit by hand.",
+        "Metric: exact match of the whole trace and the answer, greedy decoding, tool in the loop. A Table-1 cell",
+        "is the paper's statistic: *the largest tested size with accuracy ≥ 5%* (accuracy there). We report best",
+        "and mean over seeds (the paper: best of 2; of 10 for Hanoi). Our models are small and trained on a",
+        "2-core CPU (sizes in `training/configs/`); the paper's are 130M-parameter models on 8 H100s.",
+        "",
+    ]
+    for experiment, (title, train_size, paper, note) in EXPERIMENTS.items():
+        out += [f"## {title}", ""]
+        if note:
+            out += [note, ""]
+        out += ["| model | paper | ours | command |", "|---|---|---|---|"]
+        for model in MODELS:
+            payloads = runs.get(experiment, {}).get(model, [])
+            if payloads:
+                ours = cell(payloads)
+                command = "; ".join(sorted({f"`{p.get('command', '?')}`" for p in payloads}))
+            else:
+                ours = "not run yet"
+                command = f"`bash eval/run_experiment.sh {experiment} {model} 0`"
+            out.append(f"| {MODEL_NAMES[model]} | {paper.get(model, '–')} | {ours} | {command} |")
+        out.append("")
+        for model in MODELS:
+            payloads = runs.get(experiment, {}).get(model, [])
+            if payloads:
+                out += [f"**{MODEL_NAMES[model]}**, trace exact match by size (samples in parentheses); "
+                        f"files: {', '.join(p['_file'] for p in payloads)}; machine: {payloads[0].get('machine', '?')}; "
+                        f"date: {payloads[0].get('date', '?')}", "", curve_table(payloads), ""]
+        plot = RESULTS / experiment / "accuracy.png"
+        if plot.exists():
+            out += [f"![{experiment}]({experiment}/accuracy.png)", ""]
+    out += [
+        "## Not run in this session",
+        "",
+        "Addition ablations (no-CoT, reversed no-CoT, CoT without tool, single-turn calculator), the mixture",
+        "experiment (w in {0, 0.33, 0.5, 0.6} x 250/500/800 steps) and the coding task are implemented as tasks",
+        "(`toolssm train` with `task:` set to `addition_no_cot`, `addition_reversed_no_cot`, `addition_cot_no_tool`,",
+        "`addition_calculator`, `mixture`, ...); their rows appear here once `eval/run_experiment.sh` has produced",
+        "their JSON files.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    (RESULTS / "README.md").write_text(render())
+    print(f"wrote {RESULTS / 'README.md'}")

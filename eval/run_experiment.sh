@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Train one model for one experiment and evaluate its length generalization; results land in
+# eval/results/EXPERIMENT/MODEL_seedSEED.json and the results page is regenerated.
+#
+#   bash eval/run_experiment.sh addition tool_mamba 0
+#
+# Training resumes if interrupted (re-run the same command). Env: SAMPLES (default 100), SIZES (override).
+set -euo pipefail
+experiment=$1; model=$2; seed=${3:-0}
+cd "$(dirname "$0")/.."
+config=training/configs/${experiment}_${model}.yaml
+run=runs/${experiment}_${model}_seed${seed}
+out=eval/results/${experiment}/${model}_seed${seed}.json
+case "$experiment" in
+  addition)          default_sizes=5,10,20,50,100,1000 ;;
+  multiplication_k*) default_sizes=10,13,20,50,100,500,1000 ;;
+  logical_graph)     default_sizes=10,20,50,100,500,1000 ;;
+  hanoi_iterative)   default_sizes=8,9,10,11,12 ;;
+  hanoi_recursive)   default_sizes=7,8,9,10 ;;
+  *)                 default_sizes=5,10,20 ;;
+esac
+case "$model" in  # attention baselines decode through generate() with a growing KV cache: stop earlier
+  gpt_neox|mistral_swa) default_sizes=$(echo "$default_sizes" | tr ',' '\n' | awk '$1 <= 100' | paste -sd, -) ;;
+esac
+sizes=${SIZES:-$default_sizes}
+if [ ! -f "$run/final/config.json" ]; then
+  resume=""; [ -d "$run" ] && resume="--resume"
+  toolssm train --config "$config" --output-dir "$run" --seed "$seed" $resume
+fi
+OMP_NUM_THREADS=1 toolssm eval "$run/final" --sizes "$sizes" --samples "${SAMPLES:-100}" --seed 1234 --out "$out"
+python eval/make_results_page.py
