@@ -283,6 +283,14 @@ def test_eos_stops_and_time_budget_zero_stops_immediately():
         assert result.tokens == prompt and result.num_model_tokens == 0
 
 
+def test_time_budget_zero_ends_every_row_of_the_logits_processor_path():
+    processor = ToolCallingLogitsProcessor(TOKENIZER, scripted_environment, time_budget=0)
+    prompts = [prompt_of("addition"), prompt_of("find")]
+    for result, prompt in zip(decode_generate(scripted_model(), prompts, scripted_environment, processor=processor), prompts):
+        assert result.stop_reason is StopReason.TIME_BUDGET
+        assert result.tokens == prompt and result.num_model_tokens == 0
+
+
 # --- 7. streaming ----------------------------------------------------------------------------------------
 class RecordingStreamer(BaseStreamer):
     def __init__(self):

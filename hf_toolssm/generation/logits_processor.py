@@ -17,6 +17,7 @@ For recurrent models, :func:`hf_toolssm.generation.generate_with_tools` does the
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 import torch
@@ -34,8 +35,13 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
     environments (read :meth:`results` before the next call).
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, env_factory: EnvironmentFactory):
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, env_factory: EnvironmentFactory, time_budget: float | None = None
+    ):
+        """``time_budget``: seconds per ``generate()`` call; rows still running then get a forced ``[EOS]``
+        and report ``StopReason.TIME_BUDGET``."""
         self.tokenizer = tokenizer
+        self.time_budget = time_budget
         self.env_factory = env_factory
         self.id_to_token = protocol_id_to_token(tokenizer)
         self.token_to_id = protocol_token_to_id(self.id_to_token)  # forced tokens, [EOS] included
@@ -44,7 +50,8 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
 
     def _start(self, input_ids: torch.LongTensor) -> None:
         """First call: the rows are the (left-padded) prompts."""
-        self.envs, self.forced, self.finished = [], [], []
+        self.envs, self.forced, self.finished, self.timed_out = [], [], [], []
+        self.started = time.monotonic()
         for row in input_ids.tolist():
             start = 0
             while start < len(row) and row[start] == self.pad_id:
@@ -54,6 +61,7 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
             self.envs.append(env)
             self.forced.append(deque())
             self.finished.append(False)
+            self.timed_out.append(False)
         self.seen = input_ids.shape[1]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -63,9 +71,13 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
         else:
             self._consume(input_ids[:, self.seen :].tolist())
             self.seen = input_ids.shape[1]
+        out_of_time = self.time_budget is not None and time.monotonic() - self.started > self.time_budget
         for row, env in enumerate(self.envs):
             if self.finished[row]:
                 continue
+            if out_of_time and not self.timed_out[row]:
+                self.timed_out[row] = True
+                self.forced[row] = deque([EOS])  # drop any pending observation: the row ends now
             if env.stop_reason is StopReason.MAX_TOOL_CALLS and not self.forced[row]:
                 self.forced[row].append(EOS)  # the budget is spent: end the row cleanly
             if self.forced[row]:
@@ -85,7 +97,7 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
                 token = self.id_to_token[token_id]
                 if self.forced[row]:
                     expected = self.forced[row].popleft()
-                    if expected == EOS and self.envs[row].stop_reason is not None:
+                    if expected == EOS:  # a forced end (tool-call budget or time budget)
                         self.finished[row] = True
                         continue
                     # The row got its forced observation token: record it as an observation, not a model token.
@@ -107,6 +119,8 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
             self._consume(sequences[:, self.seen :].tolist())
             self.seen = sequences.shape[1]
         return [
-            ToolGenerationResult.from_environment(env, None if done else StopReason.MAX_TOKENS)
-            for env, done in zip(self.envs, self.finished)
+            ToolGenerationResult.from_environment(
+                env, StopReason.TIME_BUDGET if timed_out else (None if done else StopReason.MAX_TOKENS)
+            )
+            for env, done, timed_out in zip(self.envs, self.finished, self.timed_out)
         ]
