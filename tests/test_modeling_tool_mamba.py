@@ -30,16 +30,6 @@ TINY = dict(vocab_size=VOCAB, hidden_size=16, state_size=4, num_hidden_layers=2,
 ATOL = 1e-4  # float32 logits of order 1-10: paths differ by rounding only
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: extra threads only add synchronisation, and on a busy machine OpenMP's spinning
-    makes every op ~50x slower. (The C++ kernel's threading has its own test in test_ops.py.)"""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @torch.no_grad()
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Move every parameter well away from its initialisation, by name (so the same call randomises a

@@ -50,16 +50,6 @@ SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state
 TOLERANCE = {torch.float32: 2e-5, torch.float64: 1e-11}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: extra threads only add synchronisation, and on a busy machine OpenMP's spinning
-    makes every op ~50x slower. (The C++ kernel's threading has its own test in test_ops.py.)"""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def assert_close(actual, expected, tolerance, what=""):
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
