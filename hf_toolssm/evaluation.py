@@ -57,11 +57,11 @@ def teacher_forced_token_accuracy(model, tokenizer, instance) -> float:
     return sum(predicted[t - 1] == ids[0, t].item() for t in scored) / len(scored)
 
 
-def _decode(model, tokenizer, task, instances, max_new_tokens: int):
+def _decode(model, tokenizer, task, instances, max_new_tokens: int, progress: bool = False):
     if model.config.model_type in RECURRENT_MODEL_TYPES:
         return generate_with_tools(
             model, tokenizer, [inst.prompt for inst in instances], task.make_environment,
-            max_new_tokens=max_new_tokens, progress=False,
+            max_new_tokens=max_new_tokens, progress=progress and max_new_tokens > 50_000,
         )
     processor = ToolCallingLogitsProcessor(tokenizer, task.make_environment)
     encoded = tokenizer(
@@ -89,7 +89,7 @@ def evaluate_length_generalization(
         for start in tqdm(range(0, samples, batch_size), desc=f"size {size}", leave=False, disable=not progress):
             chunk = instances[start : start + batch_size]
             budget = 2 * max(len(inst.full_tokens()) - len(inst.prompt) for inst in chunk) + 16
-            decoded += _decode(model, tokenizer, task, chunk, budget)
+            decoded += _decode(model, tokenizer, task, chunk, budget, progress)
         seconds = time.monotonic() - started
         trace_tokens = [r.num_model_tokens + r.num_observation_tokens for r in decoded]
         scores = metric.compute(
