@@ -36,6 +36,9 @@ def _load(model_path: str):
     """A checkpoint folder -> (model, tokenizer, task). Clear errors for what users get wrong."""
     import hf_toolssm  # noqa: F401  (registers the Auto classes)
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # stderr carries the trace; a loading bar there is noise
 
     from .tasks import get_task
 

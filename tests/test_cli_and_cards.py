@@ -151,3 +151,23 @@ def test_checkpoint_loads_with_trust_remote_code_in_a_fresh_venv(checkpoint, tmp
     result = subprocess.run([python, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected)
+
+
+def test_demo_on_the_shipped_checkpoint_solves_fresh_additions(tmp_path, capsys):
+    """The README's main job, at small sizes: the shipped checkpoint must get every addition right."""
+    assert main(["demo", "--sizes", "5,30", "--samples", "4", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "4/4 answers correct, 4/4 traces exact" in out
+    assert "answer:" in out and (tmp_path / "demo_accuracy.png").stat().st_size > 1000
+    payload = json.loads((tmp_path / "demo_results.json").read_text())
+    assert [r["trace_exact_match"] for r in payload["results"]] == [1.0, 1.0]
+
+
+def test_solve_on_the_shipped_checkpoint_prints_the_sum():
+    from hf_toolssm.cli import DEFAULT_CHECKPOINT
+
+    a, b = "98765432109876543210", "12345678901234567890"
+    result = subprocess.run([sys.executable, "-m", "hf_toolssm.cli", "solve", str(DEFAULT_CHECKPOINT), f"{a}+{b}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == str(int(a) + int(b))
