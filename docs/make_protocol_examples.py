@@ -49,6 +49,21 @@ EXAMPLES = {
         "123+4567=",
         "[calc]add(123,4567)[/cmd][calc]sub(5,12)[/cmd][calc]pow(2,8)[/cmd][ANS]4690[EOS]",
     ),
+    "code_sandbox": (
+        {
+            "code": {
+                "files": {
+                    "main.py": "from foo import foo\ndef main():\n    v10 = 7\n    foo()\nmain()\n",
+                    "foo.py": "def foo():\n    print(v10)\n",
+                }
+            }
+        },
+        {},
+        "fix: pass v10 from main to foo\n",
+        "[code]ls[/cmd][code]run[/cmd][code]cat foo.py[/cmd][code]replace foo.py 1 def foo(v10):[/cmd]"
+        "[code]run[/cmd][code]replace main.py 4     foo(v10)[/cmd][code]run[/cmd][code]cat ../foo.py[/cmd]"
+        "[ANS]exit 0 hash 10159baf[EOS]",
+    ),
     "environment_errors": (
         {"pointer": {"num_pointers": 1}, "search": None},
         {"max_argument_tokens": 4, "max_tool_calls": 2},

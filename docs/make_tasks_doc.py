@@ -43,6 +43,13 @@ SECTIONS = [
             ("addition_calculator", {}, lambda task: task.instance("57", "8")),
         ],
     ),
+    (
+        "Coding",
+        [
+            ("coding_single_turn", {}, lambda task: task.instance(4, 7)),
+            ("coding_interactive", {}, lambda task: task.instance(4, 7)),
+        ],
+    ),
 ]
 
 # (task, options, largest test size, instances averaged there)
@@ -54,6 +61,8 @@ LENGTHS = [
     ("hanoi_recursive", {}, 12, 1),
     ("logical_graph", {}, 1000, 20),
     ("addition_cot_no_tool", {}, 1000, 1),
+    ("coding_single_turn", {}, 30, 20),
+    ("coding_interactive", {}, 30, 20),
 ]
 
 
@@ -181,8 +190,10 @@ def render() -> str:
         *lengths_table(),
         "",
         "Means over 200 training samples (Hanoi: 20), 5 at the largest training size, 20 graphs at 1,000",
-        "nodes, one instance otherwise. A 1,000-digit addition trace is 26 tokens per digit; the iterative",
-        "Hanoi trace spends ~4 tokens per character of the state it copies at each of its 2^n - 1 moves.",
+        "nodes, 20 codebases at 30 functions, one instance otherwise. A 1,000-digit addition trace is 26",
+        "tokens per digit; the iterative Hanoi trace spends ~4 tokens per character of the state it copies",
+        "at each of its 2^n - 1 moves. The coding traces (character tokens) are the paper's evaluation range:",
+        "it trains on 4..16 functions in an 8,192-token context and evaluates up to ~30.",
         "",
         "## Shared by the pointer tasks",
         "",

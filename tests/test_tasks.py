@@ -44,9 +44,15 @@ TEST_SIZES = {
     "addition_reversed_no_cot": (1, 30),
     "addition_cot_no_tool": (1, 30),
     "addition_calculator": (1, 30),
+    "coding_single_turn": (4, 16),
+    "coding_interactive": (4, 16),
 }
 # Hanoi training traces reach 40k tokens at 8 disks; the fast tests sample them up to 5.
 FAST_TRAIN_MAX = {"hanoi_iterative": 5, "hanoi_recursive": 5}
+# Replaying a coding trace runs Python in the sandbox (~50 ms a run, up to a dozen runs a trace): a few here,
+# tests/test_coding_task.py covers them in depth. Other tasks: 200 training replays, 10 or 30 per test size.
+REPLAYS = {"coding_single_turn": 4, "coding_interactive": 4}
+SLOW_REPLAYS = {"coding_single_turn": 500, "coding_interactive": 200}
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +85,10 @@ def test_registry_lists_every_task():
 def test_reference_traces_replay_and_answer_correctly(name):
     task = get_task(name)
     rng = random.Random(f"replay:{name}")
-    for _ in range(200):
+    for _ in range(REPLAYS.get(name, 200)):
         assert_replays(task, task.sample_train(rng, FAST_TRAIN_MAX.get(name)))
     for size in TEST_SIZES[name]:
-        for _ in range(10 if size > 10 or name.startswith("hanoi") else 30):
+        for _ in range(REPLAYS.get(name, 10 if size > 10 or name.startswith("hanoi") else 30)):
             instance = task.sample(rng, size)
             assert instance.size == size
             assert_replays(task, instance)
@@ -498,7 +504,8 @@ def test_tasks_doc_is_current():
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_ten_thousand_training_instances_replay(name):
     task, rng, started, tokens = get_task(name), random.Random(f"slow:{name}"), time.monotonic(), 0
-    for _ in range(10_000):
+    for _ in range(SLOW_REPLAYS.get(name, 10_000)):
         instance = task.sample_train(rng)
         tokens += assert_replays(task, instance).num_tokens
-    print(f"{name}: 10,000 instances, {tokens:,} tokens, {time.monotonic() - started:.0f} s")
+    count = SLOW_REPLAYS.get(name, 10_000)
+    print(f"{name}: {count:,} instances, {tokens:,} tokens, {time.monotonic() - started:.0f} s")

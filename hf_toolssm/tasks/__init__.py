@@ -1,4 +1,5 @@
-"""Synthetic tasks with reference tool-use traces: addition, multiplication, Tower of Hanoi, Logical Graph.
+"""Synthetic tasks with reference tool-use traces: addition, multiplication, Tower of Hanoi, Logical Graph,
+coding.
 
 ``get_task(name, **options)`` builds one; ``docs/tasks.md`` shows every task's format with a worked
 example. Each instance carries its role-tagged trace, and :func:`replay` checks it against the tools.

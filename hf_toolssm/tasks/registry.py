@@ -13,6 +13,7 @@ from .addition_ablations import (
     AdditionReversedNoCoTTask,
 )
 from .base import Task
+from .coding import InteractiveCodingTask, SingleTurnCodingTask
 from .hanoi import IterativeHanoiTask, RecursiveHanoiTask
 from .logical_graph import LogicalGraphTask
 from .mixture import MixtureTask
@@ -31,6 +32,8 @@ TASKS: dict[str, type[Task]] = {
         AdditionReversedNoCoTTask,
         AdditionCoTNoToolTask,
         AdditionCalculatorTask,
+        SingleTurnCodingTask,
+        InteractiveCodingTask,
     )
 }
 

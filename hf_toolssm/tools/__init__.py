@@ -1,4 +1,5 @@
-"""Tools for tool-using sequence models: the token protocol, pointer memory, search memory, calculator.
+"""Tools for tool-using sequence models: the token protocol, pointer memory, search memory, calculator,
+the code sandbox.
 
 See ``docs/protocol.md`` for the protocol with worked examples.
 """
@@ -23,6 +24,7 @@ from .base import (
     error_observation,
 )
 from .calculator import CALC, Calculator
+from .code_sandbox import CODE, CodeSandbox
 from .pointer_memory import MAX_POINTERS, PointerMemory, move_left_command, move_right_command, read_command
 from .registry import (
     RESERVED_COMMAND_TOKENS,
@@ -38,6 +40,7 @@ __all__ = [
     "ANS",
     "ARG_END",
     "CALC",
+    "CODE",
     "EOM",
     "EOS",
     "ERR",
@@ -51,6 +54,7 @@ __all__ = [
     "TOOL_CLASSES",
     "TRUNC",
     "Calculator",
+    "CodeSandbox",
     "EnvironmentFactory",
     "Memory",
     "PointerMemory",

@@ -13,6 +13,7 @@ from typing import Any
 
 from .base import EnvironmentFactory, Tool, ToolEnvironment
 from .calculator import Calculator
+from .code_sandbox import CodeSandbox
 from .pointer_memory import MAX_POINTERS, PointerMemory
 from .search_memory import SearchMemory
 
@@ -20,10 +21,11 @@ TOOL_CLASSES: dict[str, type[Tool]] = {
     PointerMemory.name: PointerMemory,  # "pointer"
     SearchMemory.name: SearchMemory,  # "search"
     Calculator.name: Calculator,  # "calculator"
+    CodeSandbox.name: CodeSandbox,  # "code"
 }
 
-#: Command tokens reserved in the vocabulary for tools that do not exist yet (a sandboxed code tool,
-#: ``[code] ... [/cmd]``), so adding them later does not change the tokenizer.
+#: Command tokens reserved in the vocabulary before their tool existed, so adding it did not change the
+#: tokenizer: ``[code]`` is now :class:`CodeSandbox`'s and keeps its id (it stays listed here, last).
 RESERVED_COMMAND_TOKENS = ("[code]",)
 
 ToolSpec = Mapping[str, Mapping[str, Any] | None] | Iterable[str]

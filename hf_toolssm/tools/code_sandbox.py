@@ -1,0 +1,373 @@
+"""The code sandbox: a private directory of source files the model reads, edits and runs (paper §2.4).
+
+The paper's coding agents work through mini-SWE-agent's bash. A character-level model needs a smaller,
+exactly specified surface, so this tool has four commands, one ``[code]`` command token with a plain-text
+argument (``docs/protocol.md`` §5)::
+
+    [code] ls [/cmd]                     the file names, one per line, sorted
+    [code] cat FILE [/cmd]               the file with numbered lines, "N:text", as cat -n would number them
+    [code] cat FILE FILE ... [/cmd]      several files, each after a "==> FILE <==" line
+    [code] cat * [/cmd]                  every file
+    [code] replace FILE N TEXT [/cmd]    line N of FILE becomes TEXT (everything after the third space, so
+                                         leading spaces are kept; a "\\n" in TEXT makes several lines)
+    [code] run [/cmd]                    python main.py: its output, then a status line
+
+Every observation is ``[OBS] text [/OBS]``, one token per character; ``replace`` answers ``[OBS][/OBS]``.
+A mistake (unknown command, bad file name, line out of range, no such file) answers
+``[OBS][ERR]message[/OBS]``; the tool never raises. The ``run`` observation is the program's output (stdout
+and stderr interleaved; an uncaught exception as the compact traceback of
+:mod:`~hf_toolssm.tools.sandbox_process`), then the status line::
+
+    exit 0 hash 1f0c3a9e        exited with status 0; the hash is the first 8 hex digits of the sha256 of
+                                everything it printed
+    timeout hash e3b0c442       killed at the time limit
+    signal 9 hash e3b0c442      killed by a signal
+
+Output longer than ``max_output_chars`` keeps its last ``max_output_chars`` characters after a line
+``... (N characters cut)`` (the end of a failing program's output is the informative part); the hash
+covers all of it. Characters the tokenizer does not have (anything but ``"\\n"`` and printable ASCII) are
+shown as ``?``.
+
+**Files.** A sandbox is built either with fixed ``files`` (a name -> text mapping) or with a ``checkout``
+callable that maps the first line of the prompt (e.g. ``repo 12-3829103``) to the files. The second form
+is what makes per-instance codebases work with one shared environment factory (``task.make_environment``
+in evaluation and generation): the tool reads the repository name from memory at its first command, as
+an agent harness checks out the repository the task names. File names are flat (no directories):
+letters, digits, ``_ . -``, not starting with ``.`` or ``-``, at most 64 characters.
+
+**State.** Each instance owns one private temporary directory, created at the first command after
+:meth:`reset` and removed at the next :meth:`reset`, :meth:`close`, garbage collection or interpreter
+exit (``weakref.finalize``). File commands only ever open a plain regular file directly inside it: names
+are validated, opened relative to the directory with ``O_NOFOLLOW``, and anything that is not a regular
+file with a single link (a symlink, a hard link to an outside file, a FIFO, a directory the program made)
+is refused. ``run`` executes ``python main.py`` confined (``docs/sandbox.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+import tempfile
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+
+from .base import OBS_CLOSE, OBS_OPEN, Memory, Tool, error_observation
+from .sandbox_process import Confinement, Limits, ProcessResult, detect_confinement, run_script
+
+CODE = "[code]"
+
+#: the program ``run`` executes
+ENTRY_POINT = "main.py"
+
+COMMANDS = ("ls", "cat", "replace", "run")
+
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", re.ASCII)
+_PRINTABLE = re.compile(r"[^\n\x20-\x7e]")
+
+#: a callable that maps the prompt's first line to the codebase's files (raise ``ValueError`` if unknown)
+Checkout = Callable[[str], Mapping[str, str]]
+
+
+def output_hash(output: bytes) -> str:
+    """The 8 hex digits the ``run`` status line shows for a program that printed ``output``."""
+    return hashlib.sha256(output).hexdigest()[:8]
+
+
+def status_line(output: bytes, returncode: int | None) -> str:
+    """``exit N hash H``, ``timeout hash H`` or ``signal N hash H`` (see the module docstring)."""
+    if returncode is None:
+        status = "timeout"
+    elif returncode < 0:
+        status = f"signal {-returncode}"
+    else:
+        status = f"exit {returncode}"
+    return f"{status} hash {output_hash(output)}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every character outside the tokenizer's alphabet (``"\\n"``, ASCII 32..126) as ``?``."""
+    return _PRINTABLE.sub("?", text)
+
+
+def run_observation_text(output: bytes, returncode: int | None, max_output_chars: int = 4000) -> str:
+    """The text of a ``run`` observation: the (tail of the) output, then the status line."""
+    text = printable(output.decode("utf-8", errors="replace"))
+    if len(text) > max_output_chars:
+        text = f"... ({len(text) - max_output_chars} characters cut)\n" + text[-max_output_chars:]
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return text + status_line(output, returncode)
+
+
+def numbered(text: str) -> str:
+    """A file as ``cat`` shows it: ``N:line`` for every line, joined by newlines (no final newline)."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line does not start another
+    return "\n".join(f"{number}:{line}" for number, line in enumerate(lines, 1))
+
+
+def cat_text(files: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
+    """What ``cat`` shows for several files (``cat *`` or ``cat A B``): each file's name line, then its
+    numbered lines, in the given order."""
+    shown = []
+    for name, text in files.items() if isinstance(files, Mapping) else files:
+        shown += [f"==> {name} <==", numbered(text)] if text else [f"==> {name} <=="]
+    return "\n".join(shown)
+
+
+class SandboxError(Exception):
+    """A command the tool refuses; its message becomes ``[OBS][ERR]message[/OBS]``."""
+
+
+class _Workspace:
+    """One private directory: ``base`` (ours, traversable only) holds ``work`` (the program's)."""
+
+    def __init__(self, files: Mapping[str, str], confinement: Confinement, max_file_bytes: int):
+        self.confinement = confinement
+        self.max_file_bytes = max_file_bytes
+        self.base = tempfile.mkdtemp(prefix="hf_toolssm_code_")
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.base, True)
+        self.path = os.path.join(self.base, "work")
+        os.mkdir(self.path, 0o755)
+        if confinement.user:  # the program's user may enter base and write in work, nothing else
+            os.chmod(self.base, 0o711)
+            os.chown(self.path, *confinement.user)
+        for name, text in files.items():
+            check_file_name(name)
+            self.write(name, text)
+
+    def close(self) -> None:
+        self._finalizer()
+
+    # Every access is relative to the work directory and refuses anything but a plain regular file.
+    def names(self) -> list[str]:
+        names = []
+        for entry in sorted(os.scandir(self.path), key=lambda entry: entry.name):
+            if entry.is_dir(follow_symlinks=False):
+                names.append(entry.name + "/")
+            elif entry.is_file(follow_symlinks=False):
+                names.append(entry.name)
+        return names
+
+    def files(self) -> list[str]:
+        """The names ``cat *`` shows: regular files with a valid name."""
+        return [name for name in self.names() if not name.endswith("/") and _FILE_NAME.fullmatch(name)]
+
+    def read(self, name: str) -> str:
+        check_file_name(name)
+        path = os.path.join(self.path, name)
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise SandboxError(f"no such file {name}") from None
+        except OSError:
+            raise SandboxError(f"not a regular file {name}") from None
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(descriptor)
+            raise SandboxError(f"not a regular file {name}")
+        with os.fdopen(descriptor, "rb") as file:
+            data = file.read(self.max_file_bytes + 1)
+        if len(data) > self.max_file_bytes:
+            raise SandboxError(f"file too large {name}")
+        return data.decode("utf-8", errors="replace")
+
+    def write(self, name: str, text: str) -> None:
+        """Replace ``name`` by a new file (a new inode: a link the program planted is replaced, not followed)."""
+        data = text.encode()
+        if len(data) > self.max_file_bytes:
+            raise SandboxError(f"file too large {name}")
+        descriptor, temporary = tempfile.mkstemp(prefix=".replace_", dir=self.path)  # O_EXCL, a fresh name
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(data)
+                os.fchmod(file.fileno(), 0o644)
+                if self.confinement.user:
+                    os.fchown(file.fileno(), *self.confinement.user)
+            os.replace(temporary, os.path.join(self.path, name))
+        except BaseException:
+            if os.path.lexists(temporary):
+                os.unlink(temporary)
+            raise
+
+
+def check_file_name(name: str) -> None:
+    if not _FILE_NAME.fullmatch(name):
+        raise SandboxError(f"bad file name {name[:64]}")
+
+
+class CodeSandbox(Tool):
+    """The ``[code]`` command: ``ls``, ``cat``, ``replace`` and ``run`` on a private copy of a codebase.
+
+    Args:
+        files: the codebase, file name -> text; used when ``checkout`` is not given (default: empty).
+        checkout: maps the prompt's first line to the codebase (see the module docstring).
+        time_limit, memory_mb, max_processes: limits of one ``run`` (:class:`~.sandbox_process.Limits`).
+        max_output_chars: output characters a ``run`` observation shows (its tail).
+        max_file_bytes: the largest file ``cat`` and ``replace`` handle.
+        python: the interpreter for ``run`` (default: see :func:`~.sandbox_process.detect_confinement`).
+    """
+
+    name = "code"
+
+    def __init__(
+        self,
+        files: Mapping[str, str] | None = None,
+        checkout: Checkout | None = None,
+        *,
+        time_limit: float = 2.0,
+        memory_mb: int = 256,
+        max_processes: int = 32,
+        max_output_chars: int = 4000,
+        max_file_bytes: int = 64 * 1024,
+        python: str | None = None,
+    ):
+        if files is not None and checkout is not None:
+            raise ValueError("CodeSandbox takes files or checkout, not both")
+        for name in files or {}:
+            check_file_name(name)
+        if max_output_chars < 1 or max_file_bytes < 1:
+            raise ValueError("max_output_chars and max_file_bytes must be positive")
+        self.initial_files = dict(files or {})
+        self.checkout = checkout
+        self.limits = Limits(time_limit=time_limit, memory_mb=memory_mb, max_processes=max_processes)
+        self.max_output_chars = max_output_chars
+        self.max_file_bytes = max_file_bytes
+        self.python = python
+        self._workspace: _Workspace | None = None
+
+    # --- the Tool interface ---------------------------------------------------------------------------
+    def command_tokens(self) -> list[str]:
+        return [CODE]
+
+    def argument_commands(self) -> set[str]:
+        return {CODE}
+
+    def reset(self) -> None:
+        self.close()
+
+    def run(self, command: str, argument: list[str], memory: Memory) -> list[str]:
+        try:
+            if command != CODE:
+                raise SandboxError(f"unknown command {command}")
+            if any(len(token) != 1 for token in argument):
+                raise SandboxError("argument must be plain characters")
+            text = self._execute("".join(argument), memory)
+        except SandboxError as error:
+            return error_observation(str(error))
+        except OSError as error:  # the machine, not the model: a full disk, no temporary directory
+            return error_observation(f"sandbox error: {error.strerror or type(error).__name__}")
+        return [OBS_OPEN, *printable(text), OBS_CLOSE]
+
+    # --- commands -------------------------------------------------------------------------------------
+    def _execute(self, text: str, memory: Memory) -> str:
+        word, _, rest = text.partition(" ")
+        if not word:
+            raise SandboxError("empty command" if not text else "command must not start with a space")
+        if word not in COMMANDS:
+            raise SandboxError(f"unknown command {word[:32]}; commands: {', '.join(COMMANDS)}")
+        workspace = self.workspace(memory)
+        if word == "ls":
+            if rest:
+                raise SandboxError("usage: ls")
+            return "\n".join(workspace.names())
+        if word == "cat":
+            return self._cat(workspace, rest)
+        if word == "replace":
+            return self._replace(workspace, rest)
+        if rest:
+            raise SandboxError("usage: run")
+        result = run_script(workspace.path, ENTRY_POINT, self.limits, workspace.confinement)
+        return run_observation_text(result.output, result.returncode, self.max_output_chars)
+
+    def _cat(self, workspace: _Workspace, rest: str) -> str:
+        names = rest.split(" ") if rest else []
+        if not names or "" in names:
+            raise SandboxError("usage: cat FILE... or cat *")
+        if names == ["*"]:
+            names = workspace.files()
+        elif len(names) == 1:
+            return numbered(workspace.read(names[0]))
+        return cat_text([(name, workspace.read(name)) for name in names])
+
+    def _replace(self, workspace: _Workspace, rest: str) -> str:
+        parts = rest.split(" ", 2)
+        if len(parts) < 3:
+            raise SandboxError("usage: replace FILE LINE TEXT")
+        name, line, new_text = parts
+        check_file_name(name)
+        if not line.isdigit() or len(line) > 9:
+            raise SandboxError(f"bad line number {line[:16]}")
+        lines = workspace.read(name).split("\n")
+        ends_with_newline = lines[-1] == ""
+        if ends_with_newline:
+            lines.pop()
+        number = int(line)
+        if not 1 <= number <= len(lines):
+            raise SandboxError(f"line {number} out of range 1..{len(lines)}")
+        lines[number - 1] = new_text
+        workspace.write(name, "\n".join(lines) + ("\n" if ends_with_newline else ""))
+        return ""
+
+    # --- the directory --------------------------------------------------------------------------------
+    def workspace(self, memory: Memory | None = None) -> _Workspace:
+        """This sequence's directory, created (and the codebase checked out) on first use."""
+        if self._workspace is None:
+            if self.checkout is not None:
+                first_line = "".join(memory.lines()[0]) if memory is not None else ""
+                try:
+                    files = dict(self.checkout(first_line))
+                except ValueError:
+                    raise SandboxError("no codebase: the prompt names no repository") from None
+            else:
+                files = self.initial_files
+            self._workspace = _Workspace(files, self.confinement(), self.max_file_bytes)
+        return self._workspace
+
+    def confinement(self) -> Confinement:
+        """How ``run`` confines programs on this machine (probed once per process)."""
+        return detect_confinement(self.python)
+
+    def files(self) -> dict[str, str]:
+        """The codebase as it stands: every regular file of the directory (the initial files before the
+        first command). What a checker runs after a decode."""
+        if self._workspace is None:
+            return dict(self.initial_files)
+        files = {}
+        for name in self._workspace.files():
+            try:
+                files[name] = self._workspace.read(name)
+            except SandboxError:  # a link or an oversized file the program made: not part of the codebase
+                pass
+        return files
+
+    def close(self) -> None:
+        """Remove the directory now (a later command starts over from the initial codebase)."""
+        if self._workspace is not None:
+            self._workspace.close()
+            self._workspace = None
+
+    def __repr__(self) -> str:
+        if self.checkout is not None:
+            source = f"checkout={getattr(self.checkout, '__name__', type(self.checkout).__name__)}"
+        else:
+            source = f"files={len(self.initial_files)}"
+        return (
+            f"CodeSandbox({source}, time_limit={self.limits.time_limit}, memory_mb={self.limits.memory_mb})"
+        )
+
+
+def run_files(
+    files: Mapping[str, str], *, time_limit: float = 2.0, python: str | None = None
+) -> ProcessResult:
+    """Run ``python main.py`` over ``files`` in a throw-away sandbox: what a checker does."""
+    sandbox = CodeSandbox(files, time_limit=time_limit, python=python)
+    try:
+        workspace = sandbox.workspace()
+        return run_script(workspace.path, ENTRY_POINT, sandbox.limits, workspace.confinement)
+    finally:
+        sandbox.close()

@@ -1,0 +1,345 @@
+"""Run one Python script from a sandbox directory as a confined, time- and size-limited process.
+
+This is the process half of :class:`~hf_toolssm.tools.code_sandbox.CodeSandbox` (its ``run`` command); the
+tool half (files, commands, observations) never starts a process itself. ``docs/sandbox.md`` is the
+security model; in short, from the strongest confinement the machine allows down to none:
+
+* **namespaces** (``unshare --net --pid --ipc --mount --mount-proc --fork --kill-child``, needs root):
+  the program has no network (a fresh network namespace has only a loopback device, and it is down), sees
+  only its own processes, and every process it starts dies with it (the script is PID 1 of its namespace);
+* **read-only file system**: inside its mount namespace every mount but the sandbox directory is
+  remounted read-only and ``nosuid``, so a write anywhere else fails with ``EROFS``;
+* **an unprivileged user** (``nobody``): the program cannot read root-only files, and ``RLIMIT_NPROC``
+  (which Linux does not enforce for root) bounds its processes;
+* **resource limits**, always: address space (``RLIMIT_AS``), CPU seconds, size of every file it writes
+  (``RLIMIT_FSIZE``; its output goes to a file, so this caps the output too), open files, no core dumps;
+  a wall-clock time limit after which its whole process group is killed.
+
+The first use probes which of these work here (:func:`detect_confinement`) by running a one-line script
+under each level, strongest first, and keeps the first that runs it correctly.
+
+The program runs under a small runner (``RUNNER``, stdlib only, passed with ``python -I -S -B -u -c``:
+isolated mode, no ``site``, no ``.pyc`` files, unbuffered so stdout and stderr interleave in order). The
+runner applies the limits, confines itself, drops privileges, then runs the script with ``runpy``; an
+uncaught exception is printed as a compact traceback that lists only the frames inside the sandbox
+directory, by relative path, and never the source lines (a frame repeated more than three times in a
+row, runaway recursion, is shortened to ``[Previous line repeated N more times]`` as Python does)::
+
+    Traceback (most recent call last):
+      main.py:9
+      main.py:6
+      foo.py:2
+    NameError: name 'v10' is not defined
+
+Python's own traceback would show the sandbox's absolute temporary path and, from 3.11 on, carets and
+"Did you mean" hints that differ between versions; this form is the same on every machine and version, so
+the reference traces can predict it exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import grp
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Executed with ``python -I -S -B -u -c RUNNER confine uid gid memory cpu fsize nofile nproc script``.
+# Everything up to the privilege drop runs as the caller (root when confining); any failure there exits
+# with CONFINEMENT_FAILED before the script runs (fail closed).
+RUNNER = r"""
+import os, sys, resource
+
+def _confine(read_only, uid, gid, limits):
+    for which, value in limits:
+        resource.setrlimit(which, (value, value))
+    here = os.getcwd()
+    if read_only:
+        import ctypes, re
+        libc = ctypes.CDLL(None, use_errno=True)
+        MS_RDONLY, MS_NOSUID, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 32, 4096, 16384
+        def mount(source, target, flags):
+            if libc.mount(source, target.encode(), None, flags, None) != 0:
+                error = ctypes.get_errno()
+                raise OSError(error, os.strerror(error), target)
+        mount(here.encode(), here, MS_BIND | MS_REC)  # the sandbox stays writable: its own mount
+        os.chdir(here)  # into that mount, not the directory underneath it
+        with open("/proc/self/mountinfo") as mounts:
+            targets = [line.split()[4] for line in mounts]
+        for target in targets:
+            target = re.sub(r"\\(\d{3})", lambda m: chr(int(m.group(1), 8)), target)
+            if target != here:
+                mount(None, target, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
+    if uid >= 0:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+        if (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) != (uid, uid, gid, gid):
+            raise OSError("could not drop privileges")
+    return here
+
+def _report(error, here):
+    import itertools
+    frames, frame = [], error.__traceback__
+    while frame is not None:
+        path = frame.tb_frame.f_code.co_filename
+        if path.startswith(here + os.sep):
+            frames.append("  %s:%d" % (path[len(here) + 1:], frame.tb_lineno))
+        frame = frame.tb_next
+    lines = ["Traceback (most recent call last):"]
+    for line, run in itertools.groupby(frames):  # runaway recursion, shortened as Python does
+        count = len(list(run))
+        lines += [line] * min(count, 3)
+        if count > 3:
+            lines.append("  [Previous line repeated %d more times]" % (count - 3))
+    message = str(error)
+    if isinstance(error, SyntaxError):
+        path = error.filename or ""
+        if path.startswith(here + os.sep):
+            lines.append("  %s:%s" % (path[len(here) + 1:], error.lineno))
+        message = error.msg
+    kind = type(error)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else kind.__module__ + "." + kind.__qualname__
+    lines.append(name + ": " + message if message else name)
+    os.write(2, ("\n".join(lines) + "\n").encode("utf-8", "replace"))
+
+def _main():
+    confine, uid, gid, memory, cpu, fsize, nofile, nproc = (int(value) for value in sys.argv[1:9])
+    script = sys.argv[9]
+    limits = [
+        (resource.RLIMIT_AS, memory), (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_FSIZE, fsize),
+        (resource.RLIMIT_NOFILE, nofile), (resource.RLIMIT_NPROC, nproc), (resource.RLIMIT_CORE, 0),
+    ]
+    try:
+        here = _confine(confine, uid, gid, limits)
+    except BaseException as error:
+        os.write(2, ("sandbox: could not confine the program: %r\n" % (error,)).encode())
+        os._exit(125)
+    import runpy
+    sys.argv = [script]
+    sys.path.insert(0, here)
+    try:
+        runpy.run_path(os.path.join(here, script), run_name="__main__")
+    except SystemExit:
+        raise
+    except BaseException as error:
+        try:
+            _report(error, here)
+        except BaseException:
+            pass
+        sys.exit(1)
+
+_main()
+"""
+
+#: the runner's exit status when confinement failed (the script did not run)
+CONFINEMENT_FAILED = 125
+
+#: the environment the program sees: nothing from ours
+CLEAN_ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": "/nonexistent"}
+
+UNSHARE_OPTIONS = ("--net", "--pid", "--ipc", "--mount", "--mount-proc", "--fork", "--kill-child")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one run may use. Per process except the time limit and the process count."""
+
+    #: wall-clock seconds before the whole process group is killed (CPU time is capped at this + 1 s)
+    time_limit: float = 2.0
+    #: address space of each process, in MiB (``RLIMIT_AS``)
+    memory_mb: int = 256
+    #: processes of the unprivileged user (``RLIMIT_NPROC``; only enforced when the program does not run
+    #: as root, see :class:`Confinement`)
+    max_processes: int = 32
+    #: bytes of output (stdout and stderr together) kept, and the size cap of any file the program writes
+    max_output_bytes: int = 256 * 1024
+    max_open_files: int = 64
+
+    def __post_init__(self) -> None:
+        if not self.time_limit > 0:
+            raise ValueError(f"time_limit must be > 0 seconds, got {self.time_limit!r}")
+        for name in ("memory_mb", "max_processes", "max_output_bytes", "max_open_files"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """How a program is confined on this machine (see the module docstring and ``docs/sandbox.md``)."""
+
+    #: own network, PID, IPC and mount namespaces: no network, no process outlives the run
+    namespaces: bool
+    #: every mount but the sandbox directory read-only
+    read_only: bool
+    #: the uid and gid the program runs as, or ``None`` for the caller's own
+    user: tuple[int, int] | None
+    #: the interpreter that runs the program
+    python: str
+
+    def describe(self) -> str:
+        parts = ["namespaces (no network, contained processes)" if self.namespaces else "no namespaces"]
+        parts.append(
+            "read-only file system outside the sandbox" if self.read_only else "writable file system"
+        )
+        parts.append(f"uid {self.user[0]}" if self.user else f"the caller's uid {os.getuid()}")
+        return ", ".join(parts) + f"; {self.python}"
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    #: stdout and stderr as written, interleaved; at most ``max_output_bytes``
+    output: bytes
+    #: the exit status (negative: killed by that signal); ``None`` when the time limit killed it
+    returncode: int | None
+
+    @property
+    def timed_out(self) -> bool:
+        return self.returncode is None
+
+
+def run_script(
+    directory: str | os.PathLike, script: str, limits: Limits, confinement: Confinement
+) -> ProcessResult:
+    """Run ``python script`` in ``directory`` under ``confinement`` and ``limits``; never raises for
+    anything the script does (an ``OSError`` means the process could not be started at all)."""
+    with tempfile.TemporaryFile() as output:  # unlinked: the program only ever holds the descriptor
+        process = subprocess.Popen(
+            _command(script, limits, confinement),
+            cwd=directory,
+            env=CLEAN_ENVIRONMENT,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, killed as a whole
+            close_fds=True,
+        )
+        timed_out = not _wait_unreaped(process.pid, limits.time_limit)
+        # Still unreaped, so the group id cannot have been reused: kill whatever the program left behind
+        # (everything, on a timeout; in a PID namespace the kernel already did on a normal exit).
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        returncode = process.wait()
+        output.seek(0)
+        data = output.read(limits.max_output_bytes)
+    return ProcessResult(data, None if timed_out else returncode)
+
+
+def _wait_unreaped(pid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``pid`` to exit without reaping it; ``True`` if it exited."""
+    deadline, pause = time.monotonic() + timeout, 0.001
+    while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.02)
+    return True
+
+
+def _command(script: str, limits: Limits, confinement: Confinement) -> list[str]:
+    uid, gid = confinement.user if confinement.user else (-1, -1)
+    memory = limits.memory_mb * 2**20
+    cpu = int(limits.time_limit) + 1
+    arguments = [
+        str(int(confinement.read_only)), str(uid), str(gid), str(memory), str(cpu),
+        str(limits.max_output_bytes), str(limits.max_open_files), str(limits.max_processes), script,
+    ]  # fmt: skip
+    python = [confinement.python, "-I", "-S", "-B", "-u", "-c", RUNNER, *arguments]
+    return [_unshare(), *UNSHARE_OPTIONS, *python] if confinement.namespaces else python
+
+
+def _unshare() -> str:
+    return shutil.which("unshare", path="/usr/bin:/bin:/usr/sbin:/sbin") or "unshare"
+
+
+# --- what this machine allows --------------------------------------------------------------------------
+def _world_usable(path: str) -> bool:
+    """Whether an unprivileged user can execute ``path`` and traverse every directory above it (an
+    interpreter under a root-only home, e.g. pyenv in /root, cannot import its own standard library)."""
+    path = os.path.realpath(path)
+    try:
+        if not os.stat(path).st_mode & stat.S_IXOTH:
+            return False
+        parent = os.path.dirname(path)
+        while True:
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                return False
+            if parent == os.path.dirname(parent):
+                return True
+            parent = os.path.dirname(parent)
+    except OSError:
+        return False
+
+
+def _unprivileged_user() -> tuple[int, int] | None:
+    try:
+        user = pwd.getpwnam("nobody")
+    except KeyError:
+        return None
+    try:
+        gid = grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        gid = user.pw_gid
+    return user.pw_uid, gid
+
+
+def _candidates(python: str | None) -> list[Confinement]:
+    """Confinement levels worth trying, strongest first."""
+    own = os.path.realpath(python or sys.executable)
+    levels = []
+    if os.geteuid() == 0:
+        nobody = _unprivileged_user()
+        usable = [own] if python else [own, shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")]
+        shared = next((path for path in usable if path and _world_usable(path)), None)
+        has_unshare = shutil.which("unshare", path="/usr/bin:/bin:/usr/sbin:/sbin") is not None
+        if nobody and shared:
+            if has_unshare:
+                levels.append(Confinement(True, True, nobody, os.path.realpath(shared)))
+            levels.append(Confinement(False, False, nobody, os.path.realpath(shared)))
+        if has_unshare:
+            levels.append(Confinement(True, True, None, own))
+    levels.append(Confinement(False, False, None, own))
+    return levels
+
+
+@functools.cache
+def detect_confinement(python: str | None = None) -> Confinement:
+    """The strongest confinement that runs a script correctly here (probed once per interpreter).
+
+    ``python`` picks the interpreter; by default the current one, or, when the program is to run as an
+    unprivileged user who cannot use the current one, the system's ``python3``.
+    """
+    candidates = _candidates(python)
+    for confinement in candidates[:-1]:
+        if _probe(confinement):
+            return confinement
+    return candidates[-1]
+
+
+def _probe(confinement: Confinement) -> bool:
+    directory = Path(tempfile.mkdtemp(prefix="hf_toolssm_probe_"))
+    try:
+        work = directory / "work"
+        work.mkdir()
+        (work / "probe.py").write_text("import json\nprint(json.dumps('ok'))\n")
+        if confinement.user:
+            os.chmod(directory, 0o711)
+            os.chown(work, *confinement.user)
+        result = run_script(work, "probe.py", Limits(time_limit=10.0), confinement)
+        return result.returncode == 0 and result.output == b'"ok"\n'
+    except OSError:
+        return False
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

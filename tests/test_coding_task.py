@@ -1,0 +1,588 @@
+"""The coding task and the code sandbox: generated codebases fail before and pass after the reference fix
+(real runs, n = 4..30), the simulator predicts real Python exactly, both agents' traces replay through the
+real sandbox into a passing codebase, the sandbox contains runaway and hostile programs (fork bomb,
+infinite loop, 1 GB allocation, writes outside, network) and refuses path escapes and malformed commands,
+a scripted model drives the tool loop through a fix, and mini-SWE-agent trajectories become segments.
+
+Every run here is a real subprocess (~50 ms); the limit tests use a 1 s time limit.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import socket
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from hf_toolssm.generation import ToolCallingLogitsProcessor, generate_with_tools
+from hf_toolssm.tasks import get_task, replay
+from hf_toolssm.tasks.coding import (
+    BUG,
+    Fix,
+    InteractiveCodingTask,
+    SingleTurnCodingTask,
+    checkout_codebase,
+    codebase_for,
+    random_codebase,
+)
+from hf_toolssm.tasks.coding_distillation import segments_from_mini_swe_agent
+from hf_toolssm.tokenization import build_char_tokenizer
+from hf_toolssm.tools import (
+    ANS,
+    ARG_END,
+    CODE,
+    EOS,
+    OBS_CLOSE,
+    OBS_OPEN,
+    CodeSandbox,
+    Role,
+    ToolEnvironment,
+    code_sandbox,
+)
+from hf_toolssm.tools.code_sandbox import output_hash, run_files, status_line
+from hf_toolssm.tools.sandbox_process import Confinement
+from scripted_model import ScriptedConfig, ScriptedModel
+
+TOKENIZER = build_char_tokenizer()
+CONFINEMENT = CodeSandbox().confinement()
+TASKS = {"single_turn": SingleTurnCodingTask(), "interactive": InteractiveCodingTask()}
+
+
+def command(env: ToolEnvironment, text: str) -> str:
+    """Generate ``[code] text [/cmd]``; return the observation as text."""
+    observation = []
+    for token in [CODE, *text, ARG_END]:
+        observation += env.step(token)
+    return "".join(observation)
+
+
+def sandbox_env(files: dict[str, str], **options) -> ToolEnvironment:
+    env = ToolEnvironment(tools=[CodeSandbox(files, **options)])
+    env.reset(list("p\n"))
+    return env
+
+
+def obs(text: str) -> str:
+    return f"{OBS_OPEN}{text}{OBS_CLOSE}"
+
+
+def err(text: str) -> str:
+    return f"{OBS_OPEN}[ERR]{text}{OBS_CLOSE}"
+
+
+# --- the generator ----------------------------------------------------------------------------------------
+def test_codebases_have_the_papers_shape():
+    rng = random.Random(0)
+    for size in [2, 3, *range(4, 31), 60, 200]:
+        codebase = random_codebase(rng, size)
+        names = [function.name for function in codebase.functions]
+        assert len(set(names)) == size and names[0] == "main" and names[-1] == "foo"
+        assert all(name[0] == "f" and 0 <= int(name[1:]) < 1000 for name in names[1:-1])
+        parents = {name: [f.name for f in codebase.functions if name in f.children] for name in names}
+        assert all(1 <= len(parents[name]) <= 2 for name in names[1:]) and not parents["main"]
+        assert all(
+            names.index(p) < names.index(name) for name in names for p in parents[name]
+        )  # grown in order
+        assert not codebase["foo"].children
+        files = codebase.files()
+        assert list(files) == sorted(files) and len(files) == size
+        for function in codebase.functions:
+            text = files[function.file]
+            calls = [s.name for s in function.body if s.kind == "call"]
+            assert calls == list(function.children)  # a parent imports and calls each child once
+            assert text.count(" import ") == len(function.children)
+            assert any(s.kind == "print" for s in function.body)
+            assert set(function.params) <= {f"v{i}" for i in range(10)} and len(function.params) <= 2
+            assert (BUG in text) == (function.name in ("main", "foo"))
+        assert "    v10 = " in files["main.py"] and "print(v10)" in files["foo.py"]
+        assert set("".join(files.values())) <= set(TOKENIZER.get_vocab())
+
+
+def test_the_reference_fix_threads_v10_through_every_path_and_nothing_else():
+    rng = random.Random(1)
+    for size in range(2, 31):
+        codebase = random_codebase(rng, size)
+        fix = codebase.reference_fix()
+        before, after = codebase.files(), codebase.files(fix)
+        for name in before:
+            for old, new in zip(before[name].split("\n"), after[name].split("\n"), strict=True):
+                if old != new:  # only "v10" appended to a parameter or argument list
+                    assert new in (old.replace("()", f"({BUG})"), old.replace(")", f", {BUG})"))
+        # every path main -> foo is threaded: walk them all
+        stack = ["main"]
+        while stack:
+            name = stack.pop()
+            assert name == "main" or name in fix.params
+            for child in codebase[name].children:
+                if child in codebase.on_path:
+                    assert (name, child) in fix.arguments
+                    stack.append(child)
+        assert "foo" in fix.params and "main" not in fix.params
+        assert fix.params == codebase.on_path - {"main"}
+        buggy, fixed = codebase.execute(), codebase.execute(fix)
+        assert buggy.error == f"NameError: name '{BUG}' is not defined" and buggy.frames[-1][0] == "foo.py"
+        assert fixed.error is None and fixed.output.startswith(
+            buggy.output[: buggy.output.index("Traceback")]
+        )
+
+
+def test_every_codebase_fails_before_and_passes_after_the_reference_fix():
+    """Real Python, n = 4..30, two seeds each; the simulator's predictions are exact, output included."""
+    for size in range(4, 31):
+        for seed in (1, 2):
+            codebase = codebase_for(size, seed)
+            for fix, returncode in ((Fix(), 1), (codebase.reference_fix(), 0)):
+                result = run_files(codebase.files(fix))
+                predicted = codebase.execute(fix)
+                assert result.returncode == returncode == predicted.returncode, (size, seed)
+                assert result.output.decode() == predicted.output, (size, seed)
+
+
+# --- the agents -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("agent", TASKS)
+def test_agent_traces_replay_through_the_real_sandbox_into_a_passing_codebase(agent):
+    task = TASKS[agent]
+    for size, seed in ((2, 1), (4, 2), (8, 3), (16, 4), (30, 5)):
+        instance = task.instance(size, seed)
+        env = instance.environment()
+        result = replay(instance, env)
+        assert result.correct and task.check(instance, result.answer)
+        assert result.answer == status_line(instance.metadata["expected_output"].encode(), 0)
+        codebase = codebase_for(size, seed)
+        assert env.tools[0].files() == codebase.files(codebase.reference_fix())  # the same fix, exactly
+        assert task.check_files(instance, env.tools[0].files())
+
+
+def runs_of(instance) -> list[list[str]]:
+    """The argument text of every [code] command, grouped into rounds that end with a run."""
+    text = "".join(
+        t if r is Role.COMMAND else ("\x00" if t == OBS_OPEN else "")
+        for t, r in zip(instance.full_tokens(), instance.roles())
+    )
+    commands = [
+        part.removeprefix(CODE).removesuffix(ARG_END) for part in text.split("\x00") if part.startswith(CODE)
+    ]
+    rounds, current = [], []
+    for line in commands:
+        current.append(line)
+        if line == "run":
+            rounds.append(current)
+            current = []
+    assert not current
+    return rounds
+
+
+def test_single_turn_agent_reads_everything_edits_everything_then_runs_once():
+    task = TASKS["single_turn"]
+    for size in (4, 12):
+        instance = task.instance(size, 7)
+        (round_,) = runs_of(instance)
+        assert round_[0] == "cat *" and round_[-1] == "run"
+        assert all(line.startswith("replace ") for line in round_[1:-1])
+        assert "".join(instance.trace.tokens).endswith(f"{ANS}{instance.answer}{EOS}")
+        assert Role.THOUGHT not in instance.roles()
+
+
+@pytest.mark.parametrize("files_per_round", [1, 3])
+def test_interactive_agent_fixes_at_most_k_files_between_runs(files_per_round):
+    task = InteractiveCodingTask(files_per_round=files_per_round)
+    rng = random.Random(8)
+    for _ in range(40):
+        instance = task.sample(rng, rng.randint(2, 30))
+        rounds = runs_of(instance)
+        assert rounds[0] == ["run"]
+        for round_ in rounds[1:]:
+            files = {line.split(" ")[1] for line in round_[:-1]}
+            assert 1 <= len(files) <= files_per_round
+            assert round_[0].startswith("cat ")  # every file is read right before it is edited
+        assert instance.metadata["expected_output"]  # and it ends passing: replayed above
+    assert replay(task.sample(rng, 12)).correct
+
+
+def test_check_needs_the_fixed_output():
+    task = TASKS["interactive"]
+    instance = task.instance(6, 3)
+    codebase = codebase_for(6, 3)
+    buggy = codebase.execute()
+    assert not task.check(instance, status_line(buggy.output.encode(), 1))
+    assert not task.check(instance, "exit 0 hash 00000000")
+    fixed = codebase.files(codebase.reference_fix())
+    assert task.check_files(instance, fixed) and not task.check_files(instance, codebase.files())
+    tampered = dict(fixed, **{"main.py": fixed["main.py"].replace("main()\n", "main()\nprint(0)\n")})
+    assert not task.check_files(instance, tampered)  # passes, but prints something else
+
+
+def test_trace_lengths_in_tokens():
+    """Tokens per trace (prompt included) with the character tokenizer, at the paper's sizes."""
+    lengths = {}
+    for agent, task in TASKS.items():
+        for size in (4, 8, 16, 20, 24, 30):
+            rng = random.Random(f"lengths:{size}")
+            samples = [len(task.sample(rng, size)) for _ in range(50)]
+            lengths[agent, size] = (statistics.mean(samples), max(samples))
+            print(
+                f"{agent:12s} n={size:2d}: mean {lengths[agent, size][0]:6.0f}  max {lengths[agent, size][1]:6d}"
+            )
+    for agent in TASKS:  # the paper trains at n <= 16 with 8,192-token contexts
+        assert lengths[agent, 16][0] < 4000 and lengths[agent, 4][0] < lengths[agent, 30][0]
+    instance = TASKS["interactive"].instance(16, 1)
+    ids = TOKENIZER.convert_tokens_to_ids(instance.full_tokens())
+    assert TOKENIZER.unk_token_id not in ids and len(ids) == len(instance)
+
+
+def test_prompt_names_the_repository_and_checkout_builds_it():
+    task = TASKS["single_turn"]
+    instance = task.instance(12, 5)
+    assert "".join(instance.prompt) == "repo 12-5\nfix: pass v10 from main to foo\n"
+    assert checkout_codebase("repo 12-5") == codebase_for(12, 5).files()
+    assert task.prompt_from_text("12-5") == task.prompt_from_text("repo 12-5") == instance.prompt
+    for bad in ("repo 1-5", "repo 12", "12-5", "repo 9999-1"):
+        with pytest.raises(ValueError):
+            checkout_codebase(bad)
+    with pytest.raises(ValueError, match="coding_single_turn"):
+        task.prompt_from_text("twelve")
+    env = task.make_environment()
+    env.reset(list("hello\n"))
+    assert command(env, "ls") == err("no codebase: the prompt names no repository")
+    env.reset(instance.prompt)
+    assert command(env, "ls") == obs("\n".join(codebase_for(12, 5).files()))
+
+
+def test_sampling_is_deterministic_and_training_sizes_cover_4_to_16():
+    task = TASKS["interactive"]
+    first = [task.sample_train(random.Random(3)).full_tokens() for _ in range(2)]
+    assert first[0] == first[1]
+    sizes = {task.sample_train(random.Random(seed)).size for seed in range(300)}
+    assert sizes == set(range(4, 17))
+    assert get_task("coding_interactive", files_per_round=2).files_per_round == 2
+    with pytest.raises(ValueError, match="files_per_round is the most files fixed between two runs"):
+        get_task("coding_interactive", files_per_round=0)
+
+
+# --- the sandbox: commands ------------------------------------------------------------------------------
+FILES = {
+    "main.py": "from foo import foo\ndef main():\n    foo()\nmain()\n",
+    "foo.py": "def foo():\n    print(1)\n",
+}
+
+
+def test_sandbox_commands():
+    env = sandbox_env(FILES)
+    assert command(env, "ls") == obs("foo.py\nmain.py")
+    assert command(env, "cat foo.py") == obs("1:def foo():\n2:    print(1)")
+    assert command(env, "cat *") == obs(
+        "==> foo.py <==\n1:def foo():\n2:    print(1)\n==> main.py <==\n"
+        "1:from foo import foo\n2:def main():\n3:    foo()\n4:main()"
+    )
+    assert command(env, "cat main.py foo.py").startswith(obs("==> main.py <==")[:-6])
+    assert command(env, "run") == obs("1\nexit 0 hash " + output_hash(b"1\n"))
+    assert command(env, "replace foo.py 2     print(2)\n    print(3)") == obs("")
+    assert command(env, "cat foo.py") == obs("1:def foo():\n2:    print(2)\n3:    print(3)")
+    assert command(env, "run") == obs("2\n3\nexit 0 hash " + output_hash(b"2\n3\n"))
+    assert command(env, "replace foo.py 3 ") == obs("")  # an empty line
+    assert env.tools[0].files()["foo.py"] == "def foo():\n    print(2)\n\n"
+    assert env.roles.count(Role.OBSERVATION) > 0 and env.memory.tokens == list("p\n")  # nothing stored
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("", "empty command"),
+        (" ls", "command must not start with a space"),
+        ("rm -rf /", "unknown command rm; commands: ls, cat, replace, run"),
+        ("ls -la", "usage: ls"),
+        ("run main.py", "usage: run"),
+        ("cat", "usage: cat FILE... or cat *"),
+        ("cat  foo.py", "usage: cat FILE... or cat *"),
+        ("cat nope.py", "no such file nope.py"),
+        ("cat ../foo.py", "bad file name ../foo.py"),
+        ("cat /etc/passwd", "bad file name /etc/passwd"),
+        ("cat ..", "bad file name .."),
+        ("cat .bashrc", "bad file name .bashrc"),
+        ("cat a/b.py", "bad file name a/b.py"),
+        ("cat ~", "bad file name ~"),
+        ("replace foo.py", "usage: replace FILE LINE TEXT"),
+        ("replace foo.py 1", "usage: replace FILE LINE TEXT"),
+        ("replace foo.py one x", "bad line number one"),
+        ("replace foo.py -1 x", "bad line number -1"),
+        ("replace foo.py 0 x", "line 0 out of range 1..2"),
+        ("replace foo.py 3 x", "line 3 out of range 1..2"),
+        ("replace ../../etc/passwd 1 x", "bad file name ../../etc/passwd"),
+        ("replace new.py 1 x", "no such file new.py"),
+    ],
+)
+def test_malformed_commands_get_an_error_observation(text, error):
+    env = sandbox_env(FILES)
+    assert command(env, text) == err(error)
+    assert command(env, "cat foo.py") == obs("1:def foo():\n2:    print(1)")  # unchanged, still usable
+
+
+def test_protocol_tokens_in_an_argument_and_over_long_arguments():
+    env = sandbox_env(FILES)
+    observation = [token for t in [CODE, "c", "a", "t", " ", ANS, ARG_END] for token in env.step(t)]
+    assert "".join(observation) == err("argument must be plain characters")
+    env = ToolEnvironment(tools=[CodeSandbox(FILES)], max_argument_tokens=8)
+    env.reset(["p"])
+    assert command(env, "replace foo.py 1 x").startswith(err("argument too long"))
+
+
+def test_path_escapes_through_links_fifos_and_directories_are_refused(tmp_path):
+    outside = tmp_path / "secret.py"
+    outside.write_text("secret\n")
+    program = (
+        f"import os\nos.symlink({str(outside)!r}, 'link.py')\nos.symlink('/etc', 'etc.py')\n"
+        "os.mkfifo('fifo.py')\nos.mkdir('dir.py')\nprint('made')\n"
+    )
+    env = sandbox_env({"main.py": program})
+    assert command(env, "run").startswith(obs("made\nexit 0")[:-6])
+    workspace = Path(env.tools[0].workspace().path)
+    if outside.stat().st_dev == workspace.stat().st_dev:  # a hard link to an outside file, planted for us
+        os.link(outside, workspace / "hard.py")
+        assert command(env, "cat hard.py") == err("not a regular file hard.py")
+    for name in ("link.py", "etc.py", "fifo.py", "dir.py"):
+        assert command(env, f"cat {name}") == err(f"not a regular file {name}")
+        assert command(env, f"replace {name} 1 pwned") == err(f"not a regular file {name}")
+    assert outside.read_text() == "secret\n"
+    assert command(env, "ls").startswith(obs("dir.py/")[:-6])
+    assert "link.py" not in command(env, "cat *") and "secret" not in command(env, "cat *")
+    assert set(env.tools[0].files()) == {"main.py"}
+
+
+# --- the sandbox: runaway and hostile programs ---------------------------------------------------------------
+def run_program(source: str, time_limit: float = 1.0) -> tuple[str, float, ToolEnvironment]:
+    env = sandbox_env({"main.py": source}, time_limit=time_limit)
+    started = time.monotonic()
+    observation = command(env, "run")
+    return observation, time.monotonic() - started, env
+
+
+def test_an_infinite_loop_times_out():
+    observation, seconds, env = run_program("while True:\n    pass\n")
+    assert observation == obs(f"timeout hash {output_hash(b'')}") and seconds < 2.0
+    assert command(env, "ls") == obs("main.py")  # the decode goes on
+
+
+def test_a_fork_bomb_is_contained():
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    observation, seconds, env = run_program(bomb)
+    assert observation.startswith(obs("timeout")[:-6]) and seconds < 3.0
+    if CONFINEMENT.user is None:
+        pytest.skip(f"processes are not counted when the program runs as root ({CONFINEMENT.describe()})")
+    counting = (
+        "import os, time\ncount = 0\nfor _ in range(200):\n    try:\n        pid = os.fork()\n    except OSError:\n"
+        "        break\n    if pid == 0:\n        time.sleep(5)\n        os._exit(0)\n    count += 1\nprint(count)\n"
+    )
+    observation, seconds, _ = run_program(counting)
+    forked = int(observation.removeprefix(OBS_OPEN).split("\n")[0])
+    assert forked < env.tools[0].limits.max_processes and seconds < 2.0  # RLIMIT_NPROC, and nobody waited
+
+
+def test_no_process_outlives_its_run():
+    if not CONFINEMENT.namespaces:
+        pytest.skip(f"no PID namespace here ({CONFINEMENT.describe()}): a daemonized child survives")
+    program = (
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(0.3)\n"
+        "    open('alive', 'w').write('yes')\n    os._exit(0)\nprint('parent done')\n"
+    )
+    observation, _, env = run_program(program)
+    assert observation.startswith(obs("parent done\nexit 0")[:-6])
+    time.sleep(0.6)
+    assert command(env, "ls") == obs("main.py")  # the child died with the run
+
+
+def test_a_1_gb_allocation_fails_inside_the_program():
+    observation, seconds, _ = run_program("x = bytearray(10**9)\nprint('allocated')\n")
+    assert observation.startswith(
+        obs("Traceback (most recent call last):\n  main.py:1\nMemoryError\nexit 1")[:-6]
+    )
+    assert seconds < 2.0
+
+
+def test_runaway_recursion_and_crashes_end_the_run():
+    observation, _, _ = run_program("def f(n):\n    return f(n + 1)\nf(0)\n")
+    assert "  main.py:2\n  main.py:2\n  main.py:2\n  [Previous line repeated " in observation
+    assert "RecursionError: maximum recursion depth exceeded\nexit 1 hash " in observation
+    observation, _, _ = run_program("import ctypes\nctypes.string_at(0)\n")
+    assert observation == obs(f"signal 11 hash {output_hash(b'')}")
+    observation, _, _ = run_program("def f(:\n")
+    assert observation.startswith(obs("Traceback (most recent call last):\n  main.py:1\nSyntaxError: ")[:-6])
+
+
+def test_huge_output_is_capped():
+    observation, seconds, env = run_program("while True:\n    print('x' * 1000)\n")
+    limit = env.tools[0].max_output_chars
+    assert observation.startswith(obs("... (")[:-6]) and " characters cut)\n" in observation
+    assert len(observation) < limit + 200 and seconds < 2.0
+
+
+def test_writes_outside_the_sandbox_fail():
+    target = Path("/tmp") / f"hf_toolssm_escape_{uuid.uuid4().hex}"
+    program = (
+        f"import os\nfor path in [{str(target)!r}, '../escape', '/work/escape', os.path.expanduser('~/escape')]:\n"
+        "    try:\n        open(path, 'w').write('x')\n        print('wrote', path)\n"
+        "    except OSError as error:\n        print('refused', error.errno)\n"
+        "open('inside.txt', 'w').write('ok')\n"
+    )
+    if not CONFINEMENT.read_only:
+        pytest.skip(f"the file system is writable here ({CONFINEMENT.describe()})")
+    observation, _, env = run_program(program)
+    assert "wrote" not in observation and observation.count("refused") == 4
+    assert not target.exists() and not (Path(env.tools[0].workspace().base) / "escape").exists()
+    assert "inside.txt" in command(env, "ls")  # the sandbox itself is writable
+
+
+def test_the_network_is_unreachable():
+    if not CONFINEMENT.namespaces:
+        pytest.skip(f"no network namespace here ({CONFINEMENT.describe()})")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        program = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=0.5)\nprint('connected')\n"
+        observation, _, _ = run_program(program)
+        assert "connected" not in observation and "OSError: [Errno 101] Network is unreachable" in observation
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody knocked
+
+
+def test_the_program_sees_a_clean_environment_and_no_privileges():
+    program = "import os, sys\nprint(sorted(os.environ))\nprint(os.getuid())\nprint(sys.flags.isolated)\n"
+    observation, _, _ = run_program(program)
+    lines = observation.removeprefix(OBS_OPEN).split("\n")
+    assert lines[0] == "['HOME', 'LANG', 'LC_ALL', 'PATH']" and lines[2] == "1"
+    if CONFINEMENT.user is not None:
+        assert lines[1] == str(CONFINEMENT.user[0])
+    print("confinement:", CONFINEMENT.describe())
+
+
+WEAKER_LEVELS = {
+    "no_namespaces": Confinement(False, False, CONFINEMENT.user, CONFINEMENT.python),
+    "bare": Confinement(False, False, None, os.path.realpath(sys.executable)),
+}
+
+
+@pytest.mark.parametrize("level", WEAKER_LEVELS)
+def test_weaker_confinement_levels_still_run_the_task_and_stop_runaways(level, monkeypatch):
+    """What a machine without root or unshare falls back to: traces still replay, loops still stop."""
+    confinement = WEAKER_LEVELS[level]
+    monkeypatch.setattr(code_sandbox, "detect_confinement", lambda python=None: confinement)
+    assert replay(TASKS["interactive"].instance(6, 2)).correct
+    observation, seconds, env = run_program("while True:\n    pass\n")
+    assert observation.startswith(obs("timeout")[:-6]) and seconds < 2.0
+    assert env.tools[0].confinement() == confinement
+
+
+def test_workspaces_are_removed():
+    env = sandbox_env(FILES)
+    command(env, "ls")
+    first = env.tools[0].workspace().base
+    env.reset(["q"])  # a new sequence: the old directory goes, the next command makes a fresh one
+    assert not os.path.exists(first)
+    command(env, "replace foo.py 1 x")
+    second = env.tools[0].workspace().base
+    assert second != first and command(env, "cat foo.py") == obs("1:x\n2:    print(1)")
+    env.reset(["q"])
+    assert command(env, "cat foo.py") == obs("1:def foo():\n2:    print(1)")  # back to the initial files
+    third = env.tools[0].workspace().base
+    del env
+    gc.collect()
+    assert not os.path.exists(second) and not os.path.exists(third)
+
+
+# --- a scripted model drives the tool loop ------------------------------------------------------------------
+class RecordingFactory:
+    def __init__(self, task):
+        self.task, self.envs = task, []
+
+    def __call__(self):
+        self.envs.append(self.task.make_environment())
+        return self.envs[-1]
+
+
+def decode_generate(model, prompt, factory, max_new_tokens):
+    """The stock ``model.generate()`` path, with the tools in a logits processor."""
+    processor = ToolCallingLogitsProcessor(TOKENIZER, factory)
+    encoded = TOKENIZER(["".join(prompt)], return_tensors="pt")
+    sequences = model.generate(
+        **encoded, logits_processor=[processor], max_new_tokens=max_new_tokens, do_sample=False,
+        pad_token_id=TOKENIZER.pad_token_id, eos_token_id=TOKENIZER.eos_token_id,
+    )  # fmt: skip
+    return processor.results(sequences)
+
+
+@pytest.mark.parametrize(
+    ("agent", "path"),
+    [("single_turn", "fast_loop"), ("interactive", "fast_loop"), ("interactive", "generate")],
+)
+def test_a_scripted_model_fixes_the_code_through_the_tool_loop(agent, path):
+    """The model's side of the reference trace, decoded with the real sandbox in the loop: the sandbox must
+    answer every command as the trace predicts, and the codebase it ends with passes the checker."""
+    task = TASKS[agent]
+    instance = task.instance(5, 11)
+    config = ScriptedConfig(
+        vocab_size=len(TOKENIZER), traces=[TOKENIZER.convert_tokens_to_ids(instance.full_tokens())],
+        off_trace_id=TOKENIZER.unk_token_id, pad_token_id=TOKENIZER.pad_token_id, eos_token_id=TOKENIZER.eos_token_id,
+    )  # fmt: skip
+    model, factory = ScriptedModel(config).eval(), RecordingFactory(task)
+    if path == "fast_loop":
+        (result,) = generate_with_tools(model, TOKENIZER, [instance.prompt], factory, progress=False)
+    else:
+        (result,) = decode_generate(model, instance.prompt, factory, max_new_tokens=len(instance) + 10)
+    assert result.tokens == instance.full_tokens() and result.roles == instance.roles()
+    assert task.check(instance, result.answer)
+    assert task.check_files(instance, factory.envs[0].tools[0].files())
+
+
+# --- distillation ---------------------------------------------------------------------------------------------
+def test_mini_swe_agent_trajectories_become_segments():
+    text_format = {
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Pass v10 from main to foo.\t"},
+            {"role": "assistant", "content": "THOUGHT: run it.\n\n```bash\npython main.py\n```"},
+            {"role": "user", "content": "<returncode>1</returncode>\n<output>\nNameError\n</output>"},
+            {"role": "assistant", "content": "two blocks ```bash\nls\n``` ```bash\nls\n```"},
+            {"role": "user", "content": "Please always provide EXACTLY ONE action."},
+            {
+                "role": "assistant",
+                "content": "THOUGHT: done.\n\n```bash\necho COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT\n```",
+            },
+        ]
+    }
+    segments = segments_from_mini_swe_agent(text_format, answer="ok")
+    assert [(s.role, "".join(s.tokens)) for s in segments] == [
+        (Role.PROMPT, "Pass v10 from main to foo.  "),  # the tab, expanded
+        (Role.THOUGHT, "THOUGHT: run it.\n"),
+        (Role.COMMAND, f"{CODE}python main.py{ARG_END}"),
+        (Role.OBSERVATION, obs("<returncode>1</returncode>\n<output>\nNameError\n</output>")),
+        (Role.THOUGHT, "THOUGHT: done.\n"),
+        (Role.OUTPUT, f"{ANS}ok{EOS}"),
+    ]
+    tool_calls = {
+        "messages": [
+            {"role": "user", "content": "task"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"function": {"arguments": '{"command": "cat foo.py"}'}}],
+            },
+            {"role": "tool", "content": "def foo():"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"function": {"arguments": {"command": "echo MINI_SWE_AGENT_FINAL_OUTPUT"}}}],
+            },
+        ]
+    }
+    roles = [s.role for s in segments_from_mini_swe_agent(tool_calls, prompt="repo 4-1\n")]
+    assert roles == [Role.PROMPT, Role.COMMAND, Role.OBSERVATION, Role.OUTPUT]
+    with pytest.raises(ValueError, match="never submits"):
+        segments_from_mini_swe_agent({"messages": text_format["messages"][:4]})
