@@ -145,8 +145,8 @@ def render() -> str:
                 out += [f"**{MODEL_NAMES[model]}**, trace exact match by size (samples in parentheses); "
                         f"files: {', '.join(p['_file'] for p in payloads)}; machine: {payloads[0].get('machine', '?')}; "
                         f"date: {payloads[0].get('date', '?')}", "", curve_table(payloads), ""]
-        plot = RESULTS / experiment / "accuracy.png"
-        if plot.exists():
+        png = RESULTS / experiment / "accuracy.png"
+        if png.exists():
             out += [f"![{experiment}]({experiment}/accuracy.png)", ""]
     out += [
         "## Not run in this session",

@@ -96,7 +96,7 @@ def write_model_card(
 # {repo_id or checkpoint.name}
 
 A {config.get('model_type')} model ({params:,} parameters: {config.get('num_hidden_layers')} layers, d_model
-{config.get('hidden_size')}) trained from scratch with [hf_toolssm](https://github.com/hf-toolssm/hf_toolssm) on
+{config.get('hidden_size')}) trained from scratch with hf_toolssm on
 **{task}** traces that call a tool, after Malach et al., *To Infinity and Beyond: Tool-Use Unlocks Length
 Generalization in State Space Models* (ICLR 2026). With the tool in the loop it solves instances far larger
 than any it was trained on.

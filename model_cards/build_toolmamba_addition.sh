@@ -8,7 +8,7 @@ cp runs/addition_tool_mamba/loss_curve.png runs/addition_tool_mamba/train_config
 OMP_NUM_THREADS=1 toolssm eval model_cards/toolmamba-addition --sizes 5,10,20,50,100,1000 --samples 100 --seed 1234 \
   --out eval/results/addition/tool_mamba_seed0.json
 OMP_NUM_THREADS=1 toolssm eval model_cards/toolmamba-addition --sizes 10000 --samples 20 --batch-size 20 --seed 1234 \
-  --no-token-accuracy --out eval/results/addition/tool_mamba_seed0_10k.json
+  --out eval/results/addition/tool_mamba_seed0_10k.json
 python - <<'PY'
 import json
 a = json.load(open("eval/results/addition/tool_mamba_seed0.json"))

@@ -1,0 +1,82 @@
+"""Which optional compiled kernels may this call use?
+
+Two families, both optional and both decided **per call** (never per process), so that one process can
+hold a CPU model and a GPU model side by side:
+
+- the fused CUDA kernels of ``mamba-ssm`` and ``causal-conv1d``: used when the tensor is on CUDA and the
+  package imports. Both are source-only on PyPI and fail to import without CUDA, so any exception on import
+  means "not available".
+- our fused CPU selective-scan extension (``csrc/selective_scan.cpp``), compiled once with
+  ``torch.utils.cpp_extension`` on first use and cached by torch. If the compiler is missing or the build
+  fails we fall back to pure PyTorch and say so once.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+
+@functools.cache
+def mamba_ssm_kernels() -> SimpleNamespace | None:
+    """The mamba-ssm CUDA ops, or None if the package does not import."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn, selective_scan_fn
+        from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+    except Exception:  # ImportError, missing CUDA libraries, a Triton failure: all mean "not here"
+        return None
+    return SimpleNamespace(
+        selective_scan_fn=selective_scan_fn,
+        selective_state_update=selective_state_update,
+        mamba_inner_fn=mamba_inner_fn,
+    )
+
+
+@functools.cache
+def causal_conv1d_kernels() -> SimpleNamespace | None:
+    """The causal-conv1d CUDA ops, or None if the package does not import."""
+    try:
+        from causal_conv1d import causal_conv1d_fn, causal_conv1d_update
+    except Exception:
+        return None
+    return SimpleNamespace(causal_conv1d_fn=causal_conv1d_fn, causal_conv1d_update=causal_conv1d_update)
+
+
+def on_cuda(*tensors: torch.Tensor | None) -> bool:
+    return all(t is None or t.is_cuda for t in tensors) and any(t is not None for t in tensors)
+
+
+def use_mamba_ssm(*tensors: torch.Tensor | None) -> SimpleNamespace | None:
+    """The mamba-ssm kernels if this call's tensors live on CUDA and the package imports, else None."""
+    return mamba_ssm_kernels() if on_cuda(*tensors) else None
+
+
+def use_causal_conv1d(*tensors: torch.Tensor | None) -> SimpleNamespace | None:
+    return causal_conv1d_kernels() if on_cuda(*tensors) else None
+
+
+@functools.cache
+def cpu_scan_extension():
+    """Compile (first time) and load the fused CPU selective-scan extension; None if that is impossible.
+
+    Set ``HF_TOOLSSM_NO_CPP=1`` to force the pure-PyTorch fallback.
+    """
+    if os.environ.get("HF_TOOLSSM_NO_CPP"):
+        return None
+    try:
+        from torch.utils.cpp_extension import load
+
+        source = Path(__file__).with_name("csrc") / "selective_scan.cpp"
+        return load(name="hf_toolssm_selective_scan", sources=[str(source)], extra_cflags=["-O3", "-ffast-math", "-march=native"], extra_ldflags=["-lmvec"], verbose=False)
+    except Exception as error:  # no compiler, no ninja, a build error: fall back, loudly once
+        warnings.warn(
+            f"hf_toolssm: could not build the CPU scan extension ({type(error).__name__}: {error}); "
+            "falling back to the slower pure-PyTorch chunked scan. Install a C++ compiler and `ninja` to fix.",
+            stacklevel=2,
+        )
+        return None
