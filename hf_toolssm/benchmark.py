@@ -64,6 +64,13 @@ def bench_scan(quick: bool = False) -> dict:
 
 
 def bench_decode(model_path: str, quick: bool = False) -> dict:
+    """Two shapes: a batch of medium additions, and one long addition (where generate()'s growing
+    input_ids and per-step overhead show)."""
+    shapes = [(4, 10), (1, 30)] if quick else [(16, 50), (1, 500)]
+    return {f"{rows}x{digits}_digits": _bench_decode_shape(model_path, rows, digits) for rows, digits in shapes}
+
+
+def _bench_decode_shape(model_path: str, rows: int, digits: int) -> dict:
     import random
 
     import hf_toolssm  # noqa: F401
@@ -75,7 +82,6 @@ def bench_decode(model_path: str, quick: bool = False) -> dict:
     model = AutoModelForCausalLM.from_pretrained(model_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     task = get_task(model.config.tool_config["task"], **model.config.tool_config.get("task_kwargs", {}))
-    rows, digits = (4, 10) if quick else (16, 50)
     rng = random.Random("bench-decode")
     instances = [task.sample(rng, digits) for _ in range(rows)]
     budget = 2 * len(instances[0].full_tokens())
