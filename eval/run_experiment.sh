@@ -8,6 +8,8 @@
 set -euo pipefail
 experiment=$1; model=$2; seed=${3:-0}
 cd "$(dirname "$0")/.."
+[ -f .venv/bin/activate ] && . .venv/bin/activate  # the README's install location
+toolssm() { python -m hf_toolssm.cli "$@"; }
 config=training/configs/${experiment}_${model}.yaml
 run=runs/${experiment}_${model}_seed${seed}
 out=eval/results/${experiment}/${model}_seed${seed}.json
