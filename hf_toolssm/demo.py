@@ -44,15 +44,16 @@ def run_demo(model_path: str, *, sizes: list[int], samples: int, out: str) -> in
                                   seconds=round(seconds, 2)))
         example = example or decoded[0]
 
-    print("\nTrace excerpt (first instance at the smallest size; [role] text):")
-    for role, text in example.segments()[:14]:
-        print(f"  [{role.value}] {text[:70]}")
-    answer_pos = next(i for i, (role, _) in enumerate(example.segments()) if role is Role.OUTPUT) if any(
-        role is Role.OUTPUT for role, _ in example.segments()) else None
-    if answer_pos is not None:
-        print("  ...")
-        for role, text in example.segments()[answer_pos : answer_pos + 6]:
-            print(f"  [{role.value}] {text[:70]}")
+    print("\nTrace excerpt (first instance at the smallest size; [role] text), one window per phase:")
+    segments = example.segments()
+    for title, role, width in (("locate", Role.PROMPT, 4), ("add columns", Role.THOUGHT, 8), ("read out", Role.OUTPUT, 6)):
+        first = next((i for i, (r, _) in enumerate(segments) if r is role), None)
+        if first is None:
+            continue
+        start = max(0, first - 1) if role is not Role.PROMPT else 0
+        print(f"  -- {title}")
+        for r, text in segments[start : start + width]:
+            print(f"  [{r.value}] {text[:90]}")
     print(f"  answer: {example.answer}")
 
     out_dir = Path(out)
