@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("card", help="write a Hub-ready README.md model card for a checkpoint folder",
                        description="Write CHECKPOINT/README.md with huggingface_hub's ModelCard and model-index metadata "
-                       "from an eval JSON. Push with: huggingface-cli upload USER/NAME CHECKPOINT .")
+                       "from an eval JSON. Push with one command: hf upload USER/NAME CHECKPOINT .")
     p.add_argument("model", help="checkpoint folder")
     p.add_argument("--eval-results", help="JSON written by `toolssm eval`")
     p.add_argument("--reproduce", help="the exact command that reproduces the checkpoint")

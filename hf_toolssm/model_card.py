@@ -1,7 +1,7 @@
 """Hub-ready checkpoint folders: a model card with model-index metadata, and remote code for users who do
 not install hf_toolssm (``trust_remote_code=True``).
 
-Push a folder with one command: ``huggingface-cli upload USER/NAME model_cards/toolmamba-addition .``
+Push a folder to the Hub with one command: ``hf upload USER/toolmamba-addition model_cards/toolmamba-addition .``
 """
 
 from __future__ import annotations

@@ -171,3 +171,36 @@ def test_solve_on_the_shipped_checkpoint_prints_the_sum():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines()[-1] == str(int(a) + int(b))
+
+
+def test_harness_on_the_shipped_checkpoint_matches_the_results_page():
+    """The results page claims 100% whole-trace exact match at small sizes for the shipped model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_toolssm.cli import DEFAULT_CHECKPOINT
+    from hf_toolssm.evaluation import evaluate_length_generalization
+    from hf_toolssm.tasks import get_task
+
+    claimed = json.loads((ROOT / "eval" / "results" / "addition" / "tool_mamba_seed0.json").read_text())
+    assert {r["size"]: r["trace_exact_match"] for r in claimed["results"]}[10] == 1.0
+    model = AutoModelForCausalLM.from_pretrained(DEFAULT_CHECKPOINT)
+    tokenizer = AutoTokenizer.from_pretrained(DEFAULT_CHECKPOINT)
+    results = evaluate_length_generalization(model, tokenizer, get_task("addition"), [5, 10], samples=10, seed=1234,
+                                             progress=False)
+    for row in results:
+        assert (row.answer_exact_match, row.trace_exact_match, row.token_accuracy) == (1.0, 1.0, 1.0)
+
+
+def test_metric_module_on_hand_made_cases():
+    from hf_toolssm.metrics import load_tool_trace_accuracy
+
+    metric = load_tool_trace_accuracy()
+    scores = metric.compute(
+        predicted_traces=[["a", "b"], ["a", "x"], ["a", "b"]],
+        reference_traces=[["a", "b"], ["a", "b"], ["a", "b"]],
+        answers_correct=[True, True, False],  # a right answer from a wrong trace; a right trace, wrong answer
+        token_accuracies=[1.0, 0.5, 0.0],
+    )
+    assert scores == {"answer_exact_match": 2 / 3, "trace_exact_match": 1 / 3, "token_accuracy": 0.5}
+    with pytest.raises(ValueError, match="no instances"):
+        metric.compute(predicted_traces=[], reference_traces=[], answers_correct=[], token_accuracies=[])
