@@ -32,8 +32,9 @@ def _provenance(argv: list[str]) -> dict:
     }
 
 
-def _load(model_path: str):
-    """A checkpoint folder -> (model, tokenizer, task). Clear errors for what users get wrong."""
+def _load(model_path: str, task_name: str | None, command: str):
+    """A checkpoint folder -> (model, tokenizer, task): ``task_name``, else the checkpoint's own task.
+    Clear errors for what users get wrong."""
     import hf_toolssm  # noqa: F401  (registers the Auto classes)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -49,26 +50,22 @@ def _load(model_path: str):
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     tool_config = getattr(model.config, "tool_config", None) or {}
-    task = get_task(tool_config["task"], **tool_config.get("task_kwargs", {})) if "task" in tool_config else None
-    return model, tokenizer, task
+    if task_name:
+        return model, tokenizer, get_task(task_name)
+    if "task" not in tool_config:
+        raise SystemExit(f"toolssm {command}: the checkpoint's config names no task; pass --task")
+    return model, tokenizer, get_task(tool_config["task"], **tool_config.get("task_kwargs", {}))
 
 
 def cmd_solve(args) -> int:
     from .generation import generate_with_tools
 
-    model, tokenizer, task = _load(args.model)
-    if args.task:
-        from .tasks import get_task
-
-        task = get_task(args.task)
-    if task is None:
-        raise SystemExit("toolssm solve: the checkpoint's config names no task; pass --task")
+    model, tokenizer, task = _load(args.model, args.task, "solve")
     prompt = task.prompt_from_text(args.problem)
     colour = sys.stderr.isatty() and not args.no_colour
 
     def stream(row, token, role):
-        text = token if role.value != "prompt" else token
-        sys.stderr.write(f"{_ROLE_COLOURS[role.value]}{text}{_RESET}" if colour else text)
+        sys.stderr.write(f"{_ROLE_COLOURS[role.value]}{token}{_RESET}" if colour else token)
 
     sys.stderr.write("".join(prompt) if not colour else f"{_ROLE_COLOURS['prompt']}{''.join(prompt)}{_RESET}")
     started = time.monotonic()
@@ -86,13 +83,7 @@ def cmd_solve(args) -> int:
 
 def cmd_eval(args) -> int:
     from .evaluation import evaluate_length_generalization, plot_accuracy_vs_size, write_results
-    from .tasks import get_task
-
-    model, tokenizer, task = _load(args.model)
-    if args.task:
-        task = get_task(args.task)
-    if task is None:
-        raise SystemExit("toolssm eval: the checkpoint's config names no task; pass --task")
+    model, tokenizer, task = _load(args.model, args.task, "eval")
     sizes = [int(s) for s in args.sizes.split(",")]
     results = evaluate_length_generalization(
         model, tokenizer, task, sizes, samples=args.samples, seed=args.seed, batch_size=args.batch_size,
