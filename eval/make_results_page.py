@@ -47,6 +47,15 @@ EXPERIMENTS = {
 }
 
 
+#: What a reader must know about a run that its JSON does not say.
+NOTES = {
+    ("addition", "tool_mamba"): "Seed 0 is the shipped checkpoint (model_cards/toolmamba-addition): 1,000 steps in 13.6 min.",
+    ("addition", "lstm"): "The 15-minute budget ended training at step 333 of 800 (the CPU was shared with evaluations): "
+    "undertrained (teacher-forced token accuracy 0.96 at 5 digits), not a length-generalization result.",
+    ("addition", "gru"): "The 15-minute budget ended training at step 599 of 800 (the CPU was shared with evaluations).",
+}
+
+
 def load_runs() -> dict[str, dict[str, list[dict]]]:
     """experiment -> model -> list of eval payloads (one per seed)."""
     merged: dict[tuple[str, str, int], dict] = {}
@@ -142,6 +151,8 @@ def render() -> str:
         for model in MODELS:
             payloads = runs.get(experiment, {}).get(model, [])
             if payloads:
+                if (experiment, model) in NOTES:
+                    out += [f"*{MODEL_NAMES[model]}*: {NOTES[(experiment, model)]}", ""]
                 out += [f"**{MODEL_NAMES[model]}**, trace exact match by size (samples in parentheses); "
                         f"files: {', '.join(p['_file'] for p in payloads)}; machine: {payloads[0].get('machine', '?')}; "
                         f"date: {payloads[0].get('date', '?')}", "", curve_table(payloads), ""]
