@@ -3,11 +3,14 @@
     scan    forward+backward of the selective scan: the reference loop vs the fused C++ path vs the
             pure-PyTorch chunked fallback, at a training-like shape; and a long single-sequence forward.
     decode  tool-augmented greedy decoding of additions: the fast tool loop vs stock generate() with the
-            ToolCallingLogitsProcessor, same model, same prompts (traces must be identical).
+            ToolCallingLogitsProcessor, same model, same prompts (traces must be identical); the fast loop
+            with the fused C++ mixer step (ops/mamba_step.py) vs the unfused step; and one-token forwards of
+            the model (steps/s), fused vs unfused, at batch 1 and 16.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from unittest import mock
@@ -63,11 +66,53 @@ def bench_scan(quick: bool = False) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _fused_step(enabled: bool):
+    """Switch the fused C++ mixer step on or off for the duration (the module-level switch of ops.mamba_step)."""
+    from .ops import mamba_step
+
+    with mock.patch.object(mamba_step, "FUSED_STEP_ENABLED", enabled):
+        yield
+
+
 def bench_decode(model_path: str, quick: bool = False) -> dict:
     """Two shapes: a batch of medium additions, and one long addition (where generate()'s growing
-    input_ids and per-step overhead show)."""
+    input_ids and per-step overhead show); then one-token forwards alone."""
     shapes = [(4, 10), (1, 30)] if quick else [(16, 50), (1, 500)]
-    return {f"{rows}x{digits}_digits": _bench_decode_shape(model_path, rows, digits) for rows, digits in shapes}
+    report = {f"{rows}x{digits}_digits": _bench_decode_shape(model_path, rows, digits) for rows, digits in shapes}
+    report["one_token_step"] = _bench_one_token_step(model_path, steps=100 if quick else 1000)
+    return report
+
+
+def _bench_one_token_step(model_path: str, steps: int) -> dict:
+    """Model forwards of one token on a cache (what every decoding step costs), fused vs unfused mixer step.
+    The two paths alternate, three rounds each, and the median counts, so that load drifting on a shared
+    machine hits both alike."""
+    import hf_toolssm  # noqa: F401
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    report = {"what": f"model forward of one token on a cache, median of 3 rounds of {steps} steps"}
+    for rows in (1, 16):
+        ids = torch.randint(3, model.config.vocab_size, (rows, 8), generator=torch.Generator().manual_seed(0))
+        times = {True: [], False: []}
+        with torch.inference_mode():
+            cache = model(input_ids=ids, use_cache=True).cache
+            for _ in range(3):
+                for fused in (True, False):
+                    with _fused_step(fused):
+                        for _ in range(10):  # warm-up
+                            model(input_ids=ids[:, :1], cache=cache, use_cache=True)
+                        started = time.perf_counter()
+                        for _ in range(steps):
+                            model(input_ids=ids[:, :1], cache=cache, use_cache=True)
+                        times[fused].append(time.perf_counter() - started)
+        fused_s, unfused_s = statistics.median(times[True]), statistics.median(times[False])
+        report[f"batch_{rows}"] = {
+            "speedup_fused_step_vs_unfused": round(unfused_s / fused_s, 2),
+            "steps_per_s": {"fused_step": round(steps / fused_s, 1), "unfused_step": round(steps / unfused_s, 1)},
+        }
+    return report
 
 
 def _bench_decode_shape(model_path: str, rows: int, digits: int) -> dict:
@@ -86,10 +131,19 @@ def _bench_decode_shape(model_path: str, rows: int, digits: int) -> dict:
     instances = [task.sample(rng, digits) for _ in range(rows)]
     budget = 2 * len(instances[0].full_tokens())
 
-    started = time.perf_counter()
-    fast = generate_with_tools(model, tokenizer, [i.prompt for i in instances], task.make_environment,
-                               max_new_tokens=budget, progress=False)
-    fast_s = time.perf_counter() - started
+    from .ops.kernels import cpu_scan_extension
+
+    cpu_scan_extension()  # the one-off build / load of the C++ extension: not part of any timing
+
+    def fast_loop(fused: bool):
+        with _fused_step(fused):
+            started = time.perf_counter()
+            results = generate_with_tools(model, tokenizer, [i.prompt for i in instances], task.make_environment,
+                                          max_new_tokens=budget, progress=False)
+            return results, time.perf_counter() - started
+
+    fast, fast_s = fast_loop(fused=True)
+    unfused, unfused_s = fast_loop(fused=False)
 
     processor = ToolCallingLogitsProcessor(tokenizer, task.make_environment)
     encoded = tokenizer(["".join(i.prompt) for i in instances], return_tensors="pt", padding=True, padding_side="left")
@@ -103,10 +157,16 @@ def _bench_decode_shape(model_path: str, rows: int, digits: int) -> dict:
     return {
         "what": f"greedy tool decoding of {rows} additions at {digits} digits, batch {rows}",
         "traces_identical": all(a.tokens == b.tokens for a, b in zip(fast, slow)),
+        "traces_identical_fused_vs_unfused_step": all(a.tokens == b.tokens for a, b in zip(fast, unfused)),
         "trace_tokens": tokens,
         "speedup_fast_loop_vs_generate": round(slow_s / fast_s, 2),
+        "speedup_fused_step_vs_unfused": round(unfused_s / fast_s, 2),
         "fast_loop_tokens_per_s_per_row": round(tokens / fast_s / rows, 1),
-        "seconds": {"fast_loop": round(fast_s, 3), "generate_with_processor": round(slow_s, 3)},
+        "fast_loop_unfused_step_tokens_per_s_per_row": round(tokens / unfused_s / rows, 1),
+        "seconds": {
+            "fast_loop": round(fast_s, 3), "fast_loop_unfused_step": round(unfused_s, 3),
+            "generate_with_processor": round(slow_s, 3),
+        },
     }
 
 

@@ -22,7 +22,9 @@ _REMOTE_CODE = {
     "modeling_tool_mamba.py": _PACKAGE / "models/tool_mamba/modeling_tool_mamba.py",
     "selective_scan.py": _PACKAGE / "ops/selective_scan.py",
     "causal_conv1d.py": _PACKAGE / "ops/causal_conv1d.py",
+    "mamba_step.py": _PACKAGE / "ops/mamba_step.py",
     "kernels.py": _PACKAGE / "ops/kernels.py",
+    "mamba_step.py": _PACKAGE / "ops/mamba_step.py",
 }
 _IMPORT_REWRITES = [
     (r"from \.\.\.ops\.(\w+) import", r"from .\1 import"),

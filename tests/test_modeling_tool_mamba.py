@@ -203,6 +203,21 @@ def test_prefix_then_one_token_at_a_time_equals_full_pass(model):
     assert_close(logits, full_logits(model, ids))
 
 
+def test_one_token_steps_without_autograd_take_the_fused_step_and_equal_full_pass(model):
+    """Decoding runs without autograd, where the mixer takes the fused C++ step (ops/mamba_step.py)."""
+    from unittest import mock
+
+    import hf_toolssm.ops.mamba_step as step_module
+    from hf_toolssm.ops.kernels import cpu_scan_extension
+
+    ids = random_ids(2, 14)
+    with torch.inference_mode(), mock.patch.object(step_module, "mamba_step_cpu", wraps=step_module.mamba_step_cpu) as fused:
+        logits, _ = logits_in_chunks(model, ids, [6] + [1] * 8)
+    assert_close(logits, full_logits(model, ids))
+    available = step_module.FUSED_STEP_ENABLED and cpu_scan_extension() is not None  # not switched off by env
+    assert fused.call_count == (8 * model.config.num_hidden_layers if available else 0)
+
+
 @pytest.mark.parametrize("chunks", [
     [6, 8],  # prompt, then a tool observation injected in one forward
     [6, 2, 6],  # a chunk shorter than the conv window (k - 1 = 3)
