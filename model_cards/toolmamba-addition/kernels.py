@@ -6,9 +6,10 @@ hold a CPU model and a GPU model side by side:
 - the fused CUDA kernels of ``mamba-ssm`` and ``causal-conv1d``: used when the tensor is on CUDA and the
   package imports. Both are source-only on PyPI and fail to import without CUDA, so any exception on import
   means "not available".
-- our fused CPU selective-scan extension (``csrc/selective_scan.cpp``), compiled once with
-  ``torch.utils.cpp_extension`` on first use and cached by torch. If the compiler is missing or the build
-  fails we fall back to pure PyTorch and say so once.
+- our fused CPU extension (``csrc/selective_scan.cpp``: the selective scan, forward and backward, and the
+  one-token mixer step of ``mamba_step.py``), compiled once with ``torch.utils.cpp_extension`` on first use
+  and cached by torch. If the compiler is missing or the build fails we fall back to pure PyTorch and say so
+  once.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def use_causal_conv1d(*tensors: torch.Tensor | None) -> SimpleNamespace | None:
 
 @functools.cache
 def cpu_scan_extension():
-    """Compile (first time) and load the fused CPU selective-scan extension; None if that is impossible.
+    """Compile (first time) and load the fused CPU extension (scan and mixer step); None if that is impossible.
 
     Set ``HF_TOOLSSM_NO_CPP=1`` to force the pure-PyTorch fallback.
     """

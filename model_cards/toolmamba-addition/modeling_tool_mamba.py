@@ -26,9 +26,10 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
-from .causal_conv1d import causal_conv1d_fn, causal_conv1d_update
+from .causal_conv1d import causal_conv1d_fn
 from .kernels import use_causal_conv1d, use_mamba_ssm
-from .selective_scan import selective_scan_fn, selective_state_update
+from .mamba_step import mamba_step, mamba_step_ref
+from .selective_scan import selective_scan_fn
 from .configuration_tool_mamba import ToolMambaConfig
 
 
@@ -154,14 +155,18 @@ class ToolMambaMixer(nn.Module):
         return self.out_proj(y.transpose(1, 2))  # (b, l, d_model)
 
     def _step(self, x, z, conv_state, ssm_state, conv_weight, A) -> torch.Tensor:
-        """One token, updating the cached states in place. x, z: (b, d) -> (b, d_model)."""
-        x = causal_conv1d_update(x, conv_state, conv_weight, self.conv1d.bias, self.activation)  # (b, d)
-        x_dbl = self.x_proj(x)  # (b, r + 2n)
-        dt, B, C = torch.split(x_dbl, [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1)
-        dt = dt @ self.dt_proj.weight.T  # (b, d)
-        y = selective_state_update(
-            ssm_state, x, dt, A, B, C, D=self.D.float(), z=z, dt_bias=self.dt_proj.bias.float(), dt_softplus=True,
-        )  # (b, d)
+        """One token, updating the cached states in place. x, z: (b, d) -> (b, d_model).
+
+        Conv, x_proj, dt_proj, the state update and the gate in one call (``ops.mamba_step``: fused C++ on the
+        CPU without autograd, else the composition of the one-token ops)."""
+        args = (
+            x, z, conv_state, conv_weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
+            self.dt_proj.bias, A, self.D, ssm_state,
+        )
+        if type(self.x_proj) is nn.Linear:
+            y = mamba_step(*args, activation=self.activation)  # (b, d)
+        else:  # PEFT (LoRA) wrapped x_proj: only its forward applies the adapter, so project through it
+            y = mamba_step_ref(*args, activation=self.activation, x_proj=self.x_proj)
         return self.out_proj(y)
 
 
