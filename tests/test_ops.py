@@ -458,3 +458,17 @@ def test_cpu_tensors_use_cpu_paths_even_when_cuda_kernels_import(monkeypatch):
     conv = conv_inputs()
     assert torch.equal(causal_conv1d_fn(**conv, activation="silu"), causal_conv1d_cpu(**conv, activation="silu"))
     causal_conv1d_update(conv["x"][:, :, 0], conv["initial_state"].clone(), conv["weight"], conv["bias"], "silu")
+
+
+def test_one_token_update_is_differentiable_although_it_writes_the_state_in_place():
+    g = torch.Generator().manual_seed(3)
+    b, d, n = 2, 5, 3
+    state = torch.randn(b, d, n, generator=g)
+    x, dt, z = (torch.randn(b, d, generator=g).requires_grad_() for _ in range(3))
+    A = (-torch.rand(d, n, generator=g)).requires_grad_()
+    B, C = (torch.randn(b, n, generator=g).requires_grad_() for _ in range(2))
+    before = state.clone()
+    y = selective_state_update_ref(state, x, dt, A, B, C, z=z, dt_softplus=True)
+    y.sum().backward()  # used to fail: "modified by an inplace operation"
+    assert A.grad is not None and x.grad is not None
+    assert not torch.equal(state, before)
