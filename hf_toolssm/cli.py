@@ -49,12 +49,24 @@ def _load(model_path: str, task_name: str | None, command: str):
                          f"Pass a folder written by save_pretrained, e.g. {DEFAULT_CHECKPOINT}")
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    tool_config = getattr(model.config, "tool_config", None) or {}
+    tool_config = getattr(model.config, "tool_config", None) or _tool_config_from_training(path)
     if task_name:
         return model, tokenizer, get_task(task_name)
     if "task" not in tool_config:
         raise SystemExit(f"toolssm {command}: the checkpoint's config names no task; pass --task")
     return model, tokenizer, get_task(tool_config["task"], **tool_config.get("task_kwargs", {}))
+
+
+def _tool_config_from_training(checkpoint: Path) -> dict:
+    """Older checkpoints of transformers' own models (GPT-NeoX, Mistral) may lack ``tool_config``: read the
+    task from the training run's ``train_config.yaml`` next to them (or one folder up) instead."""
+    import yaml
+
+    for candidate in (checkpoint / "train_config.yaml", checkpoint.parent / "train_config.yaml"):
+        if candidate.is_file():
+            run = yaml.safe_load(candidate.read_text())
+            return {"task": run["task"], "task_kwargs": run.get("task_kwargs") or {}}
+    return {}
 
 
 def cmd_solve(args) -> int:

@@ -88,10 +88,11 @@ def build_model(config: TrainConfig, tokenizer) -> PreTrainedModel:
         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
     )
     model_config = AutoConfig.for_model(config.model_type, **kwargs)
-    if hasattr(model_config, "tool_config"):
-        model_config.tool_config = {
-            "task": config.task, "task_kwargs": config.task_kwargs, "train_max_size": config.train_max_size,
-        }
+    # Every checkpoint names its task, so `toolssm solve/eval` need nothing else (any config class keeps
+    # an extra attribute through save_pretrained).
+    model_config.tool_config = {
+        "task": config.task, "task_kwargs": config.task_kwargs, "train_max_size": config.train_max_size,
+    }
     torch.manual_seed(config.seed)
     return AutoModelForCausalLM.from_config(model_config)
 

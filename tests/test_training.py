@@ -141,3 +141,12 @@ def test_two_processes_follow_the_single_process_loss_trajectory(tmp_path):
         assert two[step] == pytest.approx(one[step], rel=1e-4)
     world = json.loads((tmp_path / "two" / "checkpoint-3" / "trainer_state.json").read_text())
     assert world["num_processes"] == 2
+
+
+def test_a_transformers_baseline_checkpoint_names_its_task(tmp_path):
+    """GPT-NeoX configs have no tool_config field; the checkpoint must still tell `toolssm eval` its task."""
+    from transformers import AutoConfig
+
+    neox = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
+    final = train(tiny_config(tmp_path, model_type="gpt_neox", model_kwargs=neox, steps=1, save_every=1))
+    assert AutoConfig.from_pretrained(final).tool_config["task"] == "addition"
