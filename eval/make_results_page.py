@@ -53,6 +53,10 @@ NOTES = {
     ("addition", "lstm"): "The 15-minute budget ended training at step 333 of 800 (the CPU was shared with evaluations): "
     "undertrained (teacher-forced token accuracy 0.96 at 5 digits), not a length-generalization result.",
     ("addition", "gru"): "The 15-minute budget ended training at step 599 of 800 (the CPU was shared with evaluations).",
+    ("addition", "mistral_swa"): "800 steps (4.9 min). Decoded through generate() + ToolCallingLogitsProcessor; "
+    "attention baselines are evaluated up to 100 digits (they fail long before).",
+    ("addition", "gpt_neox"): "800 steps (4.1 min). Decoded through generate() + ToolCallingLogitsProcessor; "
+    "attention baselines are evaluated up to 100 digits (they fail long before).",
 }
 
 
