@@ -146,7 +146,9 @@ def render() -> str:
             payloads = runs.get(experiment, {}).get(model, [])
             if payloads:
                 ours = cell(payloads)
-                command = "; ".join(sorted({f"`{p.get('command', '?')}`" for p in payloads}))
+                # What reproduces the cell end to end (training + evaluation); the exact eval commands are
+                # listed under the table.
+                command = "; ".join(f"`bash eval/run_experiment.sh {experiment} {model} {p['_seed']}`" for p in payloads)
             else:
                 ours = "not run yet"
                 command = f"`bash eval/run_experiment.sh {experiment} {model} 0`"
@@ -159,7 +161,8 @@ def render() -> str:
                     out += [f"*{MODEL_NAMES[model]}*: {NOTES[(experiment, model)]}", ""]
                 out += [f"**{MODEL_NAMES[model]}**, trace exact match by size (samples in parentheses); "
                         f"files: {', '.join(p['_file'] for p in payloads)}; machine: {payloads[0].get('machine', '?')}; "
-                        f"date: {payloads[0].get('date', '?')}", "", curve_table(payloads), ""]
+                        f"date: {payloads[0].get('date', '?')}; evaluated with "
+                        + "; ".join(f"`{p.get('command', '?')}`" for p in payloads), "", curve_table(payloads), ""]
         png = RESULTS / experiment / "accuracy.png"
         if png.exists():
             out += [f"![{experiment}]({experiment}/accuracy.png)", ""]
