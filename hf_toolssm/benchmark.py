@@ -121,7 +121,7 @@ def _bench_decode_shape(model_path: str, rows: int, digits: int) -> dict:
     import hf_toolssm  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .generation import ToolCallingLogitsProcessor, generate_with_tools
+    from .generation import generate_with_logits_processor, generate_with_tools
     from .tasks import get_task
 
     model = AutoModelForCausalLM.from_pretrained(model_path).eval()
@@ -145,14 +145,11 @@ def _bench_decode_shape(model_path: str, rows: int, digits: int) -> dict:
     fast, fast_s = fast_loop(fused=True)
     unfused, unfused_s = fast_loop(fused=False)
 
-    processor = ToolCallingLogitsProcessor(tokenizer, task.make_environment)
-    encoded = tokenizer(["".join(i.prompt) for i in instances], return_tensors="pt", padding=True, padding_side="left")
     started = time.perf_counter()
     with torch.inference_mode():
-        sequences = model.generate(**encoded, logits_processor=[processor], max_new_tokens=budget, do_sample=False,
-                                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        slow = generate_with_logits_processor(model, tokenizer, [i.prompt for i in instances], task.make_environment,
+                                              max_new_tokens=budget)
     slow_s = time.perf_counter() - started
-    slow = processor.results(sequences)
     tokens = sum(len(r.generated_tokens) for r in fast)
     return {
         "what": f"greedy tool decoding of {rows} additions at {digits} digits, batch {rows}",

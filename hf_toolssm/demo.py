@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from .tools.base import Role
@@ -12,8 +11,9 @@ def run_demo(model_path: str, *, sizes: list[int], samples: int, out: str) -> in
     import hf_toolssm  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .evaluation import plot_accuracy_vs_size, test_instances, write_results, SizeResult
-    from .generation import generate_with_tools
+    from .data import heldout_instances
+    from .evaluation import plot_accuracy_vs_size, score_instances, write_results
+    from .metrics import load_tool_trace_accuracy
     from .tasks import get_task
 
     model = AutoModelForCausalLM.from_pretrained(model_path).eval()
@@ -23,25 +23,17 @@ def run_demo(model_path: str, *, sizes: list[int], samples: int, out: str) -> in
     params = sum(p.numel() for p in model.parameters())
     print(f"{Path(model_path).name}: {model.config.model_type}, {params:,} parameters, trained on {task.name} "
           f"with operands of at most {tool_config.get('train_max_size', 5)} digits")
+    metric = load_tool_trace_accuracy()
     results, example = [], None
     for size in sizes:
-        instances = test_instances(task, size, samples, seed=2026)
-        started = time.monotonic()
-        decoded = generate_with_tools(
-            model, tokenizer, [inst.prompt for inst in instances], task.make_environment,
-            max_new_tokens=2 * len(instances[0].full_tokens()) + 16, progress=True,
-        )
-        seconds = time.monotonic() - started
-        correct = [task.check(inst, r.answer) for inst, r in zip(instances, decoded)]
-        exact = [r.generated_tokens == inst.full_tokens()[len(inst.prompt):] and ok
-                 for inst, r, ok in zip(instances, decoded, correct)]
-        tokens = sum(len(r.generated_tokens) for r in decoded)
-        print(f"{size:>6} digits: {sum(correct)}/{samples} answers correct, {sum(exact)}/{samples} traces exact, "
-              f"{tokens / samples:,.0f} trace tokens each, {seconds:.1f}s ({tokens / seconds:,.0f} tok/s)")
-        results.append(SizeResult(size=size, samples=samples, answer_exact_match=sum(correct) / samples,
-                                  trace_exact_match=sum(exact) / samples, token_accuracy=float("nan"),
-                                  mean_trace_tokens=tokens / samples, decode_tokens_per_s=tokens / seconds,
-                                  seconds=round(seconds, 2)))
+        instances = heldout_instances(task, 2026, size, samples)
+        result, decoded = score_instances(model, tokenizer, task, instances, size=size, batch_size=samples,
+                                          token_accuracy=False, metric=metric)
+        print(f"{size:>6} digits: {round(result.answer_exact_match * samples)}/{samples} answers correct, "
+              f"{round(result.trace_exact_match * samples)}/{samples} traces exact, "
+              f"{result.mean_trace_tokens:,.0f} trace tokens each, {result.seconds:.1f}s "
+              f"({result.decode_tokens_per_s:,.0f} tok/s)")
+        results.append(result)
         example = example or decoded[0]
 
     print("\nTrace excerpt (first instance at the smallest size; [role] text), one window per phase:")

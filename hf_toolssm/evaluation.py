@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import heldout_instances
-from .generation import ToolCallingLogitsProcessor, generate_with_tools
+from .generation import ToolGenerationResult, generate_with_logits_processor, generate_with_tools
 from .metrics import load_tool_trace_accuracy
 from .tools.base import Role
 
@@ -37,10 +37,6 @@ class SizeResult:
     mean_trace_tokens: float
     decode_tokens_per_s: float
     seconds: float
-
-
-def test_instances(task, size: int, samples: int, seed: int) -> list:
-    return heldout_instances(task, seed, size, samples)
 
 
 @torch.inference_mode()
@@ -63,52 +59,63 @@ def _decode(model, tokenizer, task, instances, max_new_tokens: int, progress: bo
             model, tokenizer, [inst.prompt for inst in instances], task.make_environment,
             max_new_tokens=max_new_tokens, progress=progress and max_new_tokens > 50_000,
         )
-    processor = ToolCallingLogitsProcessor(tokenizer, task.make_environment)
-    encoded = tokenizer(
-        ["".join(inst.prompt) for inst in instances], return_tensors="pt", padding=True, padding_side="left"
-    ).to(model.device)
-    sequences = model.generate(
-        **encoded, logits_processor=[processor], max_new_tokens=max_new_tokens, do_sample=False,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    return generate_with_logits_processor(
+        model, tokenizer, [inst.prompt for inst in instances], task.make_environment, max_new_tokens=max_new_tokens
     )
-    return processor.results(sequences)
+
+
+def score_instances(
+    model, tokenizer, task, instances: Sequence, *, size: int, batch_size: int = 50, token_accuracy: bool = True,
+    metric=None, progress: bool = True,
+) -> tuple[SizeResult, list[ToolGenerationResult]]:
+    """Decode ``instances`` (all of one ``size``) in batches with the tools in the loop, and score them.
+
+    Returns the scores and the decoded results (for callers that show a trace). ``metric``: a loaded
+    ``tool_trace_accuracy`` module, to load it once for many calls.
+    """
+    metric = metric or load_tool_trace_accuracy()
+    started = time.monotonic()
+    decoded = []
+    for start in tqdm(range(0, len(instances), batch_size), desc=f"size {size}", leave=False, disable=not progress):
+        chunk = instances[start : start + batch_size]
+        budget = 2 * max(len(inst.full_tokens()) - len(inst.prompt) for inst in chunk) + 16
+        decoded += _decode(model, tokenizer, task, chunk, budget, progress)
+    seconds = time.monotonic() - started
+    trace_tokens = [len(r.generated_tokens) for r in decoded]
+    scores = metric.compute(
+        predicted_traces=[r.generated_tokens for r in decoded],
+        reference_traces=[inst.full_tokens()[len(inst.prompt) :] for inst in instances],
+        answers_correct=[bool(task.check(inst, r.answer)) for inst, r in zip(instances, decoded)],
+        token_accuracies=[
+            teacher_forced_token_accuracy(model, tokenizer, inst) if token_accuracy else float("nan")
+            for inst in instances
+        ],
+    )
+    result = SizeResult(
+        size=size, samples=len(instances), seconds=round(seconds, 2),
+        mean_trace_tokens=sum(trace_tokens) / len(trace_tokens),
+        decode_tokens_per_s=round(sum(trace_tokens) / max(seconds, 1e-9), 1),
+        **scores,
+    )
+    return result, decoded
 
 
 def evaluate_length_generalization(
     model, tokenizer, task, sizes: Sequence[int], *, samples: int = 100, seed: int = 1234,
-    batch_size: int = 50, token_accuracy: bool = True, progress: bool = True,
+    batch_size: int = 50, token_accuracy: bool = True, progress: bool = True, split: str = "test",
 ) -> list[SizeResult]:
-    """Score ``model`` on ``task`` at every size; see the module docstring."""
+    """Score ``model`` on ``task`` at every size; see the module docstring. ``split`` names the random
+    stream of test instances (``hf_toolssm.data.heldout_instances``)."""
     metric = load_tool_trace_accuracy()
     model.eval()
     results = []
     for size in tqdm(sizes, desc=f"{task.name}: sizes", disable=not progress):
-        instances = test_instances(task, size, samples, seed)
-        started = time.monotonic()
-        decoded = []
-        for start in tqdm(range(0, samples, batch_size), desc=f"size {size}", leave=False, disable=not progress):
-            chunk = instances[start : start + batch_size]
-            budget = 2 * max(len(inst.full_tokens()) - len(inst.prompt) for inst in chunk) + 16
-            decoded += _decode(model, tokenizer, task, chunk, budget, progress)
-        seconds = time.monotonic() - started
-        trace_tokens = [r.num_model_tokens + r.num_observation_tokens for r in decoded]
-        scores = metric.compute(
-            predicted_traces=[r.generated_tokens for r in decoded],
-            reference_traces=[inst.full_tokens()[len(inst.prompt) :] for inst in instances],
-            answers_correct=[bool(task.check(inst, r.answer)) for inst, r in zip(instances, decoded)],
-            token_accuracies=[
-                teacher_forced_token_accuracy(model, tokenizer, inst) if token_accuracy else float("nan")
-                for inst in instances
-            ],
+        instances = heldout_instances(task, seed, size, samples, split=split)
+        result, _ = score_instances(
+            model, tokenizer, task, instances, size=size, batch_size=batch_size, token_accuracy=token_accuracy,
+            metric=metric, progress=progress,
         )
-        results.append(
-            SizeResult(
-                size=size, samples=samples, seconds=round(seconds, 2),
-                mean_trace_tokens=sum(trace_tokens) / len(trace_tokens),
-                decode_tokens_per_s=round(sum(trace_tokens) / max(seconds, 1e-9), 1),
-                **scores,
-            )
-        )
+        results.append(result)
     return results
 
 

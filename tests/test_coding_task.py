@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_toolssm.generation import ToolCallingLogitsProcessor, generate_with_tools
+from hf_toolssm.generation import generate_with_logits_processor, generate_with_tools
 from hf_toolssm.tasks import get_task, replay
 from hf_toolssm.tasks.coding import (
     BUG,
@@ -509,13 +509,7 @@ class RecordingFactory:
 
 def decode_generate(model, prompt, factory, max_new_tokens):
     """The stock ``model.generate()`` path, with the tools in a logits processor."""
-    processor = ToolCallingLogitsProcessor(TOKENIZER, factory)
-    encoded = TOKENIZER(["".join(prompt)], return_tensors="pt")
-    sequences = model.generate(
-        **encoded, logits_processor=[processor], max_new_tokens=max_new_tokens, do_sample=False,
-        pad_token_id=TOKENIZER.pad_token_id, eos_token_id=TOKENIZER.eos_token_id,
-    )  # fmt: skip
-    return processor.results(sequences)
+    return generate_with_logits_processor(model, TOKENIZER, [prompt], factory, max_new_tokens=max_new_tokens)
 
 
 @pytest.mark.parametrize(

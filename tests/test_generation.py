@@ -15,7 +15,12 @@ from transformers import AutoModelForCausalLM, GPTNeoXConfig, PreTrainedTokenize
 from transformers.generation.streamers import BaseStreamer
 
 from hf_toolssm import ToolMambaConfig, ToolMambaForCausalLM, ToolRNNConfig, ToolRNNForCausalLM
-from hf_toolssm.generation import ToolCallingLogitsProcessor, ToolGenerationResult, generate_with_tools
+from hf_toolssm.generation import (
+    ToolCallingLogitsProcessor,
+    ToolGenerationResult,
+    generate_with_logits_processor,
+    generate_with_tools,
+)
 from hf_toolssm.tokenization import CHARACTERS, add_tool_tokens, build_char_tokenizer
 from hf_toolssm.tools import (
     ANS,
@@ -176,15 +181,9 @@ def decode_fast(model, prompts, env_factory, tokenizer=TOKENIZER, **kwargs) -> l
 
 
 def decode_generate(
-    model, prompts, env_factory, tokenizer=TOKENIZER, max_new_tokens=400, processor=None, **kwargs
+    model, prompts, env_factory, tokenizer=TOKENIZER, max_new_tokens=400, **kwargs
 ) -> list[ToolGenerationResult]:
-    processor = processor or ToolCallingLogitsProcessor(tokenizer, env_factory)
-    encoded = tokenizer(["".join(p) for p in prompts], return_tensors="pt", padding=True, padding_side="left")
-    sequences = model.generate(
-        **encoded, logits_processor=[processor], max_new_tokens=max_new_tokens, do_sample=False,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs,
-    )
-    return processor.results(sequences)
+    return generate_with_logits_processor(model, tokenizer, prompts, env_factory, max_new_tokens=max_new_tokens, **kwargs)
 
 
 PATHS = {"fast_loop": decode_fast, "generate": decode_generate}

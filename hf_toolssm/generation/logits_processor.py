@@ -9,7 +9,9 @@ Each batch row has its own :class:`~hf_toolssm.tools.ToolEnvironment`.
     processor = ToolCallingLogitsProcessor(tokenizer, env_factory)
     out = model.generate(input_ids, attention_mask=mask, logits_processor=[processor],
                          max_new_tokens=..., do_sample=False)
-    results = processor.results()  # one ToolGenerationResult per row
+    results = processor.results(out)  # one ToolGenerationResult per row
+
+or, for prompts as text or token lists, :func:`generate_with_logits_processor` does those steps.
 
 Prompts must be left-padded with the tokenizer's pad token (as usual for decoder-only generation).
 For recurrent models, :func:`hf_toolssm.generation.generate_with_tools` does the same job much faster.
@@ -124,3 +126,23 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
             )
             for env, done, timed_out in zip(self.envs, self.finished, self.timed_out)
         ]
+
+
+def generate_with_logits_processor(
+    model, tokenizer: PreTrainedTokenizerBase, prompts, env_factory: EnvironmentFactory, *,
+    max_new_tokens: int, processor: ToolCallingLogitsProcessor | None = None, **generate_kwargs,
+) -> list[ToolGenerationResult]:
+    """Tool-augmented decoding through stock ``model.generate()``: left-pad the prompts (text or lists of
+    token strings), generate with a :class:`ToolCallingLogitsProcessor`, return one result per prompt.
+
+    Greedy unless ``generate_kwargs`` say otherwise; they go to ``generate()`` (e.g. ``streamer``).
+    """
+    processor = processor or ToolCallingLogitsProcessor(tokenizer, env_factory)
+    texts = [prompt if isinstance(prompt, str) else "".join(prompt) for prompt in prompts]
+    encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
+    generate_kwargs.setdefault("do_sample", False)
+    sequences = model.generate(
+        **encoded, logits_processor=[processor], max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **generate_kwargs,
+    )
+    return processor.results(sequences)
