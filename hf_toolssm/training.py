@@ -28,7 +28,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, get_cosine_schedule_with_warmup
 
-from .data import collate, encode_instance, heldout_instances
+from .data import IGNORE_INDEX, collate, encode_instance
 from .tasks import get_task
 from .tokenization import build_char_tokenizer
 
@@ -107,7 +107,7 @@ def batch_for_step(config: TrainConfig, task, tokenizer, step: int) -> dict[str,
 def masked_lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Sum (not mean) of next-token cross-entropy over labelled positions. logits (b, l, v), labels (b, l)."""
     return F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum"
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
     )
 
 
@@ -161,7 +161,7 @@ def train(
     step = start_step
     while step < config.steps:
         batch = batch_for_step(config, task, tokenizer, step)
-        targets = int((batch["labels"][:, 1:] != -100).sum())
+        targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
         local = {k: v[rank * share : (rank + 1) * share].to(accelerator.device) for k, v in batch.items()}
         logits = model(input_ids=local["input_ids"], attention_mask=local["attention_mask"]).logits
         # Normalise by the *global* target count; DDP averages gradients over processes, so scale by world.
@@ -174,15 +174,17 @@ def train(
         step += 1
         bar.update(1)
 
-        global_loss = accelerator.reduce(loss.detach() / world, reduction="sum").item()
-        if accelerator.is_main_process and (step % config.log_every == 0 or step == 1):
-            record = {
-                "step": step, "loss": global_loss, "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm), "elapsed_s": round(time.monotonic() - started, 2),
-            }
-            with log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            bar.set_postfix(loss=f"{global_loss:.4f}")
+        if step % config.log_every == 0 or step == 1:
+            # Reduced only when logged: a collective (every rank takes this branch) and a synchronisation.
+            global_loss = accelerator.reduce(loss.detach() / world, reduction="sum").item()
+            if accelerator.is_main_process:
+                record = {
+                    "step": step, "loss": global_loss, "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": float(grad_norm), "elapsed_s": round(time.monotonic() - started, 2),
+                }
+                with log_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                bar.set_postfix(loss=f"{global_loss:.4f}")
         if config.eval_every and step % config.eval_every == 0 and accelerator.is_main_process:
             _length_check(accelerator.unwrap_model(model), tokenizer, task, config, step, log_path)
             model.train()
@@ -228,20 +230,17 @@ def _save_checkpoint(accelerator: Accelerator, model, tokenizer, path: Path, ste
         (path / "trainer_state.json").write_text(json.dumps({"step": step, "num_processes": accelerator.num_processes}))
 
 
-@torch.no_grad()
 def _length_check(model, tokenizer, task, config: TrainConfig, step: int, log_path: Path) -> None:
-    """A quick in-training look at length generalization: exact answers at a few sizes."""
-    from .generation import generate_with_tools
+    """A quick in-training look at length generalization: exact answers at a few sizes, on a random
+    stream of its own (``length-check``), so the final evaluation's test instances stay unseen."""
+    from .evaluation import evaluate_length_generalization
 
-    model.eval()
-    record = {"step": step}
-    for size in config.eval_sizes:
-        instances = heldout_instances(task, config.seed, size, config.eval_samples, split="length-check")
-        results = generate_with_tools(
-            model, tokenizer, [inst.prompt for inst in instances], task.make_environment,
-            max_new_tokens=4 * max(len(inst.full_tokens()) for inst in instances), progress=False,
-        )
-        record[f"answer_acc@{size}"] = sum(task.check(i, r.answer) for i, r in zip(instances, results)) / len(instances)
+    results = evaluate_length_generalization(
+        model, tokenizer, task, config.eval_sizes,
+        samples=config.eval_samples, seed=config.seed, batch_size=config.eval_samples, token_accuracy=False,
+        progress=False, split="length-check",
+    )
+    record = {"step": step, **{f"answer_acc@{r.size}": r.answer_exact_match for r in results}}
     with log_path.open("a") as f:
         f.write(json.dumps(record) + "\n")
 
