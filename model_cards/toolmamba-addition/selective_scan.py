@@ -244,7 +244,10 @@ def selective_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_bias=No
         dt = F.softplus(dt)
     dA = torch.exp(dt[..., None] * A.to(dtype))  # (b, d, n)
     dBx = (dt * x.to(dtype))[..., None] * B.to(dtype)[:, None, :]  # (b, d, n)
-    new_state = state.to(dtype) * dA + dBx  # (b, d, n)
+    previous = state.to(dtype)
+    if torch.is_grad_enabled():
+        previous = previous.clone()  # autograd saves it for dA's gradient; the copy_ below overwrites `state`
+    new_state = previous * dA + dBx  # (b, d, n)
     state.copy_(new_state)
     y = torch.matmul(new_state, C.to(dtype)[..., None]).squeeze(-1)  # (b, d)
     if D is not None:

@@ -89,13 +89,13 @@ class ToolMambaMixer(nn.Module):
         self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
     def _can_use_fused_training_kernel(self, hidden_states, cache, attention_mask) -> bool:
+        # Checked on every forward, decoding steps included: the cheap conditions go first.
+        if not self.training or cache is not None or attention_mask is not None:
+            return False
         # mamba_inner_fn reads x_proj / dt_proj / out_proj weights directly. If PEFT (LoRA) wrapped any of
         # them, the fused kernel would silently skip the adapter: use the unfused path instead.
         plain = all(type(m) is nn.Linear for m in (self.x_proj, self.dt_proj, self.out_proj, self.in_proj))
-        return (
-            self.training and cache is None and attention_mask is None and plain
-            and use_mamba_ssm(hidden_states) is not None and use_causal_conv1d(hidden_states) is not None
-        )
+        return plain and use_mamba_ssm(hidden_states) is not None and use_causal_conv1d(hidden_states) is not None
 
     def forward(
         self,
