@@ -14,36 +14,66 @@ import json
 import re
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ["tool_mamba", "lstm", "gru", "gpt_neox", "mistral_swa"]
 MODEL_NAMES = {"tool_mamba": "Mamba", "lstm": "LSTM", "gru": "GRU", "gpt_neox": "Pythia (GPT-NeoX, RoPE)", "mistral_swa": "Mistral (SWA)"}
 
-#: experiment -> (title, training size, paper cells per model, note)
+@dataclass(frozen=True)
+class Experiment:
+    title: str
+    train_size: int  # the largest size seen in training (the red line of the plot)
+    paper: dict[str, str]  # model -> the paper's cell
+    note: str = ""
+    #: the accuracy the cells and the plot use: exact trace for the algorithmic tasks; for the coding task the
+    #: pass rate (the final run exits 0 with the reference fix's output), since many traces fix a codebase
+    metric: str = "trace_exact_match"
+    models: tuple[str, ...] = tuple(MODELS)
+
+
+_CODING_PAPER = {  # Fig. 1 gives curves only; the text states the shape (paper-notes §5.10)
+    "interactive": {"tool_mamba": "holds its pass rate beyond 16 functions, far better than Pythia",
+                    "gpt_neox": "good up to 16, falls beyond 16"},
+    "single_turn": {"tool_mamba": "fails on codebases beyond 16 functions",
+                    "gpt_neox": "better than Mamba at small sizes; falls beyond 16"},
+}
+_CODING_NOTE = (
+    "Pass rate: the agent's last `run` exits 0 with exactly the reference fix's output (its hash), with the real "
+    "sandbox in the loop. The paper fine-tunes pretrained 1.4B models (8k context, 200 steps x 512 traces); ours are "
+    "trained from scratch on a 2-core CPU (`training/configs/coding_*.yaml`). Trained on 4..16 functions."
+)
+
 EXPERIMENTS = {
-    "addition": (
+    "addition": Experiment(
         "Fig. 2: addition, trained on operands of at most 5 digits",
         5,
         {"tool_mamba": "100% to 1,000", "lstm": "100% to 1,000", "gru": "~80% at 1,000 (read off the plot)",
          "gpt_neox": "~0 shortly after 5", "mistral_swa": "~0 shortly after 5"},
         "The paper stops at 1,000 digits; we also test 10,000.",
     ),
-    "multiplication_k1": ("Table 1: n x 1 multiplication, trained on n <= 10", 10,
-                          {"tool_mamba": "10→1K (100%)", "lstm": "10→500 (100%)", "gru": "10→500 (100%)",
-                           "gpt_neox": "10→20 (79%)", "mistral_swa": "10→13 (25%)"}, ""),
-    "multiplication_k2": ("Table 1: n x 2 multiplication, trained on n <= 10", 10,
-                          {"tool_mamba": "10→1K (100%)", "lstm": "10→100 (100%)", "gru": "10→100 (100%)",
-                           "gpt_neox": "10→14 (12%)", "mistral_swa": "10→20 (33%)"}, ""),
-    "logical_graph": ("Table 1: logical graph, trained on <= 10 nodes", 10,
-                      {"tool_mamba": "10→1K (98%)", "lstm": "10→1K (100%)", "gru": "10→1K (100%)",
-                       "gpt_neox": "10→1K (5%)", "mistral_swa": "10→500 (9%)"}, ""),
-    "hanoi_iterative": ("Table 1: iterative Tower of Hanoi, trained on <= 8 disks", 8,
-                        {"tool_mamba": "8→12 (49%, best of 10)", "lstm": "8→8 (100%)", "gru": "8→8 (100%)",
-                         "gpt_neox": "8→8 (100%)", "mistral_swa": "8→8 (100%)"}, ""),
-    "hanoi_recursive": ("Table 2: recursive Tower of Hanoi, trained on <= 7 disks", 7,
-                        {"tool_mamba": "7→8 (100%)", "lstm": "7→9 (83%)", "gru": "7→8 (100%)",
-                         "gpt_neox": "7→7 (100%)", "mistral_swa": "7→8 (87%)"}, ""),
+    "multiplication_k1": Experiment("Table 1: n x 1 multiplication, trained on n <= 10", 10,
+                                    {"tool_mamba": "10→1K (100%)", "lstm": "10→500 (100%)", "gru": "10→500 (100%)",
+                                     "gpt_neox": "10→20 (79%)", "mistral_swa": "10→13 (25%)"}),
+    "multiplication_k2": Experiment("Table 1: n x 2 multiplication, trained on n <= 10", 10,
+                                    {"tool_mamba": "10→1K (100%)", "lstm": "10→100 (100%)", "gru": "10→100 (100%)",
+                                     "gpt_neox": "10→14 (12%)", "mistral_swa": "10→20 (33%)"}),
+    "logical_graph": Experiment("Table 1: logical graph, trained on <= 10 nodes", 10,
+                                {"tool_mamba": "10→1K (98%)", "lstm": "10→1K (100%)", "gru": "10→1K (100%)",
+                                 "gpt_neox": "10→1K (5%)", "mistral_swa": "10→500 (9%)"}),
+    "hanoi_iterative": Experiment("Table 1: iterative Tower of Hanoi, trained on <= 8 disks", 8,
+                                  {"tool_mamba": "8→12 (49%, best of 10)", "lstm": "8→8 (100%)", "gru": "8→8 (100%)",
+                                   "gpt_neox": "8→8 (100%)", "mistral_swa": "8→8 (100%)"}),
+    "hanoi_recursive": Experiment("Table 2: recursive Tower of Hanoi, trained on <= 7 disks", 7,
+                                  {"tool_mamba": "7→8 (100%)", "lstm": "7→9 (83%)", "gru": "7→8 (100%)",
+                                   "gpt_neox": "7→7 (100%)", "mistral_swa": "7→8 (87%)"}),
+    "coding_interactive": Experiment("Fig. 1: coding, interactive agent (run, fix at most 3 files, run again)", 16,
+                                     _CODING_PAPER["interactive"], _CODING_NOTE, "answer_exact_match",
+                                     ("tool_mamba", "gpt_neox")),
+    "coding_single_turn": Experiment("Fig. 1: coding, single-turn agent (print every file, then every edit)", 16,
+                                     _CODING_PAPER["single_turn"], _CODING_NOTE, "answer_exact_match",
+                                     ("tool_mamba", "gpt_neox")),
 }
 
 
@@ -83,97 +113,110 @@ def load_runs() -> dict[str, dict[str, list[dict]]]:
     return runs
 
 
-def largest_size_at(payloads: list[dict], threshold: float = 0.05, metric: str = "trace_exact_match"):
+def largest_size_at(payload: dict, metric: str, threshold: float = 0.05):
     """The paper's Table-1 statistic for one run: the largest size with accuracy >= 5%, and that accuracy."""
     best = None
-    for row in payloads["results"]:
+    for row in payload["results"]:
         if row[metric] >= threshold:
             best = (row["size"], row[metric])
     return best
 
 
-def cell(payloads: list[dict]) -> str:
-    stats = [largest_size_at(p) for p in payloads]
+def largest_size_cell(payloads: list[dict], metric: str) -> str:
+    stats = [largest_size_at(p, metric) for p in payloads]
     shown = [f"{s[0]} ({100 * s[1]:.0f}%)" if s else "none ≥ 5%" for s in stats]
     sizes = [s[0] if s else 0 for s in stats]
     return f"best {max(sizes)}, mean {statistics.mean(sizes):.0f} over {len(stats)} seed(s): " + ", ".join(shown)
 
 
-def curve_table(payloads: list[dict]) -> str:
+def inside_beyond_cell(payloads: list[dict], metric: str, train_size: int) -> str:
+    """For curves the paper only describes (Fig. 1): mean accuracy up to the training size and beyond it."""
+    def mean_over(keep) -> str:
+        values = [row[metric] for p in payloads for row in p["results"] if keep(row["size"])]
+        return f"{100 * statistics.mean(values):.0f}%" if values else "–"
+
+    return (f"{mean_over(lambda n: n <= train_size)} up to {train_size}, {mean_over(lambda n: n > train_size)} beyond "
+            f"(mean over sizes and {len(payloads)} seed(s))")
+
+
+def curve_table(payloads: list[dict], metric: str) -> str:
     sizes = [row["size"] for row in payloads[0]["results"]]
     lines = ["| seed | " + " | ".join(str(s) for s in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
     for p in sorted(payloads, key=lambda p: p["_seed"]):
         by_size = {row["size"]: row for row in p["results"]}
         lines.append(f"| {p['_seed']} | " + " | ".join(
-            f"{by_size[s]['trace_exact_match']:.2f} ({by_size[s]['samples']})" if s in by_size else "–" for s in sizes) + " |")
+            f"{by_size[s][metric]:.2f} ({by_size[s]['samples']})" if s in by_size else "–" for s in sizes) + " |")
     return "\n".join(lines)
 
 
-def plot(experiment: str, models: dict[str, list[dict]], train_size: int) -> None:
-    """Trace exact match vs size, one line per model and seed."""
+def plot(name: str, experiment: Experiment, models: dict[str, list[dict]]) -> None:
+    """The experiment's metric vs size, one line per model and seed."""
     from hf_toolssm.evaluation import SizeResult, plot_accuracy_vs_size
 
     curves = {
         f"{MODEL_NAMES.get(model, model)} (seed {p['_seed']})": [SizeResult(**row) for row in p["results"]]
-        for model in MODELS for p in models.get(model, [])
+        for model in experiment.models for p in models.get(model, [])
     }
     if curves:
-        plot_accuracy_vs_size(curves, RESULTS / experiment / "accuracy.png", title=EXPERIMENTS[experiment][0],
-                              train_max_size=train_size)
+        plot_accuracy_vs_size(curves, RESULTS / name / "accuracy.png", metric=experiment.metric,
+                              title=experiment.title, train_max_size=experiment.train_size)
 
 
 def render() -> str:
     runs = load_runs()
-    for experiment, models in runs.items():
-        if experiment in EXPERIMENTS:
-            plot(experiment, models, EXPERIMENTS[experiment][1])
+    for name, models in runs.items():
+        if name in EXPERIMENTS:
+            plot(name, EXPERIMENTS[name], models)
     out = [
         "# Results: ours beside the paper's",
         "",
         "Generated by `python eval/make_results_page.py` from the JSON files in this folder; do not edit by hand.",
-        "Metric: exact match of the whole trace and the answer, greedy decoding, tool in the loop. A Table-1 cell",
-        "is the paper's statistic: *the largest tested size with accuracy ≥ 5%* (accuracy there). We report best",
-        "and mean over seeds (the paper: best of 2; of 10 for Hanoi). Our models are small and trained on a",
-        "2-core CPU (sizes in `training/configs/`); the paper's are 130M-parameter models on 8 H100s.",
+        "Metric: exact match of the whole trace and the answer (the coding task: pass rate), greedy decoding, tool",
+        "in the loop. A Table-1 cell is the paper's statistic: *the largest tested size with accuracy ≥ 5%*",
+        "(accuracy there). We report best and mean over seeds (the paper: best of 2; of 10 for Hanoi). Our models",
+        "are small and trained on a 2-core CPU (sizes in `training/configs/`); the paper's are 130M-parameter",
+        "models on 8 H100s (1.4B pretrained ones for coding).",
         "",
     ]
-    for experiment, (title, train_size, paper, note) in EXPERIMENTS.items():
-        out += [f"## {title}", ""]
-        if note:
-            out += [note, ""]
+    for name, experiment in EXPERIMENTS.items():
+        metric_name = experiment.metric.replace("_", " ")
+        out += [f"## {experiment.title}", ""]
+        if experiment.note:
+            out += [experiment.note, ""]
         out += ["| model | paper | ours | command |", "|---|---|---|---|"]
-        for model in MODELS:
-            payloads = runs.get(experiment, {}).get(model, [])
+        for model in experiment.models:
+            payloads = runs.get(name, {}).get(model, [])
             if payloads:
-                ours = cell(payloads)
+                ours = (largest_size_cell(payloads, experiment.metric) if experiment.metric == "trace_exact_match"
+                        else inside_beyond_cell(payloads, experiment.metric, experiment.train_size))
                 # What reproduces the cell end to end (training + evaluation); the exact eval commands are
                 # listed under the table.
-                command = "; ".join(f"`bash eval/run_experiment.sh {experiment} {model} {p['_seed']}`" for p in payloads)
+                command = "; ".join(f"`bash eval/run_experiment.sh {name} {model} {p['_seed']}`" for p in payloads)
             else:
                 ours = "not run yet"
-                command = f"`bash eval/run_experiment.sh {experiment} {model} 0`"
-            out.append(f"| {MODEL_NAMES[model]} | {paper.get(model, '–')} | {ours} | {command} |")
+                command = f"`bash eval/run_experiment.sh {name} {model} 0`"
+            out.append(f"| {MODEL_NAMES[model]} | {experiment.paper.get(model, '–')} | {ours} | {command} |")
         out.append("")
-        for model in MODELS:
-            payloads = runs.get(experiment, {}).get(model, [])
+        for model in experiment.models:
+            payloads = runs.get(name, {}).get(model, [])
             if payloads:
-                if (experiment, model) in NOTES:
-                    out += [f"*{MODEL_NAMES[model]}*: {NOTES[(experiment, model)]}", ""]
-                out += [f"**{MODEL_NAMES[model]}**, trace exact match by size (samples in parentheses); "
+                if (name, model) in NOTES:
+                    out += [f"*{MODEL_NAMES[model]}*: {NOTES[(name, model)]}", ""]
+                out += [f"**{MODEL_NAMES[model]}**, {metric_name} by size (samples in parentheses); "
                         f"files: {', '.join(p['_file'] for p in payloads)}; machine: {payloads[0].get('machine', '?')}; "
                         f"date: {payloads[0].get('date', '?')}; evaluated with "
-                        + "; ".join(f"`{p.get('command', '?')}`" for p in payloads), "", curve_table(payloads), ""]
-        png = RESULTS / experiment / "accuracy.png"
+                        + "; ".join(f"`{p.get('command', '?')}`" for p in payloads), "",
+                        curve_table(payloads, experiment.metric), ""]
+        png = RESULTS / name / "accuracy.png"
         if png.exists():
-            out += [f"![{experiment}]({experiment}/accuracy.png)", ""]
+            out += [f"![{name}]({name}/accuracy.png)", ""]
     out += [
-        "## Not run in this session",
+        "## Not run yet",
         "",
-        "Addition ablations (no-CoT, reversed no-CoT, CoT without tool, single-turn calculator), the mixture",
-        "experiment (w in {0, 0.33, 0.5, 0.6} x 250/500/800 steps) and the coding task are implemented as tasks",
-        "(`toolssm train` with `task:` set to `addition_no_cot`, `addition_reversed_no_cot`, `addition_cot_no_tool`,",
-        "`addition_calculator`, `mixture`, ...); their rows appear here once `eval/run_experiment.sh` has produced",
-        "their JSON files.",
+        "The addition ablations (no-CoT, reversed no-CoT, CoT without tool, single-turn calculator) and the mixture",
+        "experiment (w in {0, 0.33, 0.5, 0.6} x 250/500/800 steps) are implemented as tasks (`toolssm train` with",
+        "`task:` set to `addition_no_cot`, `addition_reversed_no_cot`, `addition_cot_no_tool`, `addition_calculator`,",
+        "`mixture`); their rows appear here once `eval/run_experiment.sh` has produced their JSON files.",
         "",
     ]
     return "\n".join(out)

@@ -4,8 +4,9 @@
 #
 #   bash eval/run_experiment.sh addition tool_mamba 0
 #
-# Training resumes if interrupted (re-run the same command). Env: SAMPLES (default 100), SIZES (override).
+# Training resumes if interrupted (re-run the same command). Env: SAMPLES (default 100; 50 for coding), SIZES (override).
 set -euo pipefail
+default_samples=100
 experiment=$1; model=$2; seed=${3:-0}
 cd "$(dirname "$0")/.."
 [ -f .venv/bin/activate ] && . .venv/bin/activate  # the README's install location
@@ -19,6 +20,7 @@ case "$experiment" in
   logical_graph)     default_sizes=10,20,50,100,500,1000 ;;
   hanoi_iterative)   default_sizes=8,9,10,11,12 ;;
   hanoi_recursive)   default_sizes=7,8,9,10 ;;
+  coding_*)          default_sizes=4,8,16,20,24,30; default_samples=50 ;;  # the paper's Fig. 1 axis
   *)                 default_sizes=5,10,20 ;;
 esac
 case "$model" in  # attention baselines decode through generate() with a growing KV cache: stop earlier
@@ -29,5 +31,5 @@ if [ ! -f "$run/final/config.json" ]; then
   resume=""; [ -d "$run" ] && resume="--resume"
   toolssm train --config "$config" --output-dir "$run" --seed "$seed" $resume
 fi
-OMP_NUM_THREADS=1 toolssm eval "$run/final" --sizes "$sizes" --samples "${SAMPLES:-100}" --seed 1234 --out "$out"
+OMP_NUM_THREADS=1 toolssm eval "$run/final" --sizes "$sizes" --samples "${SAMPLES:-$default_samples}" --seed 1234 --out "$out"
 python eval/make_results_page.py

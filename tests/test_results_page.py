@@ -1,0 +1,54 @@
+"""eval/make_results_page.py: the page's cells are computed from the JSON files as the page says."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def page(tmp_path, monkeypatch):
+    """The page module, reading results from an empty temporary folder."""
+    spec = importlib.util.spec_from_file_location("make_results_page", ROOT / "eval" / "make_results_page.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "RESULTS", tmp_path)
+    return module
+
+
+def write_run(folder: Path, experiment: str, model: str, seed: int, rows: dict[int, tuple[float, float]]) -> None:
+    """rows: size -> (answer exact match, trace exact match)."""
+    results = [
+        {"size": size, "samples": 10, "answer_exact_match": answer, "trace_exact_match": trace, "token_accuracy": 1.0,
+         "mean_trace_tokens": 100.0, "decode_tokens_per_s": 1000.0, "seconds": 1.0}
+        for size, (answer, trace) in rows.items()
+    ]
+    payload = {"command": f"toolssm eval {model}", "machine": "test", "date": "today", "results": results}
+    (folder / experiment).mkdir(parents=True, exist_ok=True)
+    (folder / experiment / f"{model}_seed{seed}.json").write_text(json.dumps(payload))
+
+
+def test_table_cell_is_the_largest_size_at_five_percent_best_and_mean_over_seeds(page, tmp_path):
+    write_run(tmp_path, "logical_graph", "tool_mamba", 0, {10: (1.0, 1.0), 100: (0.5, 0.06), 1000: (0.1, 0.04)})
+    write_run(tmp_path, "logical_graph", "tool_mamba", 1, {10: (1.0, 1.0), 100: (0.0, 0.0), 1000: (0.0, 0.0)})
+    text = page.render()
+    assert "best 100, mean 55 over 2 seed(s): 100 (6%), 10 (100%)" in text
+    assert (tmp_path / "logical_graph" / "accuracy.png").exists()
+    assert "| GRU | 10→1K (100%) | not run yet | `bash eval/run_experiment.sh logical_graph gru 0` |" in text
+
+
+def test_coding_cell_is_the_pass_rate_inside_and_beyond_the_training_sizes(page, tmp_path):
+    # Pass rate (answer exact match), not trace exact match: a model may fix the code along another path.
+    write_run(tmp_path, "coding_interactive", "tool_mamba", 0, {4: (1.0, 0.0), 16: (0.5, 0.0), 20: (0.3, 0.0), 30: (0.1, 0.0)})
+    text = page.render()
+    assert "75% up to 16, 20% beyond (mean over sizes and 1 seed(s))" in text
+    assert "answer exact match by size" in text
+    assert "| 0 | 1.00 (10) | 0.50 (10) | 0.30 (10) | 0.10 (10) |" in text
+    # the coding figure has the two architectures the paper compares, not the RNN baselines
+    section = text.split("## Fig. 1: coding, interactive")[1].split("## ")[0]
+    assert "Pythia" in section and "LSTM" not in section
