@@ -20,6 +20,8 @@ case "$experiment" in
   logical_graph)     default_sizes=10,20,50,100,500,1000 ;;
   hanoi_iterative)   default_sizes=8,9,10,11,12 ;;
   hanoi_recursive)   default_sizes=7,8,9,10 ;;
+  addition_*)        default_sizes=5,10,20,50,100 ;;  # the App. D.7 ablations
+  mixture_*)         default_sizes=20,50,100,200,500 ;;  # n x 2 multiplication, trained on n <= 20
   coding_*)          default_sizes=4,8,16,20,24,30; default_samples=50 ;;  # the paper's Fig. 1 axis
   *)                 default_sizes=5,10,20 ;;
 esac
