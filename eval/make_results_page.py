@@ -198,6 +198,10 @@ def render() -> str:
         "are small and trained on a 2-core CPU (sizes in `training/configs/`); the paper's are 130M-parameter",
         "models on 8 H100s (1.4B pretrained ones for coding).",
         "",
+        "A cell that says *not run yet* needs CPU time the sessions so far did not have (one training of up to",
+        "15-25 minutes plus its evaluation per cell and seed). Its command runs it; `bash eval/run_queue.sh",
+        "eval/queue.txt` runs every missing cell one after another, resuming where it stopped.",
+        "",
     ]
     for name, experiment in EXPERIMENTS.items():
         metric_name = experiment.metric.replace("_", " ")
