@@ -156,6 +156,23 @@ def test_fused_cpp_scan_matches_float64_reference_to_float32_accuracy(length, va
     assert_same_scan(fused, run_scan(selective_scan_ref, inputs), TOLERANCE[torch.float32])
 
 
+@pytest.mark.parametrize("length", LENGTHS)
+def test_fused_cpp_scan_at_state_size_16_matches_float64_reference(length):
+    """n = 16 takes the kernel's vector code (n = 4 above its plain loops); 129 steps span three forward blocks."""
+    inputs = scan_inputs(d=5, n=16, length=length, dtype=torch.float64)
+    fused = run_scan(fused_cpp, inputs, dtype=torch.float32)
+    assert_same_scan(fused, run_scan(selective_scan_ref, inputs), TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize("n", [4, 16])
+def test_fused_cpp_scan_matches_reference_over_the_whole_range_of_decays(n):
+    """Δ A from ~ -1 down to ~ -100: the kernel's own exp over its range, down to where exp(Δ A) is 0 in float32."""
+    inputs = scan_inputs(n=n, length=37, dtype=torch.float64)
+    inputs["A"] = inputs["A"] * 30
+    fused = run_scan(fused_cpp, inputs, dtype=torch.float32)
+    assert_same_scan(fused, run_scan(selective_scan_ref, inputs), TOLERANCE[torch.float32])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("length", LENGTHS)
@@ -219,9 +236,10 @@ def test_scan_gradcheck_float64(path):
     assert torch.autograd.gradcheck(scan, leaves)
 
 
-def test_fused_cpp_scan_gives_the_same_bits_with_one_or_two_threads():
+@pytest.mark.parametrize("n", [4, 16])
+def test_fused_cpp_scan_gives_the_same_bits_with_one_or_two_threads(n):
     """The kernel splits (batch x channel) over threads in the forward and the batch in the backward."""
-    inputs = scan_inputs(batch=4, d=5, length=9)
+    inputs = scan_inputs(batch=4, d=5, n=n, length=9)
     try:
         torch.set_num_threads(2)
         threaded = run_scan(fused_cpp, inputs)
