@@ -108,7 +108,25 @@ def cmd_eval(args) -> int:
               f"{r.decode_tokens_per_s:.0f} tok/s)")
     if args.plot:
         plot_accuracy_vs_size({Path(args.model).name: results}, args.plot, title=f"{task.name}: length generalization")
+    if args.show_mistakes:
+        _print_mistakes(model, tokenizer, task, sizes, args.seed, args.show_mistakes)
     return 0
+
+
+def _print_mistakes(model, tokenizer, task, sizes, seed: int, limit: int) -> None:
+    """Up to ``limit`` teacher-forced mistakes per size, from the first test instances, on stderr."""
+    from .data import heldout_instances
+    from .evaluation import teacher_forced_mistakes
+
+    for size in sizes:
+        shown = 0
+        for instance in heldout_instances(task, seed, size, 10):
+            for mistake in teacher_forced_mistakes(model, tokenizer, instance)[0][: limit - shown]:
+                print(f"size {size} token {mistake.position}: ...{mistake.context!r} -> expected "
+                      f"{mistake.expected!r}, predicted {mistake.predicted!r}", file=sys.stderr)
+                shown += 1
+            if shown >= limit:
+                break
 
 
 def cmd_train(args) -> int:
@@ -185,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--plot", help="also write accuracy vs size to this PNG")
     p.add_argument("--no-token-accuracy", action="store_true", help="skip the teacher-forced token accuracy pass")
+    p.add_argument("--show-mistakes", type=int, default=0, metavar="K",
+                   help="also print (stderr) up to K teacher-forced mistakes per size, with the text before each: "
+                   "where the model fails")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("train", help="train on tool traces from a YAML config (resumable)",

@@ -39,18 +39,38 @@ class SizeResult:
     seconds: float
 
 
+@dataclasses.dataclass
+class Mistake:
+    """One model token the model gets wrong when fed the reference prefix."""
+
+    position: int  # index into the instance's full token list (prompt included)
+    context: str  # the text just before it
+    expected: str
+    predicted: str
+
+
 @torch.inference_mode()
-def teacher_forced_token_accuracy(model, tokenizer, instance) -> float:
-    """Share of the reference trace's model tokens (thoughts, commands, outputs) the model predicts
-    correctly when fed the reference prefix: the paper's "token accuracy"."""
+def teacher_forced_mistakes(model, tokenizer, instance, context_chars: int = 40) -> tuple[list[Mistake], int]:
+    """The model tokens (thoughts, commands, outputs) of the reference trace that the model predicts wrongly
+    when fed the reference prefix, and how many model tokens there are: where a model fails, not only how often."""
     tokens = instance.full_tokens()
     roles = instance.roles()
     ids = torch.tensor([tokenizer.convert_tokens_to_ids(tokens)], device=model.device)  # (1, l)
     predicted = model(input_ids=ids).logits[0, :-1].argmax(-1).tolist()  # prediction for position t+1
     scored = [t for t in range(1, len(tokens)) if roles[t] not in (Role.PROMPT, Role.OBSERVATION)]
-    if not scored:
-        return 1.0
-    return sum(predicted[t - 1] == ids[0, t].item() for t in scored) / len(scored)
+    mistakes = [
+        Mistake(t, "".join(tokens[max(0, t - context_chars) : t])[-context_chars:], tokens[t],
+                tokenizer.convert_ids_to_tokens(predicted[t - 1]))
+        for t in scored if predicted[t - 1] != ids[0, t].item()
+    ]
+    return mistakes, len(scored)
+
+
+def teacher_forced_token_accuracy(model, tokenizer, instance) -> float:
+    """Share of the reference trace's model tokens the model predicts correctly when fed the reference prefix:
+    the paper's "token accuracy"."""
+    mistakes, scored = teacher_forced_mistakes(model, tokenizer, instance)
+    return 1.0 - len(mistakes) / scored if scored else 1.0
 
 
 def _decode(model, tokenizer, task, instances, max_new_tokens: int, progress: bool = False):

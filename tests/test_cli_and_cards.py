@@ -81,6 +81,29 @@ def test_eval_writes_the_documented_json(checkpoint, tmp_path):
     assert (tmp_path / "r.png").stat().st_size > 1000
 
 
+def test_mistakes_are_the_complement_of_token_accuracy_and_the_cli_prints_them(checkpoint, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_toolssm.evaluation import teacher_forced_mistakes, teacher_forced_token_accuracy
+    from hf_toolssm.tasks import get_task
+
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    instance = get_task("addition").sample(__import__("random").Random(0), 3)
+    mistakes, scored = teacher_forced_mistakes(model, tokenizer, instance)
+    assert mistakes, "an untrained model should get some reference tokens wrong"
+    assert teacher_forced_token_accuracy(model, tokenizer, instance) == pytest.approx(1 - len(mistakes) / scored)
+    tokens = instance.full_tokens()
+    for mistake in mistakes:
+        assert mistake.expected == tokens[mistake.position] != mistake.predicted
+        assert "".join(tokens[: mistake.position]).endswith(mistake.context)
+
+    assert main(["eval", str(checkpoint), "--sizes", "2", "--samples", "2", "--out", str(tmp_path / "r.json"),
+                 "--show-mistakes", "3"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("size 2 token")]
+    assert len(lines) == 3 and "expected" in lines[0] and "predicted" in lines[0]
+
+
 def test_model_card_carries_model_index_metadata(checkpoint, tmp_path):
     results = tmp_path / "r.json"
     results.write_text(json.dumps({"seed": 1, "command": "toolssm eval ...", "machine": "m", "date": "d", "results": [
