@@ -31,6 +31,9 @@ class Experiment:
     #: pass rate (the final run exits 0 with the reference fix's output), since many traces fix a codebase
     metric: str = "trace_exact_match"
     models: tuple[str, ...] = tuple(MODELS)
+    #: experiments of one group share a heading and a table, one row per experiment (labelled ``label``)
+    group: str = ""
+    label: str = ""
 
 
 _CODING_PAPER = {  # Fig. 1 gives curves only; the text states the shape (paper-notes §5.10)
@@ -76,10 +79,9 @@ EXPERIMENTS = {
                                      ("tool_mamba", "gpt_neox")),
 }
 
-_ABLATION_NOTE = "App. D.7 ablation on addition, trained on operands of at most 5 digits (the paper: after extensive tuning)."
 EXPERIMENTS.update({
-    name: Experiment(f"Ablation: {title}", 5, {"tool_mamba": paper}, _ABLATION_NOTE, models=("tool_mamba",))
-    for name, title, paper in [
+    name: Experiment("", 5, {"tool_mamba": paper}, models=("tool_mamba",), group="ablations", label=label)
+    for name, label, paper in [
         ("addition_no_cot", "no chain of thought", "100% at 5 digits, little to no length generalization"),
         ("addition_reversed_no_cot", "no chain of thought, reversed answer",
          "100% at 5 digits, little to no length generalization"),
@@ -89,13 +91,45 @@ EXPERIMENTS.update({
 })
 EXPERIMENTS.update({
     f"mixture_w{str(weight).replace('.', '')}": Experiment(
-        f"Mixture (App. D.8): n x 2 multiplication, trained on n <= 20 with auxiliary addition at w = {weight}, 500 steps",
-        20, {"tool_mamba": paper},
-        "The paper plots curves only; at 500 steps, auxiliary addition clearly helps and some weights extend "
-        "generalization to much larger n (at 800 steps every weight converges).", models=("tool_mamba",))
+        "", 20, {"tool_mamba": paper}, models=("tool_mamba",), group="mixture", label=f"w = {weight}")
     for weight, paper in [(0, "the baseline the mixtures beat at 500 steps"), (0.33, "better than w = 0"),
                           (0.5, "better than w = 0"), (0.6, "better than w = 0")]
 })
+
+#: group -> (heading, note)
+GROUPS = {
+    "ablations": ("Ablations (App. D.7): Mamba on addition, trained on operands of at most 5 digits",
+                  "The paper reports these in words only, after extensive tuning; each variant changes the trace alone."),
+    "mixture": ("Mixture (App. D.8): Mamba on n x 2 multiplication (n <= 20) with auxiliary addition at weight w, "
+                "500 steps",
+                "The paper plots curves only: at 500 steps auxiliary addition clearly helps and some weights extend "
+                "generalization to much larger n; at 800 steps every weight converges. Tested on multiplication."),
+}
+
+
+@dataclass(frozen=True)
+class Section:
+    """One heading of the page: a table with one row per (experiment, model), their curves and one plot."""
+
+    slug: str  # the folder of its plot
+    title: str
+    note: str
+    rows: tuple[tuple[str, str, str], ...]  # (experiment, model, row label)
+
+    @property
+    def first(self) -> Experiment:  # experiments of a section share the metric and the training size
+        return EXPERIMENTS[self.rows[0][0]]
+
+
+def sections() -> list[Section]:
+    out, grouped = [], {}
+    for name, experiment in EXPERIMENTS.items():
+        rows = tuple((name, model, experiment.label or MODEL_NAMES[model]) for model in experiment.models)
+        if experiment.group:
+            grouped.setdefault(experiment.group, []).extend(rows)
+        else:
+            out.append(Section(name, experiment.title, experiment.note, rows))
+    return out + [Section(group, *GROUPS[group], tuple(rows)) for group, rows in grouped.items()]
 
 
 #: What a reader must know about a run that its JSON does not say.
@@ -178,24 +212,24 @@ def curve_table(payloads: list[dict], metric: str) -> str:
     return "\n".join(lines)
 
 
-def plot(name: str, experiment: Experiment, models: dict[str, list[dict]]) -> None:
-    """The experiment's metric vs size, one line per model and seed."""
+def plot(section: Section, runs: dict[str, dict[str, list[dict]]]) -> Path | None:
+    """The section's metric vs size, one line per row and seed."""
     from hf_toolssm.evaluation import SizeResult, plot_accuracy_vs_size
 
     curves = {
-        f"{MODEL_NAMES.get(model, model)} (seed {p['_seed']})": [SizeResult(**row) for row in p["results"]]
-        for model in experiment.models for p in models.get(model, [])
+        f"{label} (seed {p['_seed']})": [SizeResult(**row) for row in p["results"]]
+        for name, model, label in section.rows for p in runs.get(name, {}).get(model, [])
     }
-    if curves:
-        plot_accuracy_vs_size(curves, RESULTS / name / "accuracy.png", metric=experiment.metric,
-                              title=experiment.title, train_max_size=experiment.train_size)
+    if not curves:
+        return None
+    png = RESULTS / section.slug / "accuracy.png"
+    plot_accuracy_vs_size(curves, png, metric=section.first.metric, title=section.title,
+                          train_max_size=section.first.train_size)
+    return png
 
 
 def render() -> str:
     runs = load_runs()
-    for name, models in runs.items():
-        if name in EXPERIMENTS:
-            plot(name, EXPERIMENTS[name], models)
     out = [
         "# Results: ours beside the paper's",
         "",
@@ -211,38 +245,39 @@ def render() -> str:
         "eval/queue.txt` runs every missing cell one after another, resuming where it stopped.",
         "",
     ]
-    for name, experiment in EXPERIMENTS.items():
-        metric_name = experiment.metric.replace("_", " ")
-        out += [f"## {experiment.title}", ""]
-        if experiment.note:
-            out += [experiment.note, ""]
-        out += ["| model | paper | ours | command |", "|---|---|---|---|"]
-        for model in experiment.models:
+    for section in sections():
+        metric = section.first.metric
+        out += [f"## {section.title}", ""]
+        if section.note:
+            out += [section.note, ""]
+        out += ["| | paper | ours | command |", "|---|---|---|---|"]
+        for name, model, label in section.rows:
+            experiment = EXPERIMENTS[name]
             payloads = runs.get(name, {}).get(model, [])
             if payloads:
-                ours = (largest_size_cell(payloads, experiment.metric) if experiment.metric == "trace_exact_match"
-                        else inside_beyond_cell(payloads, experiment.metric, experiment.train_size))
+                ours = (largest_size_cell(payloads, metric) if metric == "trace_exact_match"
+                        else inside_beyond_cell(payloads, metric, experiment.train_size))
                 # What reproduces the cell end to end (training + evaluation); the exact eval commands are
                 # listed under the table.
                 command = "; ".join(f"`bash eval/run_experiment.sh {name} {model} {p['_seed']}`" for p in payloads)
             else:
                 ours = "not run yet"
                 command = f"`bash eval/run_experiment.sh {name} {model} 0`"
-            out.append(f"| {MODEL_NAMES[model]} | {experiment.paper.get(model, '–')} | {ours} | {command} |")
+            out.append(f"| {label} | {experiment.paper.get(model, '–')} | {ours} | {command} |")
         out.append("")
-        for model in experiment.models:
+        for name, model, label in section.rows:
             payloads = runs.get(name, {}).get(model, [])
             if payloads:
                 if (name, model) in NOTES:
-                    out += [f"*{MODEL_NAMES[model]}*: {NOTES[(name, model)]}", ""]
-                out += [f"**{MODEL_NAMES[model]}**, {metric_name} by size (samples in parentheses); "
+                    out += [f"*{label}*: {NOTES[(name, model)]}", ""]
+                out += [f"**{label}**, {metric.replace('_', ' ')} by size (samples in parentheses); "
                         f"files: {', '.join(p['_file'] for p in payloads)}; machine: {payloads[0].get('machine', '?')}; "
                         f"date: {payloads[0].get('date', '?')}; evaluated with "
                         + "; ".join(f"`{p.get('command', '?')}`" for p in payloads), "",
-                        curve_table(payloads, experiment.metric), ""]
-        png = RESULTS / name / "accuracy.png"
-        if png.exists():
-            out += [f"![{name}]({name}/accuracy.png)", ""]
+                        curve_table(payloads, metric), ""]
+        png = plot(section, runs)
+        if png is not None:
+            out += [f"![{section.slug}]({png.relative_to(RESULTS)})", ""]
     return "\n".join(out)
 
 

@@ -52,3 +52,15 @@ def test_coding_cell_is_the_pass_rate_inside_and_beyond_the_training_sizes(page,
     # the coding figure has the two architectures the paper compares, not the RNN baselines
     section = text.split("## Fig. 1: coding, interactive")[1].split("## ")[0]
     assert "Pythia" in section and "LSTM" not in section
+
+
+def test_ablations_share_one_table_labelled_by_variant_and_one_plot(page, tmp_path):
+    write_run(tmp_path, "addition_no_cot", "tool_mamba", 0, {5: (1.0, 1.0), 10: (0.0, 0.0)})
+    write_run(tmp_path, "addition_calculator", "tool_mamba", 0, {5: (1.0, 1.0), 10: (0.2, 0.2)})
+    text = page.render()
+    section = text.split("## Ablations")[1].split("\n## ")[0]
+    assert "| no chain of thought | 100% at 5 digits, little to no length generalization | best 5, mean 5" in section
+    assert "| single-turn calculator call |" in section and "best 10, mean 10" in section
+    assert "| the same trace without the tool (plain CoT) | poor even at 5 digits | not run yet |" in section
+    assert "![ablations](ablations/accuracy.png)" in section
+    assert (tmp_path / "ablations" / "accuracy.png").exists()
