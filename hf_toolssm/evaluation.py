@@ -153,6 +153,7 @@ def plot_accuracy_vs_size(
 ) -> None:
     """Accuracy against size on a log x axis, one line per model."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -163,6 +164,10 @@ def plot_accuracy_vs_size(
     if train_max_size is not None:
         ax.axvline(train_max_size, color="red", linestyle="--", linewidth=1, label="largest training size")
     ax.set(xscale="log", ylim=(-0.03, 1.03), xlabel="size (log scale)", ylabel=metric.replace("_", " "), title=title)
+    # Ticks at the tested sizes, written out ("1,000", not "10^3"; no minor labels such as "4 x 10^0").
+    ax.set_xticks(sorted({r.size for results in curves.values() for r in results}))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:,.0f}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
