@@ -79,7 +79,8 @@ def bench_decode(model_path: str, quick: bool = False) -> dict:
     """Two shapes: a batch of medium additions, and one long addition (where generate()'s growing
     input_ids and per-step overhead show); then one-token forwards alone."""
     shapes = [(4, 10), (1, 30)] if quick else [(16, 50), (1, 500)]
-    report = {f"{rows}x{digits}_digits": _bench_decode_shape(model_path, rows, digits) for rows, digits in shapes}
+    report = {f"{rows}x{digits}_digits": _bench_decode_shape(model_path, rows, digits, rounds=1 if quick else 3)
+              for rows, digits in shapes}
     report["one_token_step"] = _bench_one_token_step(model_path, steps=100 if quick else 1000)
     return report
 
@@ -115,7 +116,7 @@ def _bench_one_token_step(model_path: str, steps: int) -> dict:
     return report
 
 
-def _bench_decode_shape(model_path: str, rows: int, digits: int) -> dict:
+def _bench_decode_shape(model_path: str, rows: int, digits: int, rounds: int = 3) -> dict:
     import random
 
     import hf_toolssm  # noqa: F401
@@ -134,25 +135,38 @@ def _bench_decode_shape(model_path: str, rows: int, digits: int) -> dict:
     from .ops.kernels import cpu_scan_extension
 
     cpu_scan_extension()  # the one-off build / load of the C++ extension: not part of any timing
+    prompts = [i.prompt for i in instances]
 
-    def fast_loop(fused: bool):
-        with _fused_step(fused):
-            started = time.perf_counter()
-            results = generate_with_tools(model, tokenizer, [i.prompt for i in instances], task.make_environment,
-                                          max_new_tokens=budget, progress=False)
-            return results, time.perf_counter() - started
+    def decode(path: str, batch_prompts=prompts, max_new_tokens=budget):
+        """One whole tool decode along ``path``: its results and its wall time."""
+        started = time.perf_counter()
+        if path == "generate_with_processor":
+            with torch.inference_mode():
+                results = generate_with_logits_processor(model, tokenizer, batch_prompts, task.make_environment,
+                                                         max_new_tokens=max_new_tokens)
+        else:
+            with _fused_step(path == "fast_loop"):
+                results = generate_with_tools(model, tokenizer, batch_prompts, task.make_environment,
+                                              max_new_tokens=max_new_tokens, progress=False)
+        return results, time.perf_counter() - started
 
-    fast, fast_s = fast_loop(fused=True)
-    unfused, unfused_s = fast_loop(fused=False)
-
-    started = time.perf_counter()
-    with torch.inference_mode():
-        slow = generate_with_logits_processor(model, tokenizer, [i.prompt for i in instances], task.make_environment,
-                                              max_new_tokens=budget)
-    slow_s = time.perf_counter() - started
+    # A short warm-up decode per path (first-call costs), then the paths alternate, `rounds` times each, and the
+    # median counts: a first run or load drifting on a shared machine would otherwise favour one path.
+    paths = ("fast_loop", "fast_loop_unfused_step", "generate_with_processor")
+    short = [task.sample(random.Random("warm-up"), 5).prompt]
+    for path in paths:
+        decode(path, short, 400)
+    seconds, results = {path: [] for path in paths}, {}
+    for _ in range(rounds):
+        for path in paths:
+            results[path], elapsed = decode(path)
+            seconds[path].append(elapsed)
+    fast_s, unfused_s, slow_s = (statistics.median(seconds[path]) for path in paths)
+    fast, unfused, slow = (results[path] for path in paths)
     tokens = sum(len(r.generated_tokens) for r in fast)
     return {
-        "what": f"greedy tool decoding of {rows} additions at {digits} digits, batch {rows}",
+        "what": f"greedy tool decoding of {rows} additions at {digits} digits, batch {rows}, median of {rounds} "
+        "alternating rounds after a warm-up",
         "traces_identical": all(a.tokens == b.tokens for a, b in zip(fast, slow)),
         "traces_identical_fused_vs_unfused_step": all(a.tokens == b.tokens for a, b in zip(fast, unfused)),
         "trace_tokens": tokens,
