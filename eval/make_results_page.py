@@ -141,6 +141,12 @@ NOTES = {
     "attention baselines are evaluated up to 100 digits (they fail long before).",
     ("addition", "gpt_neox"): "800 steps (4.1 min). Decoded through generate() + ToolCallingLogitsProcessor; "
     "attention baselines are evaluated up to 100 digits (they fail long before).",
+    ("logical_graph", "tool_mamba"): "566 steps x 32 (the 20-minute budget; the schedule was laid over 600), loss 0.36 "
+    "at the end. Trace exact match 0 at every size, and answer accuracy (0.24-0.43) is no better than a coin on "
+    "True/False answers: the model has not learnt the task in distribution, so this is not a length-generalization "
+    "result. Teacher-forced token accuracy 0.85-0.87; its first 20 mistakes at 10 nodes (`--show-mistakes 20`) are "
+    "all digits of variable names (v234, v756, ...) copied from 5-40 tokens back. The 74k-parameter configs learn "
+    "addition and multiplication, whose traces copy single digits; copying 3-digit names needs more.",
     ("coding_interactive", "tool_mamba"): "350 steps x 8 traces (26 min; the first 150 steps under a 1,000-step "
     "schedule, resumed with the 350-step one), loss 0.39 at the end. Pass rate 0 at every size, so this says nothing "
     "about length generalization: the model never learnt the task in distribution. Teacher-forced token accuracy is "
