@@ -37,7 +37,7 @@ def test_table_cell_is_the_largest_size_at_five_percent_best_and_mean_over_seeds
     write_run(tmp_path, "logical_graph", "tool_mamba", 0, {10: (1.0, 1.0), 100: (0.5, 0.06), 1000: (0.1, 0.04)})
     write_run(tmp_path, "logical_graph", "tool_mamba", 1, {10: (1.0, 1.0), 100: (0.0, 0.0), 1000: (0.0, 0.0)})
     text = page.render()
-    assert "best 100, mean 55 over 2 seed(s): 100 (6%), 10 (100%)" in text
+    assert "best 100, mean 55 over 2 seed(s); per seed: 100 (6%), 10 (100%)" in text
     assert (tmp_path / "logical_graph" / "accuracy.png").exists()
     assert "| GRU | 10→1K (100%) | not run yet | `bash eval/run_experiment.sh logical_graph gru 0` |" in text
 
@@ -60,7 +60,15 @@ def test_ablations_share_one_table_labelled_by_variant_and_one_plot(page, tmp_pa
     text = page.render()
     section = text.split("## Ablations")[1].split("\n## ")[0]
     assert "| no chain of thought | 100% at 5 digits, little to no length generalization | best 5, mean 5" in section
-    assert "| single-turn calculator call |" in section and "best 10, mean 10" in section
+    assert "| single-turn calculator call |" in section and "best 10, mean 10 over 1 seed(s); per seed: 10 (20%)" in section
     assert "| the same trace without the tool (plain CoT) | poor even at 5 digits | not run yet |" in section
     assert "![ablations](ablations/accuracy.png)" in section
     assert (tmp_path / "ablations" / "accuracy.png").exists()
+
+
+def test_best_and_mean_use_the_sizes_every_seed_was_tested_at(page, tmp_path):
+    write_run(tmp_path, "addition", "tool_mamba", 0, {5: (1.0, 1.0), 1000: (1.0, 1.0), 10000: (1.0, 1.0)})
+    write_run(tmp_path, "addition", "tool_mamba", 1, {5: (1.0, 1.0), 1000: (1.0, 1.0)})
+    text = page.render()
+    assert ("best 1000, mean 1000 over 2 seed(s) on the sizes all were tested at; per seed: 10000 (100%), "
+            "1000 (100%)") in text
