@@ -134,7 +134,8 @@ def sections() -> list[Section]:
 #: What a reader must know about a run that its JSON does not say.
 NOTES = {
     ("addition", "tool_mamba"): "Seed 0 is the shipped checkpoint (model_cards/toolmamba-addition): 1,000 steps in 13.6 min. "
-    "Seed 1: the same config, 1,000 steps in 11.2 min (the faster scan kernel; the CPU shared with other work).",
+    "Seeds 1 and 2: the same config, 1,000 steps in 11.2 and 10.7 min (the faster scan kernel; the CPU shared with "
+    "other work).",
     ("addition", "lstm"): "The 15-minute budget ended training at step 333 of 800 (the CPU was shared with evaluations): "
     "undertrained (teacher-forced token accuracy 0.96 at 5 digits), not a length-generalization result.",
     ("addition", "gru"): "The 15-minute budget ended training at step 599 of 800 (the CPU was shared with evaluations).",
