@@ -94,7 +94,7 @@ def cmd_solve(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluation import evaluate_length_generalization, plot_accuracy_vs_size, write_results
+    from .evaluation import evaluate_length_generalization, first_mistakes, plot_accuracy_vs_size, write_results
     model, tokenizer, task = _load(args.model, args.task, "eval")
     sizes = [int(s) for s in args.sizes.split(",")]
     results = evaluate_length_generalization(
@@ -109,24 +109,11 @@ def cmd_eval(args) -> int:
     if args.plot:
         plot_accuracy_vs_size({Path(args.model).name: results}, args.plot, title=f"{task.name}: length generalization")
     if args.show_mistakes:
-        _print_mistakes(model, tokenizer, task, sizes, args.seed, args.show_mistakes)
-    return 0
-
-
-def _print_mistakes(model, tokenizer, task, sizes, seed: int, limit: int) -> None:
-    """Up to ``limit`` teacher-forced mistakes per size, from the first test instances, on stderr."""
-    from .data import heldout_instances
-    from .evaluation import teacher_forced_mistakes
-
-    for size in sizes:
-        shown = 0
-        for instance in heldout_instances(task, seed, size, 10):
-            for mistake in teacher_forced_mistakes(model, tokenizer, instance)[0][: limit - shown]:
+        for size in sizes:
+            for mistake in first_mistakes(model, tokenizer, task, size, seed=args.seed, limit=args.show_mistakes):
                 print(f"size {size} token {mistake.position}: ...{mistake.context!r} -> expected "
                       f"{mistake.expected!r}, predicted {mistake.predicted!r}", file=sys.stderr)
-                shown += 1
-            if shown >= limit:
-                break
+    return 0
 
 
 def cmd_train(args) -> int:

@@ -57,13 +57,26 @@ def teacher_forced_mistakes(model, tokenizer, instance, context_chars: int = 40)
     roles = instance.roles()
     ids = torch.tensor([tokenizer.convert_tokens_to_ids(tokens)], device=model.device)  # (1, l)
     predicted = model(input_ids=ids).logits[0, :-1].argmax(-1).tolist()  # prediction for position t+1
+    targets = ids[0].tolist()
     scored = [t for t in range(1, len(tokens)) if roles[t] not in (Role.PROMPT, Role.OBSERVATION)]
     mistakes = [
         Mistake(t, "".join(tokens[max(0, t - context_chars) : t])[-context_chars:], tokens[t],
                 tokenizer.convert_ids_to_tokens(predicted[t - 1]))
-        for t in scored if predicted[t - 1] != ids[0, t].item()
+        for t in scored if predicted[t - 1] != targets[t]
     ]
     return mistakes, len(scored)
+
+
+def first_mistakes(model, tokenizer, task, size: int, *, seed: int = 1234, limit: int = 20,
+                   max_instances: int = 10) -> list[Mistake]:
+    """Up to ``limit`` teacher-forced mistakes at ``size``, from the first ``max_instances`` test instances (the
+    stream :func:`evaluate_length_generalization` decodes with the same ``seed``)."""
+    mistakes: list[Mistake] = []
+    for instance in heldout_instances(task, seed, size, max_instances):
+        mistakes += teacher_forced_mistakes(model, tokenizer, instance)[0][: limit - len(mistakes)]
+        if len(mistakes) >= limit:
+            break
+    return mistakes
 
 
 def teacher_forced_token_accuracy(model, tokenizer, instance) -> float:

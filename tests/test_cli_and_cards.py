@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -89,7 +90,7 @@ def test_mistakes_are_the_complement_of_token_accuracy_and_the_cli_prints_them(c
 
     model = AutoModelForCausalLM.from_pretrained(checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    instance = get_task("addition").sample(__import__("random").Random(0), 3)
+    instance = get_task("addition").sample(random.Random(0), 3)
     mistakes, scored = teacher_forced_mistakes(model, tokenizer, instance)
     assert mistakes, "an untrained model should get some reference tokens wrong"
     assert teacher_forced_token_accuracy(model, tokenizer, instance) == pytest.approx(1 - len(mistakes) / scored)
