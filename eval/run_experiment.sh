@@ -6,32 +6,37 @@
 #
 # Training resumes if interrupted (re-run the same command). Env: SAMPLES (default 100; 50 for coding), SIZES (override).
 set -euo pipefail
-default_samples=100
-experiment=$1; model=$2; seed=${3:-0}
-cd "$(dirname "$0")/.."
-[ -f .venv/bin/activate ] && . .venv/bin/activate  # the README's install location
-toolssm() { python -m hf_toolssm.cli "$@"; }
-config=training/configs/${experiment}_${model}.yaml
-run=runs/${experiment}_${model}_seed${seed}
-out=eval/results/${experiment}/${model}_seed${seed}.json
-case "$experiment" in
-  addition)          default_sizes=5,10,20,50,100,1000 ;;
-  multiplication_k*) default_sizes=10,13,20,50,100,500,1000 ;;
-  logical_graph)     default_sizes=10,20,50,100,500,1000 ;;
-  hanoi_iterative)   default_sizes=8,9,10,11,12 ;;
-  hanoi_recursive)   default_sizes=7,8,9,10 ;;
-  addition_*)        default_sizes=5,10,20,50,100 ;;  # the App. D.7 ablations
-  mixture_*)         default_sizes=20,50,100,200,500 ;;  # n x 2 multiplication, trained on n <= 20
-  coding_*)          default_sizes=4,8,16,20,24,30; default_samples=50 ;;  # the paper's Fig. 1 axis
-  *)                 default_sizes=5,10,20 ;;
-esac
-case "$model" in  # attention baselines decode through generate() with a growing KV cache: stop earlier
-  gpt_neox|mistral_swa) default_sizes=$(echo "$default_sizes" | tr ',' '\n' | awk '$1 <= 100' | paste -sd, -) ;;
-esac
-sizes=${SIZES:-$default_sizes}
-if [ ! -f "$run/final/config.json" ]; then
-  resume=""; [ -d "$run" ] && resume="--resume"
-  toolssm train --config "$config" --output-dir "$run" --seed "$seed" $resume
-fi
-OMP_NUM_THREADS=1 toolssm eval "$run/final" --sizes "$sizes" --samples "${SAMPLES:-$default_samples}" --seed 1234 --out "$out"
-python eval/make_results_page.py
+# The whole script is one function so that bash parses it before running: editing this file while a
+# queue runs it cannot break the run in progress.
+main() {
+  default_samples=100
+  local experiment=$1 model=$2 seed=${3:-0}
+  cd "$(dirname "$0")/.."
+  [ -f .venv/bin/activate ] && . .venv/bin/activate  # the README's install location
+  toolssm() { python -m hf_toolssm.cli "$@"; }
+  config=training/configs/${experiment}_${model}.yaml
+  run=runs/${experiment}_${model}_seed${seed}
+  out=eval/results/${experiment}/${model}_seed${seed}.json
+  case "$experiment" in
+    addition)          default_sizes=5,10,20,50,100,1000 ;;
+    multiplication_k*) default_sizes=10,13,20,50,100,500,1000 ;;
+    logical_graph)     default_sizes=10,20,50,100,500,1000 ;;
+    hanoi_iterative)   default_sizes=8,9,10,11,12 ;;
+    hanoi_recursive)   default_sizes=7,8,9,10 ;;
+    addition_*)        default_sizes=5,10,20,50,100 ;;  # the App. D.7 ablations
+    mixture_*)         default_sizes=20,50,100,200,500 ;;  # n x 2 multiplication, trained on n <= 20
+    coding_*)          default_sizes=4,8,16,20,24,30; default_samples=50 ;;  # the paper's Fig. 1 axis
+    *)                 default_sizes=5,10,20 ;;
+  esac
+  case "$model" in  # attention baselines decode through generate() with a growing KV cache: stop earlier
+    gpt_neox|mistral_swa) default_sizes=$(echo "$default_sizes" | tr ',' '\n' | awk '$1 <= 100' | paste -sd, -) ;;
+  esac
+  sizes=${SIZES:-$default_sizes}
+  if [ ! -f "$run/final/config.json" ]; then
+    resume=""; [ -d "$run" ] && resume="--resume"
+    toolssm train --config "$config" --output-dir "$run" --seed "$seed" $resume
+  fi
+  OMP_NUM_THREADS=1 toolssm eval "$run/final" --sizes "$sizes" --samples "${SAMPLES:-$default_samples}" --seed 1234 --out "$out"
+  python eval/make_results_page.py
+}
+main "$@"
