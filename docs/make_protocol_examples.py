@@ -60,7 +60,7 @@ EXAMPLES = {
         },
         {},
         "fix: pass v10 from main to foo\n",
-        "[code]ls[/cmd][code]run[/cmd][code]cat foo.py[/cmd][code]replace foo.py 1 def foo(v10):[/cmd]"
+        "[code]ls[/cmd][code]run[/cmd][code]open foo.py:2[/cmd][code]edit 1 def foo(v10):[/cmd]"
         "[code]run[/cmd][code]replace main.py 4     foo(v10)[/cmd][code]run[/cmd][code]cat ../foo.py[/cmd]"
         "[ANS]exit 0 hash 10159baf[EOS]",
     ),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+import re
 import socket
 import statistics
 import sys
@@ -20,6 +21,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from scripted_model import ScriptedConfig, ScriptedModel
 
 from hf_toolssm.generation import generate_with_logits_processor, generate_with_tools
 from hf_toolssm.tasks import get_task, replay
@@ -48,7 +50,6 @@ from hf_toolssm.tools import (
 )
 from hf_toolssm.tools.code_sandbox import output_hash, run_files, status_line
 from hf_toolssm.tools.sandbox_process import Confinement
-from scripted_model import ScriptedConfig, ScriptedModel
 
 TOKENIZER = build_char_tokenizer()
 CONFINEMENT = CodeSandbox().confinement()
@@ -199,11 +200,31 @@ def test_interactive_agent_fixes_at_most_k_files_between_runs(files_per_round):
         rounds = runs_of(instance)
         assert rounds[0] == ["run"]
         for round_ in rounds[1:]:
-            files = {line.split(" ")[1] for line in round_[:-1]}
-            assert 1 <= len(files) <= files_per_round
-            assert round_[0].startswith("cat ")  # every file is read right before it is edited
+            opened = [line.removeprefix("open ") for line in round_ if line.startswith("open ")]
+            assert 1 <= len(opened) <= files_per_round
+            assert round_[0].startswith("open ")  # every file is opened right before it is edited
+            assert all(line.startswith(("open ", "edit ")) for line in round_[:-1])
+        if files_per_round == 1:  # every file and line opened is the last frame of the run just before
+            last_run = None
+            for line, observation in exchanges(instance):
+                if line == "run":
+                    last_run = observation
+                elif line.startswith("open "):
+                    assert line == "open " + last_run.split("\n")[-3].strip()
         assert instance.metadata["expected_output"]  # and it ends passing: replayed above
     assert replay(task.sample(rng, 12)).correct
+
+
+def exchanges(instance) -> list[tuple[str, str]]:
+    """(command line, observation text) of every ``[code]`` call of the trace, in order."""
+    text = "".join(instance.trace.tokens)
+    calls = re.findall(
+        re.escape(CODE) + "(.*?)" + re.escape(ARG_END + OBS_OPEN) + "(.*?)" + re.escape(OBS_CLOSE),
+        text,
+        re.DOTALL,
+    )
+    assert len(calls) == text.count(CODE)
+    return calls
 
 
 def test_check_needs_the_fixed_output():
@@ -231,7 +252,7 @@ def test_trace_lengths_in_tokens():
                 f"{agent:12s} n={size:2d}: mean {lengths[agent, size][0]:6.0f}  max {lengths[agent, size][1]:6d}"
             )
     for agent in TASKS:  # the paper trains at n <= 16 with 8,192-token contexts
-        assert lengths[agent, 16][0] < 4000 and lengths[agent, 4][0] < lengths[agent, 30][0]
+        assert lengths[agent, 16][0] < 5000 and lengths[agent, 4][0] < lengths[agent, 30][0]
     instance = TASKS["interactive"].instance(16, 1)
     ids = TOKENIZER.convert_tokens_to_ids(instance.full_tokens())
     assert TOKENIZER.unk_token_id not in ids and len(ids) == len(instance)
@@ -291,12 +312,27 @@ def test_sandbox_commands():
     assert env.roles.count(Role.OBSERVATION) > 0 and env.memory.tokens == list("p\n")  # nothing stored
 
 
+def test_open_marks_the_frame_line_and_edit_changes_the_open_file():
+    env = sandbox_env(FILES)
+    assert command(env, "edit 1 x") == err("no open file: open FILE first")
+    assert command(env, "open main.py:3") == obs(
+        "1:from foo import foo\n2:def main():\n3>    foo()\n4:main()"
+    )
+    assert command(env, "open foo.py") == obs("1:def foo():\n2:    print(1)")
+    assert command(env, "edit 2     print(2)") == obs("")  # edits foo.py, the file opened last
+    assert command(env, "open nope.py") == err("no such file nope.py")  # a failed open keeps foo.py open
+    assert command(env, "edit 1 def foo(v10):") == obs("")
+    assert env.tools[0].files() == {"main.py": FILES["main.py"], "foo.py": "def foo(v10):\n    print(2)\n"}
+    env.reset(["p"])  # a new sequence opens nothing
+    assert command(env, "edit 1 x") == err("no open file: open FILE first")
+
+
 @pytest.mark.parametrize(
     ("text", "error"),
     [
         ("", "empty command"),
         (" ls", "command must not start with a space"),
-        ("rm -rf /", "unknown command rm; commands: ls, cat, replace, run"),
+        ("rm -rf /", "unknown command rm; commands: ls, cat, replace, open, edit, run"),
         ("ls -la", "usage: ls"),
         ("run main.py", "usage: run"),
         ("cat", "usage: cat FILE... or cat *"),
@@ -316,6 +352,15 @@ def test_sandbox_commands():
         ("replace foo.py 3 x", "line 3 out of range 1..2"),
         ("replace ../../etc/passwd 1 x", "bad file name ../../etc/passwd"),
         ("replace new.py 1 x", "no such file new.py"),
+        ("open", "usage: open FILE or open FILE:LINE"),
+        ("open :3", "usage: open FILE or open FILE:LINE"),
+        ("open ../foo.py:1", "bad file name ../foo.py"),
+        ("open foo.py:", "bad line number "),
+        ("open foo.py:x", "bad line number x"),
+        ("open foo.py:3", "line 3 out of range 1..2"),
+        ("open foo.py:1:2", "bad line number 1:2"),
+        ("edit 1", "usage: edit LINE TEXT"),
+        ("edit 1 x", "no open file: open FILE first"),
     ],
 )
 def test_malformed_commands_get_an_error_observation(text, error):

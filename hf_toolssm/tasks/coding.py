@@ -44,14 +44,17 @@ codebase (e.g. the sandbox's files after a decode) and compares its output.
   fix, file by file in ``cat *`` order and line by line (one ``replace`` per changed line), then runs
   once to get the status line it answers with. Deciding which functions are on a path to ``foo`` needs
   the whole codebase at once.
-* ``coding_interactive`` runs the code and reads the traceback. Its innermost frame is where ``v10`` is
-  missing: a ``NameError`` in ``foo``, which must take it as a parameter, or a ``TypeError`` (``f12()
-  missing 1 required positional argument: 'v10'``) at a call that must pass it, in a function that must
-  then take it too unless it has it already or is ``main``. It reads that file (``cat``) and fixes those
-  lines. A function that got the new parameter makes its caller, the next frame out, the next file to fix
-  (that call must pass ``v10`` now), up to ``files_per_round`` (3) files; then it runs again, until the
-  run exits 0. Every decision depends on the last traceback and the file just read, and it ends with the
-  same codebase as the reference fix.
+* ``coding_interactive`` runs the code and reads the traceback. Its innermost frame, printed last, is
+  where ``v10`` is missing: a ``NameError`` in ``foo``, which must take it as a parameter, or a
+  ``TypeError`` (``f12() missing 1 required positional argument: 'v10'``) at a call that must pass it, in
+  a function that must then take it too unless it has it already or is ``main``. It opens that frame as
+  printed (``open f12.py:7``: the file, with the frame's line marked) and edits those lines (``edit``,
+  line order). By default (``files_per_round=1``) it runs again at once: the function that got the new
+  parameter makes its caller fail next, so every round's file and line are the last frame of the run
+  just printed, the lines to change are the marked one and the ``def`` line of the file just shown, and
+  no command writes a name or number read further back. With ``files_per_round=k`` it follows the
+  traceback outwards through up to ``k`` files per run (the paper's agent fixes up to 3), opening the
+  next frame out each time. Either way it ends with the same codebase as the reference fix.
 
 The paper's third source, distilling SWE-agent-LM-32B inside mini-SWE-agent, needs a 32B model this
 project does not download: ``hf_toolssm.tasks.coding_distillation`` turns such trajectories into
@@ -362,16 +365,26 @@ class _Agent:
         self.command("run", execution.observation(self.max_output_chars))
         return execution
 
-    def edit(self, names: list[str], fix: Fix) -> None:
+    def replace(self, names: list[str], fix: Fix) -> None:
         """Apply ``fix`` on top of the current one: one ``replace`` per changed line of ``names``, in order."""
         for name in names:
-            function = self.codebase[name.removesuffix(".py")]
-            before = self.codebase.source(function, self.fix).split("\n")
-            after = self.codebase.source(function, self.fix | fix).split("\n")
-            for number, (old, new) in enumerate(zip(before, after), 1):
-                if old != new:
-                    self.command(f"replace {name} {number} {new}", "")
+            for number, new in self.changed_lines(self.codebase[name.removesuffix(".py")], fix):
+                self.command(f"replace {name} {number} {new}", "")
         self.fix = self.fix | fix
+
+    def open_and_edit(self, file: str, line: int, fix: Fix) -> None:
+        """``open FILE:LINE``, then apply ``fix`` there: one ``edit`` per changed line, in order."""
+        function = self.codebase[file.removesuffix(".py")]
+        self.command(f"open {file}:{line}", numbered(self.codebase.source(function, self.fix), mark=line))
+        for number, new in self.changed_lines(function, fix):
+            self.command(f"edit {number} {new}", "")
+        self.fix = self.fix | fix
+
+    def changed_lines(self, function: Function, fix: Fix) -> list[tuple[int, str]]:
+        """(line number, new text) of the lines of ``function`` that ``fix`` changes on top of ours."""
+        before = self.codebase.source(function, self.fix).split("\n")
+        after = self.codebase.source(function, self.fix | fix).split("\n")
+        return [(number, new) for number, (old, new) in enumerate(zip(before, after), 1) if old != new]
 
     def answer(self, execution: Execution) -> Trace:
         if execution.error is not None:
@@ -385,14 +398,15 @@ def single_turn_trace(codebase: Codebase, prompt: list[str], max_output_chars: i
     """``cat *``, every edit of the reference fix, one ``run``, the status line."""
     agent = _Agent(codebase, prompt, max_output_chars)
     agent.command("cat *", cat_text(codebase.files()))
-    agent.edit(list(codebase.files()), codebase.reference_fix())
+    agent.replace(list(codebase.files()), codebase.reference_fix())
     return agent.answer(agent.run())
 
 
 def interactive_trace(
     codebase: Codebase, prompt: list[str], max_output_chars: int, files_per_round: int
 ) -> Trace:
-    """Run, fix the files the traceback names (up to ``files_per_round``), run again, until it passes."""
+    """Run, open and fix the files the traceback names (up to ``files_per_round``, innermost first), run
+    again, until it passes."""
     agent = _Agent(codebase, prompt, max_output_chars)
     for _ in range(4 * len(codebase) + 4):  # every round fixes at least one line: this is never reached
         execution = agent.run()
@@ -408,9 +422,8 @@ def interactive_trace(
         else:
             raise AssertionError(f"unexpected failure: {execution.error}")
         for fixed_files in range(1, files_per_round + 1):
-            agent.command(f"cat {function.file}", numbered(codebase.source(function, agent.fix)))
             new_param = function.name in fix.params and function.name not in agent.fix.params
-            agent.edit([function.file], fix)
+            agent.open_and_edit(*execution.frames[position], fix)
             if not new_param or fixed_files == files_per_round:
                 break
             position -= 1  # the caller: its call (the next frame out) does not pass the new parameter yet
@@ -493,7 +506,7 @@ class SingleTurnCodingTask(CodingTask):
 class InteractiveCodingTask(CodingTask):
     name = "coding_interactive"
 
-    def __init__(self, files_per_round: int = 3):
+    def __init__(self, files_per_round: int = 1):
         self.files_per_round = check_option(
             self.name, "files_per_round", files_per_round, 1, 100, "the most files fixed between two runs"
         )

@@ -1,7 +1,7 @@
 """The code sandbox: a private directory of source files the model reads, edits and runs (paper §2.4).
 
 The paper's coding agents work through mini-SWE-agent's bash. A character-level model needs a smaller,
-exactly specified surface, so this tool has four commands, one ``[code]`` command token with a plain-text
+exactly specified surface, so this tool has six commands, one ``[code]`` command token with a plain-text
 argument (``docs/protocol.md`` §5)::
 
     [code] ls [/cmd]                     the file names, one per line, sorted
@@ -10,11 +10,17 @@ argument (``docs/protocol.md`` §5)::
     [code] cat * [/cmd]                  every file
     [code] replace FILE N TEXT [/cmd]    line N of FILE becomes TEXT (everything after the third space, so
                                          leading spaces are kept; a "\\n" in TEXT makes several lines)
+    [code] open FILE [/cmd]              FILE becomes the open file, shown as cat shows it
+    [code] open FILE:N [/cmd]            the same with line N marked "N>text" (a traceback frame as printed)
+    [code] edit N TEXT [/cmd]            line N of the open file becomes TEXT (as replace)
     [code] run [/cmd]                    python main.py: its output, then a status line
 
-Every observation is ``[OBS] text [/OBS]``, one token per character; ``replace`` answers ``[OBS][/OBS]``.
-A mistake (unknown command, bad file name, line out of range, no such file) answers
-``[OBS][ERR]message[/OBS]``; the tool never raises. The ``run`` observation is the program's output (stdout
+``open`` and ``edit`` are SWE-agent's editor interface: an agent that opens the file a traceback names
+and edits it never has to write a file name it read long ago, and the mark shows the line the frame
+points at beside the text. Every observation is ``[OBS] text [/OBS]``, one token per character;
+``replace`` and ``edit`` answer ``[OBS][/OBS]``. A mistake (unknown command, bad file name, line out of
+range, no such file, ``edit`` with no open file) answers ``[OBS][ERR]message[/OBS]`` and changes
+nothing; the tool never raises. The ``run`` observation is the program's output (stdout
 and stderr interleaved; an uncaught exception as the compact traceback of
 :mod:`~hf_toolssm.tools.sandbox_process`), then the status line::
 
@@ -62,7 +68,7 @@ CODE = "[code]"
 #: the program ``run`` executes
 ENTRY_POINT = "main.py"
 
-COMMANDS = ("ls", "cat", "replace", "run")
+COMMANDS = ("ls", "cat", "replace", "open", "edit", "run")
 
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", re.ASCII)
 _PRINTABLE = re.compile(r"[^\n\x20-\x7e]")
@@ -102,12 +108,19 @@ def run_observation_text(output: bytes, returncode: int | None, max_output_chars
     return text + status_line(output, returncode)
 
 
-def numbered(text: str) -> str:
-    """A file as ``cat`` shows it: ``N:line`` for every line, joined by newlines (no final newline)."""
+def numbered(text: str, mark: int | None = None) -> str:
+    """A file as ``cat`` shows it: ``N:line`` for every line, joined by newlines (no final newline); line
+    ``mark`` (``open FILE:N``) as ``N>line``."""
+    return "\n".join(
+        f"{number}{'>' if number == mark else ':'}{line}" for number, line in enumerate(_lines(text), 1)
+    )
+
+
+def _lines(text: str) -> list[str]:
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()  # the newline that ends the last line does not start another
-    return "\n".join(f"{number}:{line}" for number, line in enumerate(lines, 1))
+    return lines
 
 
 def cat_text(files: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
@@ -195,13 +208,22 @@ class _Workspace:
             raise
 
 
+def _line_number(text: str, lines: int) -> int:
+    if not text.isdigit() or len(text) > 9:
+        raise SandboxError(f"bad line number {text[:16]}")
+    if not 1 <= int(text) <= lines:
+        raise SandboxError(f"line {int(text)} out of range 1..{lines}")
+    return int(text)
+
+
 def check_file_name(name: str) -> None:
     if not _FILE_NAME.fullmatch(name):
         raise SandboxError(f"bad file name {name[:64]}")
 
 
 class CodeSandbox(Tool):
-    """The ``[code]`` command: ``ls``, ``cat``, ``replace`` and ``run`` on a private copy of a codebase.
+    """The ``[code]`` command: ``ls``, ``cat``, ``replace``, ``open``, ``edit`` and ``run`` on a private copy
+    of a codebase.
 
     Args:
         files: the codebase, file name -> text; used when ``checkout`` is not given (default: empty).
@@ -239,6 +261,7 @@ class CodeSandbox(Tool):
         self.max_file_bytes = max_file_bytes
         self.python = python
         self._workspace: _Workspace | None = None
+        self._open_file: str | None = None  # what ``edit`` edits: the last file ``open`` showed
 
     # --- the Tool interface ---------------------------------------------------------------------------
     def command_tokens(self) -> list[str]:
@@ -278,7 +301,19 @@ class CodeSandbox(Tool):
         if word == "cat":
             return self._cat(workspace, rest)
         if word == "replace":
-            return self._replace(workspace, rest)
+            parts = rest.split(" ", 2)
+            if len(parts) < 3:
+                raise SandboxError("usage: replace FILE LINE TEXT")
+            return self._replace(workspace, *parts)
+        if word == "open":
+            return self._open(workspace, rest)
+        if word == "edit":
+            line, space, new_text = rest.partition(" ")
+            if not space:
+                raise SandboxError("usage: edit LINE TEXT")
+            if self._open_file is None:
+                raise SandboxError("no open file: open FILE first")
+            return self._replace(workspace, self._open_file, line, new_text)
         if rest:
             raise SandboxError("usage: run")
         result = run_script(workspace.path, ENTRY_POINT, self.limits, workspace.confinement)
@@ -294,23 +329,22 @@ class CodeSandbox(Tool):
             return numbered(workspace.read(names[0]))
         return cat_text([(name, workspace.read(name)) for name in names])
 
-    def _replace(self, workspace: _Workspace, rest: str) -> str:
-        parts = rest.split(" ", 2)
-        if len(parts) < 3:
-            raise SandboxError("usage: replace FILE LINE TEXT")
-        name, line, new_text = parts
+    def _open(self, workspace: _Workspace, rest: str) -> str:
+        name, colon, line = rest.partition(":")  # a file name has no ":"
+        if not name:
+            raise SandboxError("usage: open FILE or open FILE:LINE")
         check_file_name(name)
-        if not line.isdigit() or len(line) > 9:
-            raise SandboxError(f"bad line number {line[:16]}")
-        lines = workspace.read(name).split("\n")
-        ends_with_newline = lines[-1] == ""
-        if ends_with_newline:
-            lines.pop()
-        number = int(line)
-        if not 1 <= number <= len(lines):
-            raise SandboxError(f"line {number} out of range 1..{len(lines)}")
-        lines[number - 1] = new_text
-        workspace.write(name, "\n".join(lines) + ("\n" if ends_with_newline else ""))
+        text = workspace.read(name)
+        mark = _line_number(line, len(_lines(text))) if colon else None
+        self._open_file = name
+        return numbered(text, mark)
+
+    def _replace(self, workspace: _Workspace, name: str, line: str, new_text: str) -> str:
+        check_file_name(name)
+        text = workspace.read(name)
+        lines = _lines(text)
+        lines[_line_number(line, len(lines)) - 1] = new_text
+        workspace.write(name, "\n".join(lines) + ("\n" if text.endswith("\n") else ""))
         return ""
 
     # --- the directory --------------------------------------------------------------------------------
@@ -347,6 +381,7 @@ class CodeSandbox(Tool):
 
     def close(self) -> None:
         """Remove the directory now (a later command starts over from the initial codebase)."""
+        self._open_file = None
         if self._workspace is not None:
             self._workspace.close()
             self._workspace = None
