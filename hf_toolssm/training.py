@@ -163,7 +163,11 @@ def train(
         batch = batch_for_step(config, task, tokenizer, step)
         targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
         local = {k: v[rank * share : (rank + 1) * share].to(accelerator.device) for k, v in batch.items()}
-        logits = model(input_ids=local["input_ids"], attention_mask=local["attention_mask"]).logits
+        # No attention mask: batches are right-padded and every model here is causal, so no labelled token
+        # sees a pad and the mask changes nothing the loss reads (tests/test_training.py holds this for each
+        # model type). Without it, SDPA takes its fused causal kernel instead of materialising an l x l mask:
+        # the attention baselines train faster on long traces (the coding task).
+        logits = model(input_ids=local["input_ids"]).logits
         # Normalise by the *global* target count; DDP averages gradients over processes, so scale by world.
         loss = masked_lm_loss_sum(logits, local["labels"]) / targets * world
         accelerator.backward(loss)

@@ -85,6 +85,29 @@ def test_the_trainer_route_runs(tmp_path):
     assert (tmp_path / "final" / "model.safetensors").is_file()
 
 
+@pytest.mark.parametrize(("model_type", "model_kwargs"), [
+    ("tool_mamba", TINY),
+    ("tool_rnn", {"hidden_size": 16, "num_hidden_layers": 1, "cell_type": "gru"}),
+    ("gpt_neox", {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}),
+    ("mistral", {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+                 "intermediate_size": 32, "sliding_window": 8}),
+])
+def test_the_loss_of_a_right_padded_batch_needs_no_attention_mask(tmp_path, model_type, model_kwargs):
+    """The trainer calls models without the mask (faster attention); that must not change the loss."""
+    from hf_toolssm.tasks import get_task
+    from hf_toolssm.tokenization import build_char_tokenizer
+    from hf_toolssm.training import batch_for_step, build_model, masked_lm_loss_sum
+
+    tokenizer = build_char_tokenizer()
+    config = tiny_config(tmp_path, model_type=model_type, model_kwargs=model_kwargs, train_max_size=5)
+    model = build_model(config, tokenizer).eval()
+    batch = batch_for_step(config, get_task("addition"), tokenizer, step=0)
+    assert (batch["attention_mask"] == 0).any()  # the batch is padded: the case that matters
+    masked = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    unmasked = model(input_ids=batch["input_ids"]).logits
+    torch.testing.assert_close(masked_lm_loss_sum(unmasked, batch["labels"]), masked_lm_loss_sum(masked, batch["labels"]))
+
+
 def test_lora_changes_outputs_and_round_trips_as_an_adapter(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
