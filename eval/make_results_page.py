@@ -157,7 +157,7 @@ NOTES = {
     "result. Teacher-forced token accuracy 0.85-0.87; its first 20 mistakes at 10 nodes (`--show-mistakes 20`) are "
     "all digits of variable names (v234, v756, ...) copied from 5-40 tokens back. The 74k-parameter configs learn "
     "addition and multiplication, whose traces copy single digits; copying 3-digit names needs more.",
-    ("addition_cot_no_tool", "tool_mamba"): "1,000 steps x 16 (10.7 min), loss 0.067 at the end; teacher-forced token "
+    ("addition_cot_no_tool", "tool_mamba"): "1,000 steps x 64 (10.7 min), loss 0.067 at the end; teacher-forced token "
     "accuracy 0.94 at 5 digits, yet no trace exact: its mistakes (`--show-mistakes`) are the digits the pointer reads "
     "would have returned, which this variant must predict from memory. As the paper: poor even in distribution.",
     ("addition_calculator", "tool_mamba"): "1,000 steps x 64 (3.1 min), loss 0.0045; 96/100 at 5 digits, 0 from 10 on: "
