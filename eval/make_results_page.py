@@ -157,6 +157,13 @@ NOTES = {
     "result. Teacher-forced token accuracy 0.85-0.87; its first 20 mistakes at 10 nodes (`--show-mistakes 20`) are "
     "all digits of variable names (v234, v756, ...) copied from 5-40 tokens back. The 74k-parameter configs learn "
     "addition and multiplication, whose traces copy single digits; copying 3-digit names needs more.",
+    ("addition_no_cot", "tool_mamba"): "8,000 steps x 64 (9.7 min), loss 0.18 at the end: 1/100 at 5 digits (token "
+    "accuracy 0.70), 0 beyond. Not fitted in distribution (the paper: 100% at 5 digits), so the missing length "
+    "generalization says little; a first run of 1,000 steps (loss 1.0) gave 0 at 5 digits. Computing every carry "
+    "without a trace is a harder function than the tool trace's one digit at a time.",
+    ("addition_reversed_no_cot", "tool_mamba"): "8,000 steps x 64 (10.3 min), loss 0.025 at the end: 27/100 at 5 digits "
+    "(token accuracy 0.88), 0 from 10 on, as the paper (100% at 5 digits, little to no length generalization). "
+    "The reversed answer is easier to fit than the plain one (loss 0.025 against 0.18 in the same budget).",
     ("addition_cot_no_tool", "tool_mamba"): "1,000 steps x 64 (10.7 min), loss 0.067 at the end; teacher-forced token "
     "accuracy 0.94 at 5 digits, yet no trace exact: its mistakes (`--show-mistakes`) are the digits the pointer reads "
     "would have returned, which this variant must predict from memory. As the paper: poor even in distribution.",

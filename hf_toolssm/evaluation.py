@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -176,13 +177,14 @@ def plot_accuracy_vs_size(
         ax.plot([r.size for r in results], [getattr(r, metric) for r in results], marker="o", label=name)
     if train_max_size is not None:
         ax.axvline(train_max_size, color="red", linestyle="--", linewidth=1, label="largest training size")
-    ax.set(xscale="log", ylim=(-0.03, 1.03), xlabel="size (log scale)", ylabel=metric.replace("_", " "), title=title)
+    ax.set(xscale="log", ylim=(-0.03, 1.03), xlabel="size (log scale)", ylabel=metric.replace("_", " "))
+    ax.set_title(textwrap.fill(title, 70), fontsize="medium")  # the results page's titles are long: wrap, not cut
     # Ticks at the tested sizes, written out ("1,000", not "10^3"; no minor labels such as "4 x 10^0").
     ax.set_xticks(sorted({r.size for results in curves.values() for r in results}))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:,.0f}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     Path(png_path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png_path, dpi=120)
