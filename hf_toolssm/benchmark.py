@@ -4,8 +4,10 @@
             pure-PyTorch chunked fallback, at a training-like shape; and a long single-sequence forward.
     decode  tool-augmented greedy decoding of additions: the fast tool loop vs stock generate() with the
             ToolCallingLogitsProcessor, same model, same prompts (traces must be identical); the fast loop
-            with the fused C++ mixer step (ops/mamba_step.py) vs the unfused step; and one-token forwards of
-            the model (steps/s), fused vs unfused, at batch 1 and 16.
+            with the fused C++ mixer step (ops/mamba_step.py) vs the unfused step; one-token forwards of
+            the model (steps/s), fused vs unfused, at batch 1 and 16; and forwards of 2, 4 and 8 tokens on
+            a cache (a command token plus a short observation), the one-token step loop vs the chunked
+            conv + scan: what ToolMambaMixer.STEP_LOOP_MAX_LENGTH is set from.
 """
 
 from __future__ import annotations
@@ -82,6 +84,37 @@ def bench_decode(model_path: str, quick: bool = False) -> dict:
     report = {f"{rows}x{digits}_digits": _bench_decode_shape(model_path, rows, digits, rounds=1 if quick else 3)
               for rows, digits in shapes}
     report["one_token_step"] = _bench_one_token_step(model_path, steps=100 if quick else 1000)
+    report["short_chunk"] = _bench_short_chunk(model_path, forwards=50 if quick else 500)
+    return report
+
+
+def _bench_short_chunk(model_path: str, forwards: int, lengths: tuple[int, ...] = (2, 4, 8)) -> dict:
+    """Forwards of a few tokens on a cache: one-token steps in a loop vs the chunked conv + scan. Alternating
+    rounds, medians, as above."""
+    import hf_toolssm  # noqa: F401
+    from transformers import AutoModelForCausalLM
+
+    from .models.tool_mamba.modeling_tool_mamba import ToolMambaMixer
+
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    report = {"what": f"model forward of a few tokens on a cache, median of 3 rounds of {forwards} forwards"}
+    for rows in (1, 16):
+        for length in lengths:
+            ids = torch.randint(3, model.config.vocab_size, (rows, 8), generator=torch.Generator().manual_seed(0))
+            times = {"step_loop": [], "chunked": []}
+            with torch.inference_mode():
+                cache = model(input_ids=ids, use_cache=True).cache
+                for _ in range(3):
+                    for path, limit in (("step_loop", length), ("chunked", 1)):
+                        with mock.patch.object(ToolMambaMixer, "STEP_LOOP_MAX_LENGTH", limit):
+                            for _ in range(5):  # warm-up
+                                model(input_ids=ids[:, :length], cache=cache, use_cache=True)
+                            started = time.perf_counter()
+                            for _ in range(forwards):
+                                model(input_ids=ids[:, :length], cache=cache, use_cache=True)
+                            times[path].append(time.perf_counter() - started)
+            step_loop_s, chunked_s = statistics.median(times["step_loop"]), statistics.median(times["chunked"])
+            report[f"batch_{rows}_tokens_{length}"] = {"speedup_step_loop_vs_chunked": round(chunked_s / step_loop_s, 2)}
     return report
 
 

@@ -8,6 +8,8 @@ at Mamba's initialisation the SSM barely moves the logits, and comparisons would
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -216,6 +218,45 @@ def test_one_token_steps_without_autograd_take_the_fused_step_and_equal_full_pas
     assert_close(logits, full_logits(model, ids))
     available = step_module.FUSED_STEP_ENABLED and cpu_scan_extension() is not None  # not switched off by env
     assert fused.call_count == (8 * model.config.num_hidden_layers if available else 0)
+
+
+def test_short_chunks_on_a_cache_take_the_step_loop_and_equal_the_chunked_path(model):
+    """In inference, a chunk of up to STEP_LOOP_MAX_LENGTH tokens on a cache runs as one-token steps (faster);
+    both paths must give the full pass's logits."""
+    from unittest import mock
+
+    import hf_toolssm.ops.mamba_step as step_module
+    from hf_toolssm.models.tool_mamba.modeling_tool_mamba import ToolMambaMixer
+    from hf_toolssm.ops.kernels import cpu_scan_extension
+
+    ids = random_ids(2, 14)
+    chunks = [6, 2, 4, 2]  # a prompt, then chunks the step loop takes (limit 4)
+    assert ToolMambaMixer.STEP_LOOP_MAX_LENGTH == 4
+    with torch.inference_mode(), mock.patch.object(step_module, "mamba_step_cpu", wraps=step_module.mamba_step_cpu) as fused:
+        stepped, _ = logits_in_chunks(model, ids, chunks)
+        with mock.patch.object(ToolMambaMixer, "STEP_LOOP_MAX_LENGTH", 1):
+            chunked, _ = logits_in_chunks(model, ids, chunks)
+    assert_close(stepped, full_logits(model, ids))
+    assert_close(chunked, full_logits(model, ids))
+    available = step_module.FUSED_STEP_ENABLED and cpu_scan_extension() is not None
+    assert fused.call_count == ((2 + 4 + 2) * model.config.num_hidden_layers if available else 0)
+
+
+def test_a_padded_short_chunk_on_a_cache_is_masked_as_the_chunked_path_masks_it(model):
+    """The step loop does not mask, so a chunk with padding must take the chunked path."""
+    from unittest import mock
+
+    from hf_toolssm.models.tool_mamba.modeling_tool_mamba import ToolMambaMixer
+
+    ids = random_ids(2, 9)
+    mask = torch.ones(2, 3, dtype=torch.long)
+    mask[0, 0] = 0
+    with torch.inference_mode():
+        prefix = model(ids[:, :6], use_cache=True)
+        default = model(ids[:, 6:], cache=copy.deepcopy(prefix.cache), attention_mask=mask, use_cache=True).logits
+        with mock.patch.object(ToolMambaMixer, "STEP_LOOP_MAX_LENGTH", 1):
+            chunked = model(ids[:, 6:], cache=copy.deepcopy(prefix.cache), attention_mask=mask, use_cache=True).logits
+    assert_close(default, chunked)
 
 
 @pytest.mark.parametrize("chunks", [

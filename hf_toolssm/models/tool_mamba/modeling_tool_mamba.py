@@ -122,8 +122,9 @@ class ToolMambaMixer(nn.Module):
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2d, l)
         x, z = xz.chunk(2, dim=1)  # (b, d, l) each
 
-        if length == 1 and conv_state is not None and ssm_state is not None:
-            return self._step(x[:, :, 0], z[:, :, 0], conv_state, ssm_state, conv_weight, A)[:, None, :]
+        if conv_state is not None and ssm_state is not None and self._steps_are_faster(length, hidden_states, attention_mask):
+            steps = [self._step(x[:, :, t], z[:, :, t], conv_state, ssm_state, conv_weight, A) for t in range(length)]
+            return torch.stack(steps, dim=1)  # (b, l, d_model)
 
         # 1. Causal conv, continuing from the cached last k-1 inputs.
         x = _mask_padding(x.transpose(1, 2), attention_mask).transpose(1, 2)
@@ -153,6 +154,20 @@ class ToolMambaMixer(nn.Module):
             cache.update_conv_state(new_conv_state.contiguous(), self.layer_idx, conv_kernel_size=self.conv_kernel_size - 1)
             cache.update_recurrent_state(new_ssm_state.to(torch.float32).contiguous(), self.layer_idx)
         return self.out_proj(y.transpose(1, 2))  # (b, l, d_model)
+
+    #: Up to this many tokens fed on a cache at once (in inference, on the CPU), a loop of one-token steps beats
+    #: the chunked conv + scan, whose fixed cost dominates short chunks. The tool loop feeds such chunks all the
+    #: time: a command token with its one-token observation (a digit a pointer read). `toolssm bench decode`
+    #: measures it (`short_chunk`); with 4 tokens the loop was 1.5-1.7x faster at batch 1 and 16.
+    STEP_LOOP_MAX_LENGTH = 4
+
+    def _steps_are_faster(self, length: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> bool:
+        if length == 1:
+            return True
+        if length > self.STEP_LOOP_MAX_LENGTH or hidden_states.is_cuda or torch.is_grad_enabled():
+            return False  # the in-place state updates of a step loop would break a backward through the cache
+        # the step loop does not mask: padded positions of this chunk must take the chunked path
+        return attention_mask is None or attention_mask.shape[1] != length or bool(attention_mask.all())
 
     def _step(self, x, z, conv_state, ssm_state, conv_weight, A) -> torch.Tensor:
         """One token, updating the cached states in place. x, z: (b, d) -> (b, d_model).
