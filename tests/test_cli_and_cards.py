@@ -46,6 +46,16 @@ def test_help_explains_every_command(capsys):
         assert len(help_text) > 200
 
 
+def test_the_short_chunk_benchmark_times_both_paths(checkpoint):
+    """The benchmark that sets ToolMambaMixer.STEP_LOOP_MAX_LENGTH runs and reports a ratio per shape."""
+    from hf_toolssm.benchmark import _bench_short_chunk
+
+    report = _bench_short_chunk(str(checkpoint), forwards=2, lengths=(2, 5))
+    shapes = [key for key in report if key.startswith("batch_")]
+    assert shapes == ["batch_1_tokens_2", "batch_1_tokens_5", "batch_16_tokens_2", "batch_16_tokens_5"]
+    assert all(report[key]["speedup_step_loop_vs_chunked"] > 0 for key in shapes)
+
+
 def test_solve_prints_the_answer_alone_as_the_last_stdout_line(checkpoint):
     result = subprocess.run(
         [sys.executable, "-m", "hf_toolssm.cli", "solve", str(checkpoint), "12+34", "--max-new-tokens", "60", "--no-colour"],
