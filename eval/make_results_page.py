@@ -30,6 +30,8 @@ class Experiment:
     #: the accuracy the cells and the plot use: exact trace for the algorithmic tasks; for the coding task the
     #: pass rate (the final run exits 0 with the reference fix's output), since many traces fix a codebase
     metric: str = "trace_exact_match"
+    #: what the page and the plot call the metric (default: its field name in words)
+    metric_name: str = ""
     models: tuple[str, ...] = tuple(MODELS)
     #: experiments of one group share a heading and a table, one row per experiment (labelled ``label``)
     group: str = ""
@@ -74,7 +76,7 @@ _CODING_NOTE = (
 )
 EXPERIMENTS.update({  # Fig. 1 gives curves only; the text states their shape (paper-notes §5.10)
     f"coding_{agent}": Experiment(f"Fig. 1: coding, {title}", 16, paper, _CODING_NOTE, "answer_exact_match",
-                                  ("tool_mamba", "gpt_neox"))
+                                  "pass rate", ("tool_mamba", "gpt_neox"))
     for agent, title, paper in [
         ("interactive", "interactive agent (run, open the traceback's last frame and fix it, run again)",
          {"tool_mamba": "holds its pass rate beyond 16 functions, far better than Pythia",
@@ -213,6 +215,10 @@ def load_runs() -> dict[str, dict[str, list[dict]]]:
     return runs
 
 
+def metric_name(experiment: Experiment) -> str:
+    return experiment.metric_name or experiment.metric.replace("_", " ")
+
+
 def largest_size_at(payload: dict, metric: str, threshold: float = 0.05, sizes=None):
     """The paper's Table-1 statistic for one run: the largest size with accuracy >= 5%, and that accuracy
     (among ``sizes`` only, when given)."""
@@ -266,7 +272,7 @@ def plot(section: Section, runs: dict[str, dict[str, list[dict]]]) -> Path | Non
     if not curves:
         return None
     png = RESULTS / section.slug / "accuracy.png"
-    plot_accuracy_vs_size(curves, png, metric=section.first.metric, title=section.title,
+    plot_accuracy_vs_size(curves, png, metric=section.first.metric, ylabel=metric_name(section.first), title=section.title,
                           train_max_size=section.first.train_size)
     return png
 
@@ -313,7 +319,7 @@ def render() -> str:
             if payloads:
                 if (name, model) in NOTES:
                     out += [f"*{label}*: {NOTES[(name, model)]}", ""]
-                out += [f"**{label}**, {metric.replace('_', ' ')} by size (samples in parentheses); "
+                out += [f"**{label}**, {metric_name(experiment)} by size (samples in parentheses); "
                         f"files: {', '.join(p['_file'] for p in payloads)}; machine: {payloads[0].get('machine', '?')}; "
                         f"date: {payloads[0].get('date', '?')}; evaluated with "
                         + "; ".join(f"`{p.get('command', '?')}`" for p in payloads), "",

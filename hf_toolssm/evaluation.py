@@ -163,9 +163,9 @@ def write_results(path: str | Path, results: Sequence[SizeResult], **header) -> 
 
 def plot_accuracy_vs_size(
     curves: dict[str, Sequence[SizeResult]], png_path: str | Path, *, metric: str = "trace_exact_match",
-    title: str = "", train_max_size: int | None = None,
+    title: str = "", train_max_size: int | None = None, ylabel: str | None = None,
 ) -> None:
-    """Accuracy against size on a log x axis, one line per model."""
+    """Accuracy against size on a log x axis, one line per model (``ylabel``: default, the metric's name)."""
     import matplotlib
     import matplotlib.ticker
 
@@ -177,7 +177,7 @@ def plot_accuracy_vs_size(
         ax.plot([r.size for r in results], [getattr(r, metric) for r in results], marker="o", label=name)
     if train_max_size is not None:
         ax.axvline(train_max_size, color="red", linestyle="--", linewidth=1, label="largest training size")
-    ax.set(xscale="log", ylim=(-0.03, 1.03), xlabel="size (log scale)", ylabel=metric.replace("_", " "))
+    ax.set(xscale="log", ylim=(-0.03, 1.03), xlabel="size (log scale)", ylabel=ylabel or metric.replace("_", " "))
     ax.set_title(textwrap.fill(title, 70), fontsize="medium")  # the results page's titles are long: wrap, not cut
     # Ticks at the tested sizes, written out ("1,000", not "10^3"; no minor labels such as "4 x 10^0").
     ax.set_xticks(sorted({r.size for results in curves.values() for r in results}))
