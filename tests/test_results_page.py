@@ -47,7 +47,7 @@ def test_coding_cell_is_the_pass_rate_inside_and_beyond_the_training_sizes(page,
     write_run(tmp_path, "coding_interactive", "tool_mamba", 0, {4: (1.0, 0.0), 16: (0.5, 0.0), 20: (0.3, 0.0), 30: (0.1, 0.0)})
     text = page.render()
     assert "75% up to 16, 20% beyond (mean over sizes and 1 seed(s))" in text
-    assert "answer exact match by size" in text
+    assert "pass rate by size" in text
     assert "| 0 | 1.00 (10) | 0.50 (10) | 0.30 (10) | 0.10 (10) |" in text
     # the coding figure has the two architectures the paper compares, not the RNN baselines
     section = text.split("## Fig. 1: coding, interactive")[1].split("## ")[0]
