@@ -27,6 +27,7 @@ from hf_toolssm.generation import generate_with_logits_processor, generate_with_
 from hf_toolssm.tasks import get_task, replay
 from hf_toolssm.tasks.coding import (
     BUG,
+    VARIABLES,
     Fix,
     InteractiveCodingTask,
     SingleTurnCodingTask,
@@ -144,6 +145,18 @@ def test_every_codebase_fails_before_and_passes_after_the_reference_fix():
                 predicted = codebase.execute(fix)
                 assert result.returncode == returncode == predicted.returncode, (size, seed)
                 assert result.output.decode() == predicted.output, (size, seed)
+
+
+def test_a_function_whose_children_take_all_ten_variables_declares_none_of_its_own():
+    """Regression: the generator drew a variable of its own from an empty list (1 codebase in ~7,000 at
+    n = 16 crashed a training run). These repositories did; they must build, fail, and pass after the fix."""
+    for size, seed in ((16, 4737), (12, 42859), (14, 931)):
+        codebase = codebase_for(size, seed)
+        assert any(len(function.params) + sum(s.kind == "set" for s in function.body) >= len(VARIABLES)
+                   for function in codebase.functions)
+        assert codebase.execute().error is not None and codebase.execute(codebase.reference_fix()).error is None
+        for agent in TASKS.values():
+            assert replay(agent.instance(size, seed)).correct
 
 
 # --- the agents -------------------------------------------------------------------------------------------

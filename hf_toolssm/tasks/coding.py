@@ -306,8 +306,10 @@ def random_codebase(rng: random.Random, size: int) -> Codebase:
                 if variable not in known:
                     known.append(variable)
                     declared.append(variable)
-        if not known or rng.random() < 0.5:  # one variable of its own, so that every function can print
-            own = rng.choice([variable for variable in VARIABLES if variable not in known])
+        free = [variable for variable in VARIABLES if variable not in known]
+        # one variable of its own, so that every function can print (unless its children take all ten)
+        if free and (not known or rng.random() < 0.5):
+            own = rng.choice(free)
             known.append(own)
             declared.append(own)
         sets = [Statement("set", variable, rng.randint(0, 9)) for variable in declared]
