@@ -89,8 +89,7 @@ def bench_decode(model_path: str, quick: bool = False) -> dict:
 
 
 def _bench_short_chunk(model_path: str, forwards: int, lengths: tuple[int, ...] = (2, 4, 8)) -> dict:
-    """Forwards of a few tokens on a cache: one-token steps in a loop vs the chunked conv + scan. Alternating
-    rounds, medians, as above."""
+    """Forwards of a few tokens on a cache: one-token steps in a loop vs the chunked conv + scan."""
     import hf_toolssm  # noqa: F401
     from transformers import AutoModelForCausalLM
 
@@ -100,53 +99,53 @@ def _bench_short_chunk(model_path: str, forwards: int, lengths: tuple[int, ...] 
     report = {"what": f"model forward of a few tokens on a cache, median of 3 rounds of {forwards} forwards"}
     for rows in (1, 16):
         for length in lengths:
-            ids = torch.randint(3, model.config.vocab_size, (rows, 8), generator=torch.Generator().manual_seed(0))
-            times = {"step_loop": [], "chunked": []}
-            with torch.inference_mode():
-                cache = model(input_ids=ids, use_cache=True).cache
-                for _ in range(3):
-                    for path, limit in (("step_loop", length), ("chunked", 1)):
-                        with mock.patch.object(ToolMambaMixer, "STEP_LOOP_MAX_LENGTH", limit):
-                            for _ in range(5):  # warm-up
-                                model(input_ids=ids[:, :length], cache=cache, use_cache=True)
-                            started = time.perf_counter()
-                            for _ in range(forwards):
-                                model(input_ids=ids[:, :length], cache=cache, use_cache=True)
-                            times[path].append(time.perf_counter() - started)
-            step_loop_s, chunked_s = statistics.median(times["step_loop"]), statistics.median(times["chunked"])
-            report[f"batch_{rows}_tokens_{length}"] = {"speedup_step_loop_vs_chunked": round(chunked_s / step_loop_s, 2)}
+            seconds = _cached_forward_medians(model, rows, length, calls=forwards, warmup=5, variants={
+                "step_loop": lambda length=length: mock.patch.object(ToolMambaMixer, "STEP_LOOP_MAX_LENGTH", length),
+                "chunked": lambda: mock.patch.object(ToolMambaMixer, "STEP_LOOP_MAX_LENGTH", 1),
+            })
+            report[f"batch_{rows}_tokens_{length}"] = {
+                "speedup_step_loop_vs_chunked": round(seconds["chunked"] / seconds["step_loop"], 2)
+            }
     return report
 
 
 def _bench_one_token_step(model_path: str, steps: int) -> dict:
-    """Model forwards of one token on a cache (what every decoding step costs), fused vs unfused mixer step.
-    The two paths alternate, three rounds each, and the median counts, so that load drifting on a shared
-    machine hits both alike."""
+    """Model forwards of one token on a cache (what every decoding step costs), fused vs unfused mixer step."""
     import hf_toolssm  # noqa: F401
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_path).eval()
     report = {"what": f"model forward of one token on a cache, median of 3 rounds of {steps} steps"}
     for rows in (1, 16):
-        ids = torch.randint(3, model.config.vocab_size, (rows, 8), generator=torch.Generator().manual_seed(0))
-        times = {True: [], False: []}
-        with torch.inference_mode():
-            cache = model(input_ids=ids, use_cache=True).cache
-            for _ in range(3):
-                for fused in (True, False):
-                    with _fused_step(fused):
-                        for _ in range(10):  # warm-up
-                            model(input_ids=ids[:, :1], cache=cache, use_cache=True)
-                        started = time.perf_counter()
-                        for _ in range(steps):
-                            model(input_ids=ids[:, :1], cache=cache, use_cache=True)
-                        times[fused].append(time.perf_counter() - started)
-        fused_s, unfused_s = statistics.median(times[True]), statistics.median(times[False])
+        seconds = _cached_forward_medians(model, rows, 1, calls=steps, warmup=10, variants={
+            "fused": lambda: _fused_step(True), "unfused": lambda: _fused_step(False),
+        })
+        fused_s, unfused_s = seconds["fused"], seconds["unfused"]
         report[f"batch_{rows}"] = {
             "speedup_fused_step_vs_unfused": round(unfused_s / fused_s, 2),
             "steps_per_s": {"fused_step": round(steps / fused_s, 1), "unfused_step": round(steps / unfused_s, 1)},
         }
     return report
+
+
+def _cached_forward_medians(model, rows: int, length: int, *, calls: int, warmup: int, variants: dict) -> dict:
+    """Seconds for ``calls`` forwards of ``length`` tokens on a cache (``rows`` sequences, after an 8-token
+    prompt) under each variant (name -> a context manager factory). The variants alternate, three rounds each,
+    and the median counts, so that load drifting on a shared machine hits all alike."""
+    ids = torch.randint(3, model.config.vocab_size, (rows, 8), generator=torch.Generator().manual_seed(0))
+    times = {name: [] for name in variants}
+    with torch.inference_mode():
+        cache = model(input_ids=ids, use_cache=True).cache
+        for _ in range(3):
+            for name, variant in variants.items():
+                with variant():
+                    for _ in range(warmup):
+                        model(input_ids=ids[:, :length], cache=cache, use_cache=True)
+                    started = time.perf_counter()
+                    for _ in range(calls):
+                        model(input_ids=ids[:, :length], cache=cache, use_cache=True)
+                    times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 def _bench_decode_shape(model_path: str, rows: int, digits: int, rounds: int = 3) -> dict:
