@@ -37,6 +37,10 @@ class Experiment:
     group: str = ""
     label: str = ""
 
+    @property
+    def metric_label(self) -> str:
+        return self.metric_name or self.metric.replace("_", " ")
+
 
 _HANOI_NOTE = (
     "Not run on this CPU: Hanoi traces are long (training means 1.9k tokens recursive, 11.5k iterative; 9k and 39k at "
@@ -216,10 +220,6 @@ def load_runs() -> dict[str, dict[str, list[dict]]]:
     return runs
 
 
-def metric_name(experiment: Experiment) -> str:
-    return experiment.metric_name or experiment.metric.replace("_", " ")
-
-
 def largest_size_at(payload: dict, metric: str, threshold: float = 0.05, sizes=None):
     """The paper's Table-1 statistic for one run: the largest size with accuracy >= 5%, and that accuracy
     (among ``sizes`` only, when given)."""
@@ -273,7 +273,7 @@ def plot(section: Section, runs: dict[str, dict[str, list[dict]]]) -> Path | Non
     if not curves:
         return None
     png = RESULTS / section.slug / "accuracy.png"
-    plot_accuracy_vs_size(curves, png, metric=section.first.metric, ylabel=metric_name(section.first), title=section.title,
+    plot_accuracy_vs_size(curves, png, metric=section.first.metric, ylabel=section.first.metric_label, title=section.title,
                           train_max_size=section.first.train_size)
     return png
 
@@ -320,7 +320,7 @@ def render() -> str:
             if payloads:
                 if (name, model) in NOTES:
                     out += [f"*{label}*: {NOTES[(name, model)]}", ""]
-                out += [f"**{label}**, {metric_name(experiment)} by size (samples in parentheses); "
+                out += [f"**{label}**, {experiment.metric_label} by size (samples in parentheses); "
                         f"files: {', '.join(p['_file'] for p in payloads)}; machine: {payloads[0].get('machine', '?')}; "
                         f"date: {payloads[0].get('date', '?')}; evaluated with "
                         + "; ".join(f"`{p.get('command', '?')}`" for p in payloads), "",
