@@ -158,7 +158,8 @@ class ToolMambaMixer(nn.Module):
     #: Up to this many tokens fed on a cache at once (in inference, on the CPU), a loop of one-token steps beats
     #: the chunked conv + scan, whose fixed cost dominates short chunks. The tool loop feeds such chunks all the
     #: time: a command token with its one-token observation (a digit a pointer read). `toolssm bench decode`
-    #: measures it (`short_chunk`); with 4 tokens the loop was 1.5-1.7x faster at batch 1 and 16.
+    #: measures it (`short_chunk` in eval/results/bench.json: with 4 tokens the loop is 1.80x faster at batch 1,
+    #: 1.44x at batch 16).
     STEP_LOOP_MAX_LENGTH = 4
 
     def _steps_are_faster(self, length: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> bool:
