@@ -103,7 +103,8 @@ def cmd_eval(args) -> int:
     )
     write_results(args.out, results, model=str(args.model), task=task.name, seed=args.seed, **_provenance(sys.argv[1:]))
     for r in results:
-        print(f"size {r.size:>6}: answer {r.answer_exact_match:.3f}  trace {r.trace_exact_match:.3f}  "
+        passed = "" if r.pass_rate is None else f"pass {r.pass_rate:.3f}  "
+        print(f"size {r.size:>6}: {passed}answer {r.answer_exact_match:.3f}  trace {r.trace_exact_match:.3f}  "
               f"token {r.token_accuracy:.4f}  ({r.samples} samples, {r.mean_trace_tokens:.0f} tok/trace, "
               f"{r.decode_tokens_per_s:.0f} tok/s)")
     if args.plot:
@@ -180,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="length-generalization evaluation over a grid of sizes, to JSON (+ PNG)",
                        description="Decode fresh test instances at every size with tools in the loop and write a JSON "
                        "object whose `results` list holds, per size: size, samples, answer_exact_match, "
-                       "trace_exact_match, token_accuracy (fractions), mean_trace_tokens, decode_tokens_per_s.")
+                       "trace_exact_match, token_accuracy (fractions), mean_trace_tokens, decode_tokens_per_s; for the coding "
+                       "tasks also pass_rate (the sandbox's files after the decode run with the reference fix's output).")
     p.add_argument("model", help="checkpoint folder")
     p.add_argument("--task", help="task name (default: the checkpoint's)")
     p.add_argument("--sizes", default="5,10,20,50,100", help="comma-separated sizes (default: %(default)s)")

@@ -4,7 +4,8 @@ For each size: fresh test instances from the seeded test stream of ``hf_toolssm.
 random stream from the one training draws from), greedy decoding with tools (the fast loop for recurrent models, stock
 ``generate()`` + :class:`ToolCallingLogitsProcessor` for the rest), then the ``tool_trace_accuracy`` metric:
 answer exact match, whole-trace exact match, teacher-forced token accuracy; plus mean trace length and
-decode throughput.
+decode throughput, and for tasks that change the world through their tools (coding) the pass rate: whether
+the tools' final state (the sandbox's files) solves the instance.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class SizeResult:
     mean_trace_tokens: float
     decode_tokens_per_s: float
     seconds: float
+    #: share of rows whose tools the decode left in a solved state (coding: the files pass), for tasks
+    #: with ``checks_final_state``; None for tasks judged by their answer alone
+    pass_rate: float | None = None
 
 
 @dataclasses.dataclass
@@ -125,10 +129,13 @@ def score_instances(
             for inst in instances
         ],
     )
+    passed = [task.check_final_state(inst, r.tools) for inst, r in zip(instances, decoded)] \
+        if task.checks_final_state else None
     result = SizeResult(
         size=size, samples=len(instances), seconds=round(seconds, 2),
         mean_trace_tokens=sum(trace_tokens) / len(trace_tokens),
         decode_tokens_per_s=round(sum(trace_tokens) / max(seconds, 1e-9), 1),
+        pass_rate=None if passed is None else sum(passed) / len(passed),
         **scores,
     )
     return result, decoded

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from scripted_model import ScriptedConfig, ScriptedModel
 
+from hf_toolssm.evaluation import score_instances
 from hf_toolssm.generation import generate_with_logits_processor, generate_with_tools
 from hf_toolssm.tasks import get_task, replay
 from hf_toolssm.tasks.coding import (
@@ -591,6 +592,36 @@ def test_a_scripted_model_fixes_the_code_through_the_tool_loop(agent, path):
     assert result.tokens == instance.full_tokens() and result.roles == instance.roles()
     assert task.check(instance, result.answer)
     assert task.check_files(instance, factory.envs[0].tools[0].files())
+
+
+def test_the_pass_rate_judges_the_files_the_decode_left_not_the_answer():
+    """A decode that fixes the code but miscopies the status line's hash passes; one that writes the right
+    status line without touching the code does not. The answer check says the opposite of both."""
+    task = TASKS["interactive"]
+    fixed_code, no_fix = task.instance(5, 11), task.instance(5, 12)
+    miscopied = fixed_code.full_tokens()
+    assert miscopied[-1] == "[EOS]" and fixed_code.answer.endswith(miscopied[-2])
+    miscopied[-2] = "0" if miscopied[-2] != "0" else "1"  # the hash's last hex digit
+    answer_only = [*no_fix.prompt, "[ANS]", *no_fix.answer, "[EOS]"]
+    config = ScriptedConfig(
+        vocab_size=len(TOKENIZER), traces=[TOKENIZER.convert_tokens_to_ids(t) for t in (miscopied, answer_only)],
+        off_trace_id=TOKENIZER.unk_token_id, pad_token_id=TOKENIZER.pad_token_id, eos_token_id=TOKENIZER.eos_token_id,
+    )  # fmt: skip
+    model = ScriptedModel(config).eval()
+    results = generate_with_tools(
+        model, TOKENIZER, [fixed_code.prompt, no_fix.prompt], task.make_environment, progress=False
+    )
+    assert [r.tokens for r in results] == [miscopied, answer_only]
+    assert [task.check(inst, r.answer) for inst, r in zip((fixed_code, no_fix), results)] == [False, True]
+    assert [task.check_final_state(inst, r.tools) for inst, r in zip((fixed_code, no_fix), results)] == [True, False]
+
+    scores, _ = score_instances(model, TOKENIZER, task, [fixed_code, no_fix], size=5, token_accuracy=False,
+                                progress=False)  # fmt: skip
+    assert scores.answer_exact_match == 0.5 and scores.pass_rate == 0.5
+    addition = get_task("addition")
+    scores, _ = score_instances(model, TOKENIZER, addition, [addition.instance("1", "2")], size=1,
+                                token_accuracy=False, progress=False)  # fmt: skip
+    assert scores.pass_rate is None  # judged by the answer alone
 
 
 # --- distillation ---------------------------------------------------------------------------------------------

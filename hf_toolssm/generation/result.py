@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from ..tools.base import Role, StopReason, ToolEnvironment
+from ..tools.base import Role, StopReason, Tool, ToolEnvironment
 
 
 @dataclass
@@ -13,7 +14,9 @@ class ToolGenerationResult:
     """One row of a tool-augmented decode.
 
     ``tokens``/``roles`` cover the whole trace, prompt included; ``answer`` is the output stream (every
-    generated token after ``[ANS]`` that is neither a command nor an observation).
+    generated token after ``[ANS]`` that is neither a command nor an observation). ``tools`` are the row's
+    tools as the decode left them, for checks of what the model did rather than said (the code sandbox's
+    files: ``CodingTask.check_result``).
     """
 
     tokens: list[str]
@@ -23,9 +26,10 @@ class ToolGenerationResult:
     stop_reason: StopReason | None
     num_model_tokens: int  # tokens the model generated (thoughts, commands, outputs)
     num_observation_tokens: int  # tokens the tools injected
+    tools: Sequence[Tool] = field(default=(), repr=False, compare=False)
 
     @classmethod
-    def from_environment(cls, env: ToolEnvironment, stop_reason: StopReason | None) -> "ToolGenerationResult":
+    def from_environment(cls, env: ToolEnvironment, stop_reason: StopReason | None) -> ToolGenerationResult:
         roles = list(env.roles)
         observed = sum(role is Role.OBSERVATION for role in roles)
         prompt = sum(role is Role.PROMPT for role in roles)
@@ -37,6 +41,7 @@ class ToolGenerationResult:
             stop_reason=env.stop_reason or stop_reason,
             num_model_tokens=len(roles) - prompt - observed,
             num_observation_tokens=observed,
+            tools=tuple(env.tools),
         )
 
     @property

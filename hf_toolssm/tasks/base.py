@@ -17,12 +17,13 @@ from __future__ import annotations
 import inspect
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
 from typing import Any, ClassVar
 
-from ..tools.base import EOS, EnvironmentFactory, Role, StopReason, ToolEnvironment
+from ..tools.base import EOS, EnvironmentFactory, Role, StopReason, Tool, ToolEnvironment
 
 #: the roles that are not scored: the model reads them but never has to predict them
 UNSCORED_ROLES = frozenset({Role.PROMPT, Role.OBSERVATION})
@@ -124,6 +125,14 @@ class Task(ABC):
     def check(self, instance: Instance, answer: str) -> bool:
         """Whether ``answer`` (an output stream) solves ``instance``."""
         return answer == instance.answer
+
+    #: whether :meth:`check_final_state` judges what the model did, beside what it answered (coding: the files)
+    checks_final_state: ClassVar[bool] = False
+
+    def check_final_state(self, instance: Instance, tools: Sequence[Tool]) -> bool:
+        """Whether the tools as a decode left them (``ToolGenerationResult.tools``) solve ``instance``: the
+        paper's pass rate for tasks that change the world, not only the output stream."""
+        raise NotImplementedError(f"{self.name} is judged by its answer alone (checks_final_state is False)")
 
     @abstractmethod
     def prompt_from_text(self, text: str) -> list[str]:

@@ -31,12 +31,15 @@ from the prompt's first line (``CodeSandbox(checkout=checkout_codebase)``), so o
 serves every instance in training, replay, generation and evaluation alike.
 
 **The tool** is :class:`~hf_toolssm.tools.code_sandbox.CodeSandbox` (``[code]`` with ``ls``, ``cat``,
-``replace``, ``run``; ``docs/protocol.md`` §5, ``docs/sandbox.md``). **The answer** is the status line of
+``replace``, ``open``, ``edit``, ``run``; ``docs/protocol.md`` §5, ``docs/sandbox.md``). **The answer** is the status line of
 the agent's last ``run``, e.g. ``exit 0 hash 5f3a9c2e``: the hash covers everything the program printed,
 so it matches only when the codebase exits cleanly with exactly the output of the reference fix (a
 status line cannot be written without running the fixed code, while copying a hundred lines of output
-would test copying rather than fixing). ``check`` compares strings; ``CodingTask.check_files`` runs a
-codebase (e.g. the sandbox's files after a decode) and compares its output.
+would test copying rather than fixing). ``check`` compares strings. **The pass rate**, the paper's
+measure, asks instead whether the code is fixed: ``check_final_state`` runs the sandbox's files as the
+decode left them (``CodingTask.check_files``) and compares the output with the reference fix's, so a
+model that fixes the code but miscopies the hash passes, and one that writes the right status line
+without fixing the code does not.
 
 **The agents** (hard-coded, as in the paper; no thoughts, only commands and the answer):
 
@@ -66,10 +69,11 @@ from __future__ import annotations
 import random
 import re
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from ..tools.base import ARG_END, OBS_CLOSE, OBS_OPEN, ToolEnvironment
+from ..tools.base import ARG_END, OBS_CLOSE, OBS_OPEN, Tool, ToolEnvironment
 from ..tools.code_sandbox import CODE, CodeSandbox, cat_text, numbered, run_files, run_observation_text
 from .base import Instance, Task, Trace, check_option
 from .trace import TraceWriter
@@ -487,6 +491,14 @@ class CodingTask(Task):
         output of the reference fix: a real run in a fresh sandbox."""
         result = run_files(files, time_limit=time_limit)
         return result.returncode == 0 and result.output == instance.metadata["expected_output"].encode()
+
+    checks_final_state = True
+
+    def check_final_state(self, instance: Instance, tools: Sequence[Tool]) -> bool:
+        """Whether the sandbox's files pass :meth:`check_files` after the decode: the paper's pass rate,
+        which asks whether the agent fixed the code, however it wrote its answer."""
+        (sandbox,) = (tool for tool in tools if isinstance(tool, CodeSandbox))
+        return self.check_files(instance, sandbox.files())
 
     def prompt_from_text(self, text: str) -> list[str]:
         """``12-3829103`` or ``repo 12-3829103``: the repository to fix."""
