@@ -21,11 +21,13 @@ def page(tmp_path, monkeypatch):
     return module
 
 
-def write_run(folder: Path, experiment: str, model: str, seed: int, rows: dict[int, tuple[float, float]]) -> None:
-    """rows: size -> (answer exact match, trace exact match)."""
+def write_run(folder: Path, experiment: str, model: str, seed: int, rows: dict[int, tuple[float, float]],
+              pass_rates: dict[int, float] | None = None) -> None:
+    """rows: size -> (answer exact match, trace exact match); pass_rates: size -> pass rate (coding)."""
     results = [
         {"size": size, "samples": 10, "answer_exact_match": answer, "trace_exact_match": trace, "token_accuracy": 1.0,
-         "mean_trace_tokens": 100.0, "decode_tokens_per_s": 1000.0, "seconds": 1.0}
+         "mean_trace_tokens": 100.0, "decode_tokens_per_s": 1000.0, "seconds": 1.0,
+         "pass_rate": (pass_rates or {}).get(size)}
         for size, (answer, trace) in rows.items()
     ]
     payload = {"command": f"toolssm eval {model}", "machine": "test", "date": "today", "results": results}
@@ -43,8 +45,11 @@ def test_table_cell_is_the_largest_size_at_five_percent_best_and_mean_over_seeds
 
 
 def test_coding_cell_is_the_pass_rate_inside_and_beyond_the_training_sizes(page, tmp_path):
-    # Pass rate (answer exact match), not trace exact match: a model may fix the code along another path.
-    write_run(tmp_path, "coding_interactive", "tool_mamba", 0, {4: (1.0, 0.0), 16: (0.5, 0.0), 20: (0.3, 0.0), 30: (0.1, 0.0)})
+    # The pass rate (the files the decode left), not trace exact match (a model may fix the code along another
+    # path) nor the answer (a model may fix the code and miscopy the status line's hash).
+    sizes = (4, 16, 20, 30)
+    write_run(tmp_path, "coding_interactive", "tool_mamba", 0, dict.fromkeys(sizes, (0.0, 0.0)),
+              pass_rates=dict(zip(sizes, (1.0, 0.5, 0.3, 0.1))))
     text = page.render()
     assert "75% up to 16, 20% beyond (mean over sizes and 1 seed(s))" in text
     assert "pass rate by size" in text
