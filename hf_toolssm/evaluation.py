@@ -128,14 +128,13 @@ def score_instances(
             teacher_forced_token_accuracy(model, tokenizer, inst) if token_accuracy else float("nan")
             for inst in instances
         ],
+        final_states_correct=[task.check_final_state(inst, r.tools) for inst, r in zip(instances, decoded)]
+        if task.checks_final_state else None,
     )
-    passed = [task.check_final_state(inst, r.tools) for inst, r in zip(instances, decoded)] \
-        if task.checks_final_state else None
     result = SizeResult(
         size=size, samples=len(instances), seconds=round(seconds, 2),
         mean_trace_tokens=sum(trace_tokens) / len(trace_tokens),
         decode_tokens_per_s=round(sum(trace_tokens) / max(seconds, 1e-9), 1),
-        pass_rate=None if passed is None else sum(passed) / len(passed),
         **scores,
     )
     return result, decoded

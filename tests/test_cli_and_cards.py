@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import hf_toolssm  # noqa: F401
 from hf_toolssm.cli import build_parser, main
@@ -236,6 +235,15 @@ def test_metric_module_on_hand_made_cases():
         token_accuracies=[1.0, 0.5, 0.0],
     )
     assert scores == {"answer_exact_match": 2 / 3, "trace_exact_match": 1 / 3, "token_accuracy": 0.5}
+    # coding: the pass rate judges the files the decode left, whatever the answer said
+    scores = metric.compute(
+        predicted_traces=[["a"], ["a"]], reference_traces=[["a"], ["b"]], answers_correct=[True, False],
+        token_accuracies=[1.0, 1.0], final_states_correct=[False, True],
+    )
+    assert scores["answer_exact_match"] == 0.5 and scores["pass_rate"] == 0.5
+    with pytest.raises(ValueError, match="1 final states for 2 instances"):
+        metric.compute(predicted_traces=[["a"], ["a"]], reference_traces=[["a"], ["a"]], answers_correct=[True, True],
+                       token_accuracies=[1.0, 1.0], final_states_correct=[True])
     with pytest.raises(ValueError, match="no instances"):
         metric.compute(predicted_traces=[], reference_traces=[], answers_correct=[], token_accuracies=[])
 
