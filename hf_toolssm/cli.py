@@ -71,6 +71,7 @@ def _tool_config_from_training(checkpoint: Path) -> dict:
 
 def cmd_solve(args) -> int:
     from .generation import generate_with_tools
+    from .tasks.coding import CodingTask
 
     model, tokenizer, task = _load(args.model, args.task, "solve")
     prompt = task.prompt_from_text(args.problem)
@@ -89,6 +90,10 @@ def cmd_solve(args) -> int:
         f"\n[{len(result.generated_tokens)} trace tokens, {result.num_tool_calls} tool calls, "
         f"stopped: {result.stop_reason.value if result.stop_reason else 'unknown'}, {time.monotonic() - started:.1f}s]\n"
     )
+    if isinstance(task, CodingTask):  # what the model did, beside what it answered
+        fixed = task.check_final_state(task.instance_from_text(args.problem), result.tools)
+        sys.stderr.write(f"[the sandbox's files {'pass' if fixed else 'do not pass'}: main.py "
+                         f"{'prints' if fixed else 'does not print'} the reference fix's output]\n")
     print(result.answer)
     return 0 if result.answer else 1
 
@@ -168,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("solve", help="solve one problem with the tools in the loop, streaming the trace",
                        description="Decode one problem greedily with tools. The trace streams to stderr with roles "
                        "coloured (prompt, thought, command, observation, output); the final answer alone is the last "
-                       "line of stdout. Exit code 0 when the model produced an answer.")
+                       "line of stdout. Exit code 0 when the model produced an answer. For the coding tasks (a repository "
+                       "SIZE-SEED, e.g. 8-123) stderr also says whether the sandbox's files now pass.")
     p.add_argument("model", help="checkpoint folder (save_pretrained format), e.g. model_cards/toolmamba-addition")
     p.add_argument("problem", help='the problem as text, e.g. "123+4567" (the task comes from the checkpoint)')
     p.add_argument("--task", help="override the checkpoint's task")

@@ -67,6 +67,13 @@ def test_solve_prints_the_answer_alone_as_the_last_stdout_line(checkpoint):
     assert len(lines) <= 1 and (result.returncode == 1) == (not (lines and lines[-1]))
 
 
+def test_solve_on_a_coding_repository_says_whether_the_files_pass(checkpoint, capsys):
+    """An untrained model fixes nothing: solve says so on stderr, beside the trace."""
+    main(["solve", str(checkpoint), "4-7", "--task", "coding_interactive", "--max-new-tokens", "20", "--no-colour"])
+    err = capsys.readouterr().err
+    assert err.startswith("repo 4-7\n") and "[the sandbox's files do not pass" in err
+
+
 def test_solve_rejects_a_folder_that_is_not_a_checkpoint(tmp_path):
     with pytest.raises(SystemExit, match="not a checkpoint folder"):
         main(["solve", str(tmp_path), "1+1"])

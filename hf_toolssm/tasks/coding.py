@@ -502,12 +502,19 @@ class CodingTask(Task):
 
     def prompt_from_text(self, text: str) -> list[str]:
         """``12-3829103`` or ``repo 12-3829103``: the repository to fix."""
+        return coding_prompt(*self._repository(text))
+
+    def instance_from_text(self, text: str) -> Instance:
+        """The instance for a repository a person typed (as :meth:`prompt_from_text`), to check a fix of it."""
+        return self.instance(*self._repository(text))
+
+    def _repository(self, text: str) -> tuple[int, int]:
         match = re.fullmatch(r"(?:repo )?(\d{1,4})-(\d{1,12})", text.strip())
         if match is None or not self.min_size <= int(match.group(1)) <= self.max_size:
             raise ValueError(
                 f"{self.name}: expected a repository SIZE-SEED with SIZE in 2..{self.max_size}, got {text!r}"
             )
-        return coding_prompt(int(match.group(1)), int(match.group(2)))
+        return int(match.group(1)), int(match.group(2))
 
 
 class SingleTurnCodingTask(CodingTask):
