@@ -90,7 +90,6 @@ def bench_decode(model_path: str, quick: bool = False) -> dict:
 
 def _bench_short_chunk(model_path: str, forwards: int, lengths: tuple[int, ...] = (2, 4, 8)) -> dict:
     """Forwards of a few tokens on a cache: one-token steps in a loop vs the chunked conv + scan."""
-    import hf_toolssm  # noqa: F401
     from transformers import AutoModelForCausalLM
 
     from .models.tool_mamba.modeling_tool_mamba import ToolMambaMixer
@@ -111,7 +110,6 @@ def _bench_short_chunk(model_path: str, forwards: int, lengths: tuple[int, ...] 
 
 def _bench_one_token_step(model_path: str, steps: int) -> dict:
     """Model forwards of one token on a cache (what every decoding step costs), fused vs unfused mixer step."""
-    import hf_toolssm  # noqa: F401
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_path).eval()
@@ -151,7 +149,6 @@ def _cached_forward_medians(model, rows: int, length: int, *, calls: int, warmup
 def _bench_decode_shape(model_path: str, rows: int, digits: int, rounds: int = 3) -> dict:
     import random
 
-    import hf_toolssm  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .generation import generate_with_logits_processor, generate_with_tools

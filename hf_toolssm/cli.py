@@ -35,7 +35,6 @@ def _provenance(argv: list[str]) -> dict:
 def _load(model_path: str, task_name: str | None, command: str):
     """A checkpoint folder -> (model, tokenizer, task): ``task_name``, else the checkpoint's own task.
     Clear errors for what users get wrong."""
-    import hf_toolssm  # noqa: F401  (registers the Auto classes)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -100,6 +99,7 @@ def cmd_solve(args) -> int:
 
 def cmd_eval(args) -> int:
     from .evaluation import evaluate_length_generalization, first_mistakes, plot_accuracy_vs_size, write_results
+
     model, tokenizer, task = _load(args.model, args.task, "eval")
     sizes = [int(s) for s in args.sizes.split(",")]
     results = evaluate_length_generalization(
