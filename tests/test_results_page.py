@@ -54,6 +54,8 @@ def test_coding_cell_is_the_pass_rate_inside_and_beyond_the_training_sizes(page,
     assert "75% up to 16, 20% beyond (mean over sizes and 1 seed(s))" in text
     assert "pass rate by size" in text
     assert "| 0 | 1.00 (10) | 0.50 (10) | 0.30 (10) | 0.10 (10) |" in text
+    # the answer check, beside it
+    assert "Answer exact match by size:\n\n| seed | 4 | 16 | 20 | 30 |\n|---|---|---|---|---|\n| 0 | 0.00 (10) |" in text
     # the coding figure has the two architectures the paper compares, not the RNN baselines
     section = text.split("## Fig. 1: coding, interactive")[1].split("## ")[0]
     assert "Pythia" in section and "LSTM" not in section
