@@ -16,7 +16,7 @@ class ToolGenerationResult:
     ``tokens``/``roles`` cover the whole trace, prompt included; ``answer`` is the output stream (every
     generated token after ``[ANS]`` that is neither a command nor an observation). ``tools`` are the row's
     tools as the decode left them, for checks of what the model did rather than said (the code sandbox's
-    files: ``CodingTask.check_result``).
+    files: ``CodingTask.check_final_state``); a sandbox's directory lives as long as its result.
     """
 
     tokens: list[str]
