@@ -32,10 +32,10 @@ serves every instance in training, replay, generation and evaluation alike.
 
 **The tool** is :class:`~hf_toolssm.tools.code_sandbox.CodeSandbox` (``[code]`` with ``ls``, ``cat``,
 ``replace``, ``open``, ``edit``, ``run``; ``docs/protocol.md`` §5, ``docs/sandbox.md``). **The answer** is
-the status line of the agent's last ``run``, e.g. ``exit 0 hash 5f3a9c2e``: the hash covers everything the program printed,
-so it matches only when the codebase exits cleanly with exactly the output of the reference fix (a
-status line cannot be written without running the fixed code, while copying a hundred lines of output
-would test copying rather than fixing). ``check`` compares strings. **The pass rate**, the paper's
+the status line of the agent's last ``run``, e.g. ``exit 0 hash 5f3a9c2e``: the hash covers everything the
+program printed, so it matches only when the codebase exits cleanly with exactly the output of the
+reference fix (a status line cannot be written without running the fixed code, while copying a hundred
+lines of output would test copying rather than fixing). ``check`` compares strings. **The pass rate**, the paper's
 measure, asks instead whether the code is fixed: ``check_final_state`` runs the sandbox's files as the
 decode left them (``CodingTask.check_files``) and compares the output with the reference fix's, so a
 model that fixes the code but miscopies the hash passes, and one that writes the right status line
