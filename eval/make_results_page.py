@@ -181,23 +181,24 @@ NOTES = {
     "at 10 digits it copies the first operand into `add(...)` wrongly from the third digit on "
     "(`--show-mistakes`): one call moves the whole problem into the tool, so the model must copy operands longer "
     "than any it saw. As the paper: in distribution, no length generalization.",
-    ("coding_interactive", "tool_mamba"): "1,000 steps x 8 traces (about 45 min; the run stopped at step 935 on a "
-    "generator bug, fixed in eb730ce without changing any other codebase, and resumed from step 900), loss 0.17 at the "
-    "end. Pass rate 0 at every size: not learnt in distribution, so this says nothing about length generalization. "
-    "Teacher-forced token accuracy 0.94-0.95 (0.86-0.89 at 350 steps). The traces were redesigned so that every "
-    "decision is local (the agent opens the traceback's last frame as printed, `open f696.py:7`, and edits the open "
-    "file, one file per run); earlier runs, including the first trace design, are in "
-    "`eval/results/coding_interactive/history/` (pass rate 0 each). What remains is copying: the first 30 "
-    "teacher-forced mistakes at n = 8 (`toolssm eval runs/coding_interactive_tool_mamba_seed0/final --sizes 8 "
-    "--samples 2 --no-token-accuracy --out r.json --show-mistakes 30`) are digits of a function name or line number "
-    "copied from 10-100 characters back and the 8 hex digits of the final status line, copied into the answer from "
-    "20 characters back; at 350 steps the variables were miscopied too. About a dozen such slips per 3,000-token "
-    "trace, any one of which derails the fix. The paper fine-tunes a pretrained 1.4B Mamba.",
-    ("coding_single_turn", "tool_mamba"): "350 steps x 8 traces (15 min), loss 0.43 at the end. Pass rate 0 at every "
-    "size (not a length-generalization verdict: it never learnt the task in distribution); teacher-forced token "
-    "accuracy 0.84-0.86. Of its first 40 teacher-forced mistakes at n = 8 (`--show-mistakes 40`, as above), 20 are "
-    "digits of function names and 6 line numbers: after `cat *` the agent must find each edit's file, line and text "
-    "in the whole printed codebase, the recall the interactive agent needs only within one file.",
+    ("coding_interactive", "tool_mamba"): "1,000 steps x 8 traces (47 min), loss 0.17 at the end: the config and data of "
+    "the answer-judged run in `eval/results/coding_interactive/history/`, trained afresh (that checkpoint was not "
+    "kept). Pass rate 4/50 at n = 4, 0/50 at 8, 1/50 at 16, 2/50 at 20, 0/50 at 24 and 30; the answer check is 0 "
+    "everywhere, because every passing decode miscopies the hash of the status line it answers with (`exit 0 hash "
+    "ffaccfff` after the sandbox printed `exit 0 hash adfafffc`): the model has learnt to fix a few codebases, two "
+    "of them beyond the 16 functions it trained on, but at 1-4 in 50 no trend with size can be read, and most "
+    "decodes derail. Teacher-forced token accuracy 0.94-0.95 (0.86-0.89 at 350 steps); the first 30 teacher-forced "
+    "mistakes at n = 8 (`toolssm eval runs/coding_interactive_tool_mamba_seed0/final --sizes 8 --samples 2 "
+    "--no-token-accuracy --out r.json --show-mistakes 30`) are digits of a function name or line number copied from "
+    "10-100 characters back and the hex digits of the status line. The traces make every decision local (the agent "
+    "opens the traceback's last frame as printed, `open f696.py:7`, and edits the open file, one file per run); "
+    "earlier designs and budgets are in the history folder. The paper fine-tunes a pretrained 1.4B Mamba.",
+    ("coding_single_turn", "tool_mamba"): "350 steps x 8 traces (15 min), loss 0.43 at the end. Pass rate 1/50 at "
+    "n = 4, 0 at every other size; the answer check 0 everywhere. Teacher-forced token accuracy 0.84-0.87. Of its "
+    "first 40 teacher-forced mistakes at n = 8 (`--show-mistakes 40`, as above), 20 are digits of function names and "
+    "6 line numbers: after `cat *` the agent must find each edit's file, line and text in the whole printed "
+    "codebase, the recall the interactive agent needs only within one file. Trained for 350 steps against the "
+    "interactive cell's 1,000: not yet a like-for-like comparison.",
 }
 
 
