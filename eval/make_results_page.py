@@ -193,12 +193,6 @@ NOTES = {
     "10-100 characters back and the hex digits of the status line. The traces make every decision local (the agent "
     "opens the traceback's last frame as printed, `open f696.py:7`, and edits the open file, one file per run); "
     "earlier designs and budgets are in the history folder. The paper fine-tunes a pretrained 1.4B Mamba.",
-    ("coding_single_turn", "tool_mamba"): "350 steps x 8 traces (15 min), loss 0.43 at the end. Pass rate 1/50 at "
-    "n = 4, 0 at every other size; the answer check 0 everywhere. Teacher-forced token accuracy 0.84-0.87. Of its "
-    "first 40 teacher-forced mistakes at n = 8 (`--show-mistakes 40`, as above), 20 are digits of function names and "
-    "6 line numbers: after `cat *` the agent must find each edit's file, line and text in the whole printed "
-    "codebase, the recall the interactive agent needs only within one file. Trained for 350 steps against the "
-    "interactive cell's 1,000: not yet a like-for-like comparison.",
 }
 
 
