@@ -56,9 +56,12 @@ def test_coding_cell_is_the_pass_rate_inside_and_beyond_the_training_sizes(page,
     assert "| 0 | 1.00 (10) | 0.50 (10) | 0.30 (10) | 0.10 (10) |" in text
     # the answer check, beside it
     assert "Answer exact match by size:\n\n| seed | 4 | 16 | 20 | 30 |\n|---|---|---|---|---|\n| 0 | 0.00 (10) |" in text
-    # the coding figure has the two architectures the paper compares, not the RNN baselines
-    section = text.split("## Fig. 1: coding, interactive")[1].split("## ")[0]
-    assert "Pythia" in section and "LSTM" not in section
+    # one Fig. 1 section, as the paper's: the two agents x the two architectures it compares, not the RNN baselines
+    section = text.split("## Fig. 1: coding")[1].split("\n## ")[0]
+    rows = [line.split(" | ")[0] for line in section.splitlines() if line.startswith("| ") and "agent |" in line]
+    assert rows == ["| Mamba, interactive agent", "| Pythia (GPT-NeoX, RoPE), interactive agent",
+                    "| Mamba, single-turn agent", "| Pythia (GPT-NeoX, RoPE), single-turn agent"]
+    assert "![coding](coding/accuracy.png)" in section and (tmp_path / "coding" / "accuracy.png").exists()
 
 
 def test_ablations_share_one_table_labelled_by_variant_and_one_plot(page, tmp_path):
