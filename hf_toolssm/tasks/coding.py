@@ -35,11 +35,11 @@ serves every instance in training, replay, generation and evaluation alike.
 the status line of the agent's last ``run``, e.g. ``exit 0 hash 5f3a9c2e``: the hash covers everything the
 program printed, so it matches only when the codebase exits cleanly with exactly the output of the
 reference fix (a status line cannot be written without running the fixed code, while copying a hundred
-lines of output would test copying rather than fixing). ``check`` compares strings. **The pass rate**, the paper's
-measure, asks instead whether the code is fixed: ``check_final_state`` runs the sandbox's files as the
-decode left them (``CodingTask.check_files``) and compares the output with the reference fix's, so a
-model that fixes the code but miscopies the hash passes, and one that writes the right status line
-without fixing the code does not.
+lines of output would test copying rather than fixing). ``check`` compares strings. **The pass rate**,
+the paper's measure, asks instead whether the code is fixed: ``check_final_state`` runs the sandbox's
+files as the decode left them (``CodingTask.check_files``) and compares the output with the reference
+fix's, so a model that fixes the code but miscopies the hash passes, and one that writes the right status
+line without fixing the code does not.
 
 **The agents** (hard-coded, as in the paper; no thoughts, only commands and the answer):
 
