@@ -21,6 +21,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ["tool_mamba", "lstm", "gru", "gpt_neox", "mistral_swa"]
 MODEL_NAMES = {"tool_mamba": "Mamba", "lstm": "LSTM", "gru": "GRU", "gpt_neox": "Pythia (GPT-NeoX, RoPE)", "mistral_swa": "Mistral (SWA)"}
 
+def in_words(field: str) -> str:
+    """A result field as the page writes it: ``answer_exact_match`` -> ``answer exact match``."""
+    return field.replace("_", " ")
+
+
 @dataclass(frozen=True)
 class Experiment:
     title: str
@@ -41,7 +46,7 @@ class Experiment:
 
     @property
     def metric_label(self) -> str:
-        return self.metric_name or self.metric.replace("_", " ")
+        return self.metric_name or in_words(self.metric)
 
 
 _HANOI_NOTE = (
@@ -347,7 +352,7 @@ def render() -> str:
                         curve_table(payloads, metric), ""]
                 if section.first.second_metric:
                     second = section.first.second_metric
-                    out += [f"{second.replace('_', ' ').capitalize()} by size:", "", curve_table(payloads, second), ""]
+                    out += [f"{in_words(second).capitalize()} by size:", "", curve_table(payloads, second), ""]
         png = plot(section, runs)
         if png is not None:
             out += [f"![{section.slug}]({png.relative_to(RESULTS)})", ""]
