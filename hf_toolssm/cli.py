@@ -70,10 +70,10 @@ def _tool_config_from_training(checkpoint: Path) -> dict:
 
 def cmd_solve(args) -> int:
     from .generation import generate_with_tools
-    from .tasks.coding import CodingTask
 
     model, tokenizer, task = _load(args.model, args.task, "solve")
-    prompt = task.prompt_from_text(args.problem)
+    reference = task.instance_from_text(args.problem)  # the problem's prompt, reference trace and answer
+    prompt = reference.prompt
     colour = sys.stderr.isatty() and not args.no_colour
 
     def stream(row, token, role):
@@ -89,12 +89,20 @@ def cmd_solve(args) -> int:
         f"\n[{len(result.generated_tokens)} trace tokens, {result.num_tool_calls} tool calls, "
         f"stopped: {result.stop_reason.value if result.stop_reason else 'unknown'}, {time.monotonic() - started:.1f}s]\n"
     )
-    if isinstance(task, CodingTask):  # what the model did, beside what it answered
-        fixed = task.check_final_state(task.instance_from_text(args.problem), result.tools)
+    right = task.check(reference, result.answer)
+    sys.stderr.write(f"[the answer is {'right' if right else 'wrong'}"
+                     + ("]\n" if right else f"; the reference answer: {_excerpt(reference.answer)}]\n"))
+    if task.checks_final_state:  # what the model did, beside what it answered
+        fixed = task.check_final_state(reference, result.tools)
         sys.stderr.write(f"[the sandbox's files {'pass' if fixed else 'do not pass'}: main.py "
                          f"{'prints' if fixed else 'does not print'} the reference fix's output]\n")
     print(result.answer)
     return 0 if result.answer else 1
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    """``text``, or its first ``limit`` characters and its length (a 12-disk Hanoi answer is 4k moves)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def cmd_eval(args) -> int:
@@ -173,8 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("solve", help="solve one problem with the tools in the loop, streaming the trace",
                        description="Decode one problem greedily with tools. The trace streams to stderr with roles "
                        "coloured (prompt, thought, command, observation, output); the final answer alone is the last "
-                       "line of stdout. Exit code 0 when the model produced an answer. For the coding tasks (a repository "
-                       "SIZE-SEED, e.g. 8-123) stderr also says whether the sandbox's files now pass.")
+                       "line of stdout. Exit code 0 when the model produced an answer. stderr ends by saying whether the "
+                       "answer is right (against the task's reference trace), and for the coding tasks (a repository "
+                       "SIZE-SEED, e.g. 8-123) whether the sandbox's files now pass.")
     p.add_argument("model", help="checkpoint folder (save_pretrained format), e.g. model_cards/toolmamba-addition")
     p.add_argument("problem", help='the problem as text, e.g. "123+4567" (the task comes from the checkpoint)')
     p.add_argument("--task", help="override the checkpoint's task")

@@ -24,7 +24,6 @@ _REMOTE_CODE = {
     "causal_conv1d.py": _PACKAGE / "ops/causal_conv1d.py",
     "mamba_step.py": _PACKAGE / "ops/mamba_step.py",
     "kernels.py": _PACKAGE / "ops/kernels.py",
-    "mamba_step.py": _PACKAGE / "ops/mamba_step.py",
 }
 _IMPORT_REWRITES = [
     (r"from \.\.\.ops\.(\w+) import", r"from .\1 import"),

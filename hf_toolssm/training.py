@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import yaml
 from accelerate import Accelerator
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, get_cosine_schedule_with_warmup
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from .data import IGNORE_INDEX, collate, encode_instance
 from .tasks import get_task

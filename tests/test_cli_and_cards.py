@@ -63,6 +63,8 @@ def test_solve_prints_the_answer_alone_as_the_last_stdout_line(checkpoint):
     assert result.returncode in (0, 1), result.stderr[-2000:]
     assert result.stderr.startswith("12+34=")  # the trace streams on stderr, prompt first
     assert "trace tokens" in result.stderr
+    right = "[the answer is right]" in result.stderr  # an untrained model: judged against 12+34's reference
+    assert right == (result.stdout.strip() == "46") and (right or "the reference answer: 46]" in result.stderr)
     lines = result.stdout.splitlines()
     assert len(lines) <= 1 and (result.returncode == 1) == (not (lines and lines[-1]))
 
@@ -72,6 +74,7 @@ def test_solve_on_a_coding_repository_says_whether_the_files_pass(checkpoint, ca
     main(["solve", str(checkpoint), "4-7", "--task", "coding_interactive", "--max-new-tokens", "20", "--no-colour"])
     err = capsys.readouterr().err
     assert err.startswith("repo 4-7\n") and "[the sandbox's files do not pass" in err
+    assert "[the answer is wrong; the reference answer: exit 0 hash " in err
 
 
 def test_solve_rejects_a_folder_that_is_not_a_checkpoint(tmp_path):
@@ -211,6 +214,7 @@ def test_solve_on_the_shipped_checkpoint_prints_the_sum():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines()[-1] == str(int(a) + int(b))
+    assert result.stderr.rstrip().endswith("[the answer is right]")
 
 
 def test_harness_on_the_shipped_checkpoint_matches_the_results_page():

@@ -166,7 +166,7 @@ def test_left_padded_rows_give_the_logits_of_the_rows_alone(model):
 def test_left_padding_is_what_the_mask_fixes(model):
     """Guard for the test above: without the mask, the padding does change a short row."""
     rows = [random_ids(1, 10, seed=1)[0], random_ids(1, 4, seed=2)[0]]
-    ids, mask = left_padded_batch(rows)
+    ids, _ = left_padded_batch(rows)
     unmasked = full_logits(model, ids)[1, -4:]
     assert (unmasked - full_logits(model, rows[1][None])[0]).abs().max() > 1e-2
 

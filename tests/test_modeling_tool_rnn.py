@@ -111,6 +111,7 @@ def test_forward_shapes_loss_and_options(cell_type):
     torch.testing.assert_close(model(inputs_embeds=embeds).logits, out.logits)
     loss, logits = model(ids, labels=ids, return_dict=False)[:2]
     torch.testing.assert_close(logits, out.logits)
+    assert loss.ndim == 0 and torch.isfinite(loss)
     state = model(ids, use_cache=True).cache.get_recurrent_state(1)
     assert state.shape == (3, 2 if cell_type == "lstm" else 1, 16)  # (b, s, h)
 

@@ -373,6 +373,40 @@ def test_prompts_from_text():
         get_task("multiplication", k=1).instance("12", "34")
 
 
+TYPED_PROBLEMS = {
+    "addition": "123+4567", "addition_no_cot": "99+1", "addition_reversed_no_cot": "99+1",
+    "addition_cot_no_tool": "99+1", "addition_calculator": "99+1", "multiplication": "1234*56",
+    "mixture": "1234*56", "hanoi_iterative": "7 5 2", "hanoi_recursive": "(9)(4)(3)(1)",
+    "logical_graph": "v7 = True\nv3 = False\nv12 = False\nv5 = v7 and not v3\nv9 = not v5 or v12\nv1 = v9\n",
+    "coding_single_turn": "5-42", "coding_interactive": "repo 5-42",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_a_typed_problem_gives_its_reference_instance(name):
+    """What ``toolssm solve`` checks the model against: the typed problem's prompt, with a trace the
+    real tools replay to the reference answer."""
+    task = get_task(name)
+    instance = task.instance_from_text(TYPED_PROBLEMS[name])
+    assert instance.prompt == task.prompt_from_text(TYPED_PROBLEMS[name])
+    assert replay(instance).correct and task.check(instance, instance.answer)
+
+
+def test_a_typed_logical_graph_is_the_graph_the_task_samples():
+    task = get_task("logical_graph")
+    for size in (4, 10, 60):
+        sampled = task.sample(random.Random(size), size)
+        typed = task.instance_from_text("".join(sampled.prompt))
+        assert (typed.trace, typed.answer) == (sampled.trace, sampled.answer)
+    assert task.instance_from_text(TYPED_PROBLEMS["logical_graph"]).answer == "False"  # not (True and True) or False
+    for text in (
+        "v1 = True\nv2 = v1 and not v1\n",  # one operand twice: the DFS substitutes operands by label
+        "v1 = True\nv2 = not v1\nv3 = False\nv4 = v2 or v3\n",  # an input after a gate
+    ):
+        with pytest.raises(ValueError, match="bad line"):
+            task.instance_from_text(text)
+
+
 # --- replay catches disagreements ----------------------------------------------------------------------
 def corrupted(instance, position, token=None, role=None):
     tokens, roles = list(instance.trace.tokens), list(instance.trace.roles)

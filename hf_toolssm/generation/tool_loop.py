@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..tools.base import EOS, EnvironmentFactory, StopReason
+from ..tools.base import EnvironmentFactory, StopReason
 from .result import ToolGenerationResult
 from .vocabulary import protocol_id_to_token, protocol_token_to_id
 

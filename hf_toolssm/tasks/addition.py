@@ -105,5 +105,6 @@ class AdditionTask(Task):
     def expected_answer(self, total: str) -> str:
         return total
 
-    def prompt_from_text(self, text: str) -> list[str]:
-        return addition_prompt(*parse_operands(text, "+", self.name))
+    def instance_from_text(self, text: str) -> Instance:
+        """``"123+4567"`` (a trailing ``=`` allowed)."""
+        return self.instance(*parse_operands(text, "+", self.name))

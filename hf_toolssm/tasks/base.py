@@ -93,7 +93,7 @@ class Task(ABC):
     """A problem family with a complexity knob ``size`` (digits, disks, nodes) and its reference traces.
 
     Subclasses set the class attributes, implement :meth:`make_environment`, :meth:`sample`'s worker
-    :meth:`_sample` and :meth:`_sample_train`, and, when exact string equality is not the right notion
+    :meth:`_sample`, :meth:`_sample_train` and :meth:`instance_from_text`, and, when exact string equality is not the right notion
     of a correct answer, :meth:`check`.
     """
 
@@ -135,8 +135,14 @@ class Task(ABC):
         raise NotImplementedError(f"{self.name} is judged by its answer alone (checks_final_state is False)")
 
     @abstractmethod
+    def instance_from_text(self, text: str) -> Instance:
+        """The instance (prompt, reference trace and answer) for a problem a person typed, e.g.
+        ``"123+4567"``: what ``toolssm solve`` decodes and checks the model against; ValueError names
+        the expected format if ``text`` is malformed."""
+
     def prompt_from_text(self, text: str) -> list[str]:
-        """The prompt tokens for a problem a person typed (e.g. ``"123+4567"``); ValueError if malformed."""
+        """The prompt tokens of :meth:`instance_from_text` (tasks whose traces are costly build it alone)."""
+        return self.instance_from_text(text).prompt
 
     @abstractmethod
     def _sample(self, rng: random.Random, size: int) -> Instance: ...

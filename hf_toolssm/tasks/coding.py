@@ -500,13 +500,13 @@ class CodingTask(Task):
         (sandbox,) = (tool for tool in tools if isinstance(tool, CodeSandbox))
         return self.check_files(instance, sandbox.files())
 
-    def prompt_from_text(self, text: str) -> list[str]:
-        """``12-3829103`` or ``repo 12-3829103``: the repository to fix."""
-        return coding_prompt(*self._repository(text))
-
     def instance_from_text(self, text: str) -> Instance:
-        """The instance for a repository a person typed (as :meth:`prompt_from_text`), to check a fix of it."""
+        """``12-3829103`` or ``repo 12-3829103``: the repository to fix."""
         return self.instance(*self._repository(text))
+
+    def prompt_from_text(self, text: str) -> list[str]:
+        """As :meth:`instance_from_text`, without running the reference fix."""
+        return coding_prompt(*self._repository(text))
 
     def _repository(self, text: str) -> tuple[int, int]:
         match = re.fullmatch(r"(?:repo )?(\d{1,4})-(\d{1,12})", text.strip())

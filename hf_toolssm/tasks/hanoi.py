@@ -261,8 +261,15 @@ class _HanoiTask(Task):
     def _sample_train(self, rng: random.Random, max_size: int) -> Instance:
         return self._sample(rng, rng.randint(1, max_size))
 
-    def prompt_from_text(self, text: str) -> list[str]:
+    def instance_from_text(self, text: str) -> Instance:
         """``"(7)(5)(2)"`` or ``"7 5 2"``: distinct sizes in 1..100, from the base up (decreasing)."""
+        return self.instance(self._disks(text))
+
+    def prompt_from_text(self, text: str) -> list[str]:
+        """As :meth:`instance_from_text`, without building the 2^n-move reference trace."""
+        return hanoi_prompt(self._disks(text))
+
+    def _disks(self, text: str) -> list[int]:
         sizes = [int(size) for size in re.findall(r"\d+", text)]
         if (
             not sizes
@@ -274,7 +281,7 @@ class _HanoiTask(Task):
                 f"{self.name}: expected 1..{MAX_DISKS} distinct disk sizes in 1..{LARGEST_DISK}, "
                 f"largest first, like '(7)(5)(2)', got {text!r}"
             )
-        return hanoi_prompt(sizes)
+        return sizes
 
     def instance(self, disks: list[int]) -> Instance:
         """The instance for disk sizes listed from the base up (strictly decreasing)."""

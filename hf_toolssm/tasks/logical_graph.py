@@ -202,21 +202,36 @@ class LogicalGraphTask(Task):
             metadata={"output": graph.output},
         )
 
-    def prompt_from_text(self, text: str) -> list[str]:
-        """Python-like lines ``vN = True|False`` or ``vN = [not ]vM[ and|or [not ]vK]``, operands defined
-        earlier, the last line the output; ValueError names the first bad line."""
-        defined: set[str] = set()
-        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-        term = r"(?:not )?(v\d+)"
-        for line in lines:
-            match = re.fullmatch(rf"(v\d+) = (?:True|False|{term}(?: (?:and|or) {term})?)", line)
-            used = [name for name in (match.groups()[1:] if match else ()) if name]
-            if match is None or match.group(1) in defined or not set(used) <= defined:
-                raise ValueError(
-                    f"{self.name}: bad line {line!r}; expected 'vN = True', 'vN = vM and not vK' "
-                    "and the like, each label defined once, operands defined above"
-                )
-            defined.add(match.group(1))
-        if not lines or lines[-1].endswith(("True", "False")):
-            raise ValueError(f"{self.name}: the last line must be a gate (the output), got {text!r}")
-        return [*"".join(f"{line}\n" for line in lines)]
+    def instance_from_text(self, text: str) -> Instance:
+        """Python-like lines as in the prompt: the inputs ``vN = True|False`` first, then the gates
+        ``vN = [not ]vM[ and|or [not ]vK]`` over labels defined above (two distinct ones), the last line
+        the output; ValueError names the first bad line."""
+        return self.instance(parse_graph(text, self.name))
+
+
+def parse_graph(text: str, task: str = LogicalGraphTask.name) -> LogicalGraph:
+    """The graph a person typed (see :meth:`LogicalGraphTask.instance_from_text`)."""
+    inputs: dict[str, bool] = {}
+    gates: list[Gate] = []
+    operand = r"(not )?(v\d+)"
+    for line in filter(None, (line.strip() for line in text.strip().splitlines())):
+        defined = {*inputs, *(gate.name for gate in gates)}
+        constant = re.fullmatch(r"(v\d+) = (True|False)", line)
+        match = re.fullmatch(rf"(v\d+) = {operand}(?: (and|or) {operand})?", line)
+        if constant and not gates and constant.group(1) not in defined:  # inputs come first
+            inputs[constant.group(1)] = constant.group(2) == "True"
+            continue
+        pairs = (match.group(2, 3), match.group(5, 6)) if match else ()  # (negation, label) per operand
+        operands = [Operand(label, bool(negated)) for negated, label in pairs if label]
+        labels = [operand.name for operand in operands]
+        distinct_known = set(labels) <= defined and len(set(labels)) == len(labels)
+        if match is None or match.group(1) in defined or not distinct_known:
+            raise ValueError(
+                f"{task}: bad line {line!r}; expected the inputs 'vN = True' first, then gates like "
+                "'vN = vM and not vK' (two distinct operands at most), each label defined once, operands "
+                "defined above"
+            )
+        gates.append(Gate(match.group(1), tuple(operands), match.group(4) or ""))
+    if not gates:
+        raise ValueError(f"{task}: the last line must be a gate (the output), got {text!r}")
+    return LogicalGraph(inputs, tuple(gates))

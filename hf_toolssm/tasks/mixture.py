@@ -47,6 +47,7 @@ class MixtureTask(Task):
             return self.addition.sample(rng, rng.randint(1, max_size))
         return self.multiplication.sample_train(rng, max_size)
 
-    def prompt_from_text(self, text: str) -> list[str]:
+    def instance_from_text(self, text: str) -> Instance:
+        """A multiplication ``"123*45"``, or an auxiliary addition ``"123+45"``."""
         task = self.addition if "+" in text else self.multiplication
-        return task.prompt_from_text(text)
+        return task.instance_from_text(text)

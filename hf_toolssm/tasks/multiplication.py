@@ -147,8 +147,6 @@ class MultiplicationTask(Task):
             metadata={"a": a, "b": b, "k": self.k},
         )
 
-    def prompt_from_text(self, text: str) -> list[str]:
-        a, b = parse_operands(text, "*", self.name)
-        if len(b) > self.k:
-            raise ValueError(f"{self.name}: the multiplier {b!r} has more than k={self.k} digits")
-        return multiplication_prompt(a, b)
+    def instance_from_text(self, text: str) -> Instance:
+        """``"12345*67"`` (a trailing ``=`` allowed), the multiplier of at most ``k`` digits."""
+        return self.instance(*parse_operands(text, "*", self.name))

@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
@@ -103,7 +102,7 @@ class ToolMambaMixer(nn.Module):
         cache: Cache | None = None,
         attention_mask: torch.Tensor | None = None,  # (b, l), 1 = token, 0 = padding
     ) -> torch.Tensor:
-        batch, length, _ = hidden_states.shape
+        length = hidden_states.shape[1]
         A = -torch.exp(self.A_log.float())  # (d, n)
         conv_weight = self.conv1d.weight.squeeze(1)  # (d, k)
 
