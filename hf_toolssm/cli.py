@@ -72,7 +72,8 @@ def cmd_solve(args) -> int:
     from .generation import generate_with_tools
 
     model, tokenizer, task = _load(args.model, args.task, "solve")
-    reference = task.instance_from_text(args.problem)  # the problem's prompt, reference trace and answer
+    problem = sys.stdin.read() if args.problem == "-" else args.problem  # a logical graph is many lines
+    reference = task.instance_from_text(problem)  # the problem's prompt, reference trace and answer
     prompt = reference.prompt
     colour = sys.stderr.isatty() and not args.no_colour
 
@@ -185,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "answer is right (against the task's reference trace), and for the coding tasks (a repository "
                        "SIZE-SEED, e.g. 8-123) whether the sandbox's files now pass.")
     p.add_argument("model", help="checkpoint folder (save_pretrained format), e.g. model_cards/toolmamba-addition")
-    p.add_argument("problem", help='the problem as text, e.g. "123+4567" (the task comes from the checkpoint)')
+    p.add_argument("problem", help='the problem as text, e.g. "123+4567" (the task comes from the checkpoint); '
+                   "- reads it from stdin (a logical graph's lines)")
     p.add_argument("--task", help="override the checkpoint's task")
     p.add_argument("--max-new-tokens", type=int, default=2_000_000, help="cap on trace tokens (default: %(default)s)")
     p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")

@@ -1,5 +1,6 @@
 """The CLI's contracts, the evaluation JSON, model cards and the trust_remote_code path."""
 
+import io
 import json
 import os
 import random
@@ -75,6 +76,14 @@ def test_solve_on_a_coding_repository_says_whether_the_files_pass(checkpoint, ca
     err = capsys.readouterr().err
     assert err.startswith("repo 4-7\n") and "[the sandbox's files do not pass" in err
     assert "[the answer is wrong; the reference answer: exit 0 hash " in err
+
+
+def test_solve_reads_a_many_line_problem_from_stdin(checkpoint, capsys, monkeypatch):
+    graph = "v7 = True\nv3 = False\nv12 = False\nv5 = v7 and not v3\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(graph))
+    main(["solve", str(checkpoint), "-", "--task", "logical_graph", "--max-new-tokens", "20", "--no-colour"])
+    err = capsys.readouterr().err
+    assert err.startswith(graph) and "the reference answer: True]" in err
 
 
 def test_solve_rejects_a_folder_that_is_not_a_checkpoint(tmp_path):
