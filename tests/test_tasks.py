@@ -215,6 +215,23 @@ def test_logical_graph_trace_format():
     assert f"{output} = {instance.answer}\n" in thoughts  # the output node's memo line
 
 
+def test_logical_graph_with_print_output_opens_with_a_fixed_command():
+    """The prompt ends with print(OUTPUT); the trace looks that line up first and then continues exactly
+    as the default layout's trace does, and the real tool replays it."""
+    plain, printing = get_task("logical_graph"), get_task("logical_graph", print_output=True)
+    for size in (4, 12, 60):
+        graph = random_graph(random.Random(size), size, 3)
+        default, instance = plain.instance(graph), printing.instance(graph)
+        assert "".join(instance.prompt) == "".join(default.prompt) + f"print({graph.output})\n"
+        opening = f"[find]print([/cmd][OBS]print({graph.output})[/OBS]"
+        assert "".join(instance.trace.tokens) == opening + "".join(default.trace.tokens)
+        assert replay(instance).correct
+        typed = "".join(instance.prompt)
+        assert printing.instance_from_text(typed).trace == printing.instance_from_text(typed.rsplit("print", 1)[0]).trace
+    with pytest.raises(ValueError, match=r"print\(v1\) must name the last gate"):
+        printing.instance_from_text("v1 = True\nv2 = not v1\nprint(v1)\n")
+
+
 def test_ablation_trace_formats():
     a, b = "57", "8"
     no_cot = get_task("addition_no_cot").instance(a, b)
@@ -325,6 +342,7 @@ def test_sampling_is_deterministic_for_a_seed():
         ("mixture", {"weight": 1.5}, "weight is the probability of an auxiliary addition example"),
         ("mixture", {"k": 9}, "must be an int in 1..3, got 9"),
         ("logical_graph", {"k": 0}, "k is the number of input nodes"),
+        ("logical_graph", {"print_output": "yes"}, "print_output must be true or false, got 'yes'"),
     ],
 )
 def test_bad_task_arguments_say_what_is_wrong(name, options, message):

@@ -30,6 +30,12 @@ the model's thoughts are lines of the same Python-like form, so later searches f
   visited again (its first variable is now ``X``, found with its value). No link: ``X`` is the output,
   so ``[ANS]`` and its value, ``True`` or ``False``, end the trace.
 
+**``print_output=True``** ends the prompt with ``print(OUTPUT)`` and opens the trace with the fixed
+command ``[find]print([/cmd]``, so the output's label is copied from that observation rather than from
+the prompt's last line. The default layout's first command copies the label straight after the prompt,
+and a model trained on 10-node prompts miscopies it after a 50-node one (``eval/results/README.md``);
+every later copy in the trace reads a recent observation.
+
 A query ``X =`` or ``# X for`` matches exactly the lines meant: a label is ``v`` and digits, so ``v12 =``
 never occurs inside ``v112 = ...`` or ``v5 = v12 and ...``. Every thought line ends with ``\\n`` before
 the next search, so a half-written line is never searched.
@@ -120,13 +126,14 @@ def random_graph(rng: random.Random, num_nodes: int, num_inputs: int) -> Logical
     return LogicalGraph(inputs, tuple(gates))
 
 
-def graph_prompt(graph: LogicalGraph) -> list[str]:
-    return [*"".join(f"{line}\n" for line in graph.lines())]
+def graph_prompt(graph: LogicalGraph, print_output: bool = False) -> list[str]:
+    lines = graph.lines() + ([f"print({graph.output})"] if print_output else [])
+    return [*"".join(f"{line}\n" for line in lines)]
 
 
-def graph_trace(graph: LogicalGraph) -> Trace:
-    """The reference DFS trace for ``graph``."""
-    trace = TraceWriter(graph_prompt(graph))
+def graph_trace(graph: LogicalGraph, print_output: bool = False) -> Trace:
+    """The reference DFS trace for ``graph`` (``print_output``: the prompt ends with ``print(OUTPUT)``)."""
+    trace = TraceWriter(graph_prompt(graph, print_output))
     gates = {gate.name: gate for gate in graph.gates}
     known: dict[str, bool] = dict(graph.inputs)  # nodes whose value is in memory
     lines = {name: [line] for name, line in zip([*graph.inputs, *gates], graph.lines())}  # what "X =" finds
@@ -142,6 +149,8 @@ def graph_trace(graph: LogicalGraph) -> Trace:
         trace.write_text(line + "\n")
 
     current = graph.output
+    if print_output:  # a fixed first command; the label is then copied from its observation
+        find("print(", [f"print({current})"])
     find(f"{current} =", lines[current])
     while True:
         if current in known:  # evaluated: return to the node that needed it
@@ -178,8 +187,11 @@ class LogicalGraphTask(Task):
     size_unit = "nodes (inputs included)"
     default_train_max_size = 10
 
-    def __init__(self, k: int = 3):
+    def __init__(self, k: int = 3, print_output: bool = False):
         self.k = check_option(self.name, "k", k, 1, 100, "the number of input nodes")
+        if not isinstance(print_output, bool):
+            raise ValueError(f"{self.name}: print_output must be true or false, got {print_output!r}")
+        self.print_output = print_output
         self.min_size = k + 1  # at least one gate: the output
 
     def make_environment(self) -> ToolEnvironment:
@@ -195,8 +207,8 @@ class LogicalGraphTask(Task):
         return Instance(
             task=self.name,
             size=len(graph.inputs) + len(graph.gates),
-            prompt=graph_prompt(graph),
-            trace=graph_trace(graph),
+            prompt=graph_prompt(graph, self.print_output),
+            trace=graph_trace(graph, self.print_output),
             answer=str(graph.values()[graph.output]),
             environment=self.make_environment,
             metadata={"output": graph.output},
@@ -206,15 +218,21 @@ class LogicalGraphTask(Task):
         """Python-like lines as in the prompt: the inputs ``vN = True|False`` first, then the gates
         ``vN = [not ]vM[ and|or [not ]vK]`` over labels defined above (two distinct ones), the last line
         the output; ValueError names the first bad line."""
-        return self.instance(parse_graph(text, self.name))
+        return self.instance(parse_graph(text, self.name, self.print_output))
 
 
-def parse_graph(text: str, task: str = LogicalGraphTask.name) -> LogicalGraph:
-    """The graph a person typed (see :meth:`LogicalGraphTask.instance_from_text`)."""
+def parse_graph(text: str, task: str = LogicalGraphTask.name, print_output: bool = False) -> LogicalGraph:
+    """The graph a person typed (see :meth:`LogicalGraphTask.instance_from_text`); with ``print_output``
+    a last line ``print(OUTPUT)`` naming the last gate may follow (and is implied if missing)."""
     inputs: dict[str, bool] = {}
     gates: list[Gate] = []
     operand = r"(not )?(v\d+)"
-    for line in filter(None, (line.strip() for line in text.strip().splitlines())):
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if print_output and lines and (printed := re.fullmatch(r"print\((v\d+)\)", lines[-1])):
+        lines.pop()
+        if not lines or not lines[-1].startswith(f"{printed.group(1)} ="):
+            raise ValueError(f"{task}: print({printed.group(1)}) must name the last gate, the output")
+    for line in lines:
         defined = {*inputs, *(gate.name for gate in gates)}
         constant = re.fullmatch(r"(v\d+) = (True|False)", line)
         match = re.fullmatch(rf"(v\d+) = {operand}(?: (and|or) {operand})?", line)
