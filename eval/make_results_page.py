@@ -174,12 +174,15 @@ NOTES = {
     "attention baselines are evaluated up to 100 digits (they fail long before).",
     ("multiplication_k2", "tool_mamba"): "The 15-minute budget ended training at step 772 of 1,000 for seed 0, 693 for "
     "seed 1 and 886 for seed 2 (loss 3e-5 each); seed 1 misses 1 of 100 at 1,000 digits.",
-    ("logical_graph", "tool_mamba"): "569 steps x 32 (the 20-minute budget; the schedule was laid over 600), loss 0.36 "
-    "at the end. Trace exact match 0 at every size, and answer accuracy (0.24-0.43) is no better than a coin on "
-    "True/False answers: the model has not learnt the task in distribution, so this is not a length-generalization "
-    "result. Teacher-forced token accuracy 0.85-0.87; its first 20 mistakes at 10 nodes (`--show-mistakes 20`) are "
-    "all digits of variable names (v234, v756, ...) copied from 5-40 tokens back. The 74k-parameter configs learn "
-    "addition and multiplication, whose traces copy single digits; copying 3-digit names needs more.",
+    ("logical_graph", "tool_mamba"): "2,000 steps x 32 (the paper's step count; 62 min), loss 4e-4 at the end. In "
+    "distribution 93/100 traces exact at 10 nodes, and 80/100 at 20 (twice the training size); 0 from 50 nodes on, "
+    "where the answers (0.09-0.38) are no better than a coin. The first mistake of most rows at 50 nodes "
+    "(`--show-mistakes`) is the trace's very first copy: the output's label, from the prompt's last line 12 tokens "
+    "back, right after a prompt five times longer than any in training (`v576 = v628` then `[find]v62...` for "
+    "`[find]v576`); teacher-forced, a row makes only a few more mistakes in its 5k tokens. A 600-step run that had "
+    "not learnt the task (loss 0.36) is in `eval/results/logical_graph/history/`. The `print_output` layout "
+    "(`training/configs/logical_graph_print_tool_mamba.yaml`) ends the prompt with `print(OUTPUT)` and opens the "
+    "trace with a fixed `[find]print(`, so that first label is copied from an observation like every later one.",
     ("addition_no_cot", "tool_mamba"): "8,000 steps x 64 (9.7 min), loss 0.18 at the end: 1/100 at 5 digits (token "
     "accuracy 0.70), 0 beyond. Not fitted in distribution (the paper: 100% at 5 digits), so the missing length "
     "generalization says little; a first run of 1,000 steps (loss 1.0) gave 0 at 5 digits. Computing every carry "
@@ -313,9 +316,10 @@ def render() -> str:
         "are small and trained on a 2-core CPU (sizes in `training/configs/`); the paper's are 130M-parameter",
         "models on 8 H100s (1.4B pretrained ones for coding).",
         "",
-        "A cell that says *not run yet* needs CPU time the sessions so far did not have (one training of up to",
-        "15-25 minutes plus its evaluation per cell and seed). Its command runs it; `bash eval/run_queue.sh",
-        "eval/queue.txt` runs every missing cell one after another, resuming where it stopped.",
+        "A cell that says *not run yet* needs CPU time the sessions so far did not have (one training of 5-65",
+        "minutes here, about 4 hours for a coding GPT-NeoX cell, plus its evaluation, per cell and seed). Its",
+        "command runs it; `bash eval/run_queue.sh eval/queue.txt` runs every missing cell one after another,",
+        "resuming where it stopped.",
         "",
     ]
     for section in sections():
