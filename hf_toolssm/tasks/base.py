@@ -93,8 +93,8 @@ class Task(ABC):
     """A problem family with a complexity knob ``size`` (digits, disks, nodes) and its reference traces.
 
     Subclasses set the class attributes, implement :meth:`make_environment`, :meth:`sample`'s worker
-    :meth:`_sample`, :meth:`_sample_train` and :meth:`instance_from_text`, and, when exact string equality is not the right notion
-    of a correct answer, :meth:`check`.
+    :meth:`_sample`, :meth:`_sample_train` and :meth:`instance_from_text`, and, when exact string
+    equality is not the right notion of a correct answer, :meth:`check`.
     """
 
     #: the registry name, e.g. ``"addition"``
