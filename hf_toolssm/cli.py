@@ -7,9 +7,7 @@ The CLI only parses arguments and calls the library (``hf_toolssm.training``, ``
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import shlex
 import sys
 import time
@@ -22,14 +20,9 @@ _RESET = "\033[0m"
 
 
 def _provenance(argv: list[str]) -> dict:
-    import torch
+    from .evaluation import provenance
 
-    return {
-        "command": "toolssm " + shlex.join(argv),
-        "machine": f"{platform.node()} ({platform.machine()}, {platform.processor() or 'cpu'}, "
-        f"{torch.get_num_threads()} torch threads, {'cuda: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'})",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    return provenance("toolssm " + shlex.join(argv))
 
 
 def _load(model_path: str, task_name: str | None, command: str):

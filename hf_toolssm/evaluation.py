@@ -11,7 +11,9 @@ the tools' final state (the sandbox's files) solves the instance.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import platform
 import textwrap
 import time
 from collections.abc import Sequence
@@ -157,6 +159,17 @@ def evaluate_length_generalization(
         )
         results.append(result)
     return results
+
+
+def provenance(command: str) -> dict[str, str]:
+    """What a results file records beside its numbers: the command that wrote it, the machine, the date."""
+    gpu = f"cuda: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "no GPU"
+    return {
+        "command": command,
+        "machine": f"{platform.node()} ({platform.machine()}, {platform.processor() or 'cpu'}, "
+        f"{torch.get_num_threads()} torch threads, {gpu})",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def write_results(path: str | Path, results: Sequence[SizeResult], **header) -> None:

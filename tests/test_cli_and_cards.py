@@ -1,5 +1,6 @@
 """The CLI's contracts, the evaluation JSON, model cards and the trust_remote_code path."""
 
+import importlib.util
 import io
 import json
 import os
@@ -281,3 +282,20 @@ def test_the_shipped_remote_code_is_the_package_code(tmp_path):
     export_remote_code(fresh)
     for name in [*_REMOTE_CODE, "csrc/selective_scan.cpp", "config.json"]:
         assert (DEFAULT_CHECKPOINT / name).read_text() == (fresh / name).read_text(), f"re-export {name}"
+
+
+def test_mistake_positions_script_lists_every_rows_teacher_forced_mistakes(checkpoint, tmp_path):
+    """eval/mistake_positions.py: offsets into the trace, one list per test row, and a summary that adds up."""
+    spec = importlib.util.spec_from_file_location("mistake_positions", ROOT / "eval" / "mistake_positions.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "positions.json"
+    assert script.main([str(checkpoint), "--sizes", "2,3", "--samples", "3", "--head", "5", "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["command"].startswith("python eval/mistake_positions.py ") and "date" in payload
+    for result in payload["results"]:
+        rows, summary = result["rows"], result["summary"]
+        assert len(rows) == summary["rows"] == 3
+        assert all(0 <= offset < row["trace_tokens"] for row in rows for offset in row["mistake_offsets"])
+        assert summary["mistakes"] == sum(len(row["mistake_offsets"]) for row in rows) > 0  # an untrained model
+        assert summary["mistakes_past_token_5"] == sum(o >= 5 for row in rows for o in row["mistake_offsets"])

@@ -1,0 +1,82 @@
+"""Where in the trace a model's teacher-forced mistakes fall, per test size.
+
+    python eval/mistake_positions.py runs/logical_graph_tool_mamba_seed0/final --sizes 50,100 --samples 20 \
+        --out eval/results/logical_graph/mistake_positions.json
+
+A model that fails beyond its training sizes either drifts (mistakes spread over the whole trace, more
+the longer it runs) or is thrown at one place (e.g. the first tokens after a prompt longer than any it
+trained on) and is right elsewhere. Fed the reference prefix, every row's mistakes are listed by their
+offset into the trace (0 = the first token after the prompt); the summary counts rows whose first
+mistake is in the first ``--head`` trace tokens and mistakes past them. Test instances are the ones
+``toolssm eval`` decodes with the same ``--seed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import hf_toolssm  # noqa: F401  (registers the model classes with the Auto API)
+from hf_toolssm.data import heldout_instances
+from hf_toolssm.evaluation import provenance, teacher_forced_mistakes
+from hf_toolssm.tasks import get_task
+
+
+def mistake_offsets(model, tokenizer, task, size: int, samples: int, seed: int) -> list[dict]:
+    """Per test instance: its trace length and the trace offsets of its teacher-forced mistakes."""
+    rows = []
+    for instance in tqdm(heldout_instances(task, seed, size, samples), total=samples, desc=f"size {size}"):
+        mistakes, _ = teacher_forced_mistakes(model, tokenizer, instance)
+        offsets = [mistake.position - len(instance.prompt) for mistake in mistakes]
+        rows.append({"trace_tokens": len(instance.trace.tokens), "mistake_offsets": offsets})
+    return rows
+
+
+def summarize(rows: list[dict], head: int) -> dict:
+    return {
+        "rows": len(rows),
+        "rows_with_a_mistake": sum(1 for row in rows if row["mistake_offsets"]),
+        f"rows_whose_first_mistake_is_in_the_first_{head}_tokens": sum(
+            1 for row in rows if row["mistake_offsets"] and row["mistake_offsets"][0] < head
+        ),
+        "mistakes": sum(len(row["mistake_offsets"]) for row in rows),
+        f"mistakes_past_token_{head}": sum(1 for row in rows for offset in row["mistake_offsets"] if offset >= head),
+        "trace_tokens": sum(row["trace_tokens"] for row in rows),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="checkpoint folder; its config names the task")
+    parser.add_argument("--sizes", required=True, help="comma-separated test sizes, e.g. 50,100")
+    parser.add_argument("--samples", type=int, default=20, help="test instances per size (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=1234, help="test-set seed, as toolssm eval's (default: %(default)s)")
+    parser.add_argument("--head", type=int, default=100, help="trace tokens counted as the start (default: %(default)s)")
+    parser.add_argument("--out", help="write the rows and the summary to this JSON file")
+    args = parser.parse_args(argv)
+
+    model = AutoModelForCausalLM.from_pretrained(args.model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tool_config = model.config.tool_config
+    task = get_task(tool_config["task"], **tool_config.get("task_kwargs", {}))
+    results = []
+    for size in (int(size) for size in args.sizes.split(",")):
+        rows = mistake_offsets(model, tokenizer, task, size, args.samples, args.seed)
+        results.append({"size": size, "summary": summarize(rows, args.head), "rows": rows})
+        print(f"size {size}: {json.dumps(results[-1]['summary'])}")
+    if args.out:
+        command = "python eval/mistake_positions.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        payload = {"model": args.model, "task": repr(task), "seed": args.seed, **provenance(command),
+                   "results": results}
+        with open(args.out, "w") as handle:
+            json.dump(payload, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
