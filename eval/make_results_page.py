@@ -186,7 +186,10 @@ NOTES = {
     "600-step run that had "
     "not learnt the task (loss 0.36) is in `eval/results/logical_graph/history/`. The `print_output` layout "
     "(`training/configs/logical_graph_print_tool_mamba.yaml`) ends the prompt with `print(OUTPUT)` and opens the "
-    "trace with a fixed `[find]print(`, so that first label is copied from an observation like every later one.",
+    "trace with a fixed `[find]print(`, so that first label is copied from an observation like every later one. "
+    "Its checkpoint at step 1,300 of 2,000 (`logical_graph/print_output/`) already extends the curve: trace exact "
+    "0.77, 0.56, 0.40, 0.33, 0.09 and 0.09 at 10-1,000 nodes, i.e. 10→1K (9%) where the default layout gives 10→20; "
+    "its final model's evaluation is next.",
     ("addition_no_cot", "tool_mamba"): "8,000 steps x 64 (9.7 min), loss 0.18 at the end: 1/100 at 5 digits (token "
     "accuracy 0.70), 0 beyond. Not fitted in distribution (the paper: 100% at 5 digits), so the missing length "
     "generalization says little; a first run of 1,000 steps (loss 1.0) gave 0 at 5 digits. Computing every carry "
