@@ -19,12 +19,10 @@ import shlex
 import sys
 
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import hf_toolssm  # noqa: F401  (registers the model classes with the Auto API)
+from hf_toolssm.cli import load_checkpoint
 from hf_toolssm.data import heldout_instances
 from hf_toolssm.evaluation import provenance, teacher_forced_mistakes
-from hf_toolssm.tasks import get_task
 
 
 def mistake_offsets(model, tokenizer, task, size: int, samples: int, seed: int) -> list[dict]:
@@ -53,6 +51,7 @@ def summarize(rows: list[dict], head: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="checkpoint folder; its config names the task")
+    parser.add_argument("--task", help="override the checkpoint's task")
     parser.add_argument("--sizes", required=True, help="comma-separated test sizes, e.g. 50,100")
     parser.add_argument("--samples", type=int, default=20, help="test instances per size (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1234, help="test-set seed, as toolssm eval's (default: %(default)s)")
@@ -60,10 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the rows and the summary to this JSON file")
     args = parser.parse_args(argv)
 
-    model = AutoModelForCausalLM.from_pretrained(args.model).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    tool_config = model.config.tool_config
-    task = get_task(tool_config["task"], **tool_config.get("task_kwargs", {}))
+    model, tokenizer, task = load_checkpoint(args.model, args.task, "mistake_positions")
     results = []
     for size in (int(size) for size in args.sizes.split(",")):
         rows = mistake_offsets(model, tokenizer, task, size, args.samples, args.seed)

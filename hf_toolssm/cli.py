@@ -25,7 +25,7 @@ def _provenance(argv: list[str]) -> dict:
     return provenance("toolssm " + shlex.join(argv))
 
 
-def _load(model_path: str, task_name: str | None, command: str):
+def load_checkpoint(model_path: str, task_name: str | None, command: str):
     """A checkpoint folder -> (model, tokenizer, task): ``task_name``, else the checkpoint's own task.
     Clear errors for what users get wrong."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -64,7 +64,7 @@ def _tool_config_from_training(checkpoint: Path) -> dict:
 def cmd_solve(args) -> int:
     from .generation import generate_with_tools
 
-    model, tokenizer, task = _load(args.model, args.task, "solve")
+    model, tokenizer, task = load_checkpoint(args.model, args.task, "solve")
     problem = sys.stdin.read() if args.problem == "-" else args.problem  # a logical graph is many lines
     reference = task.instance_from_text(problem)  # the problem's prompt, reference trace and answer
     prompt = reference.prompt
@@ -102,7 +102,7 @@ def _excerpt(text: str, limit: int = 200) -> str:
 def cmd_eval(args) -> int:
     from .evaluation import evaluate_length_generalization, first_mistakes, plot_accuracy_vs_size, write_results
 
-    model, tokenizer, task = _load(args.model, args.task, "eval")
+    model, tokenizer, task = load_checkpoint(args.model, args.task, "eval")
     sizes = [int(s) for s in args.sizes.split(",")]
     results = evaluate_length_generalization(
         model, tokenizer, task, sizes, samples=args.samples, seed=args.seed, batch_size=args.batch_size,

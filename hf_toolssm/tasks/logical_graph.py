@@ -232,12 +232,13 @@ def parse_graph(text: str, task: str = LogicalGraphTask.name, print_output: bool
         lines.pop()
         if not lines or not lines[-1].startswith(f"{printed.group(1)} ="):
             raise ValueError(f"{task}: print({printed.group(1)}) must name the last gate, the output")
+    defined: set[str] = set()  # every label so far
     for line in lines:
-        defined = {*inputs, *(gate.name for gate in gates)}
         constant = re.fullmatch(r"(v\d+) = (True|False)", line)
         match = re.fullmatch(rf"(v\d+) = {operand}(?: (and|or) {operand})?", line)
         if constant and not gates and constant.group(1) not in defined:  # inputs come first
             inputs[constant.group(1)] = constant.group(2) == "True"
+            defined.add(constant.group(1))
             continue
         pairs = (match.group(2, 3), match.group(5, 6)) if match else ()  # (negation, label) per operand
         operands = [Operand(label, bool(negated)) for negated, label in pairs if label]
@@ -250,6 +251,7 @@ def parse_graph(text: str, task: str = LogicalGraphTask.name, print_output: bool
                 "defined above"
             )
         gates.append(Gate(match.group(1), tuple(operands), match.group(4) or ""))
+        defined.add(match.group(1))
     if not gates:
         raise ValueError(f"{task}: the last line must be a gate (the output), got {text!r}")
     return LogicalGraph(inputs, tuple(gates))
