@@ -165,31 +165,23 @@ NOTES = {
     ("addition", "tool_mamba"): "Seed 0 is the shipped checkpoint (model_cards/toolmamba-addition): 1,000 steps in 13.6 min. "
     "Seeds 1 and 2: the same config, 1,000 steps in 11.2 and 10.7 min (the faster scan kernel; the CPU shared with "
     "other work).",
-    ("addition", "lstm"): "The 15-minute budget ended training at step 333 of 800 (the CPU was shared with evaluations): "
-    "undertrained (teacher-forced token accuracy 0.96 at 5 digits), not a length-generalization result.",
-    ("addition", "gru"): "The 15-minute budget ended training at step 599 of 800 (the CPU was shared with evaluations).",
     ("addition", "mistral_swa"): "800 steps (4.9 min). Decoded through generate() + ToolCallingLogitsProcessor; "
     "attention baselines are evaluated up to 100 digits (they fail long before).",
     ("addition", "gpt_neox"): "800 steps (4.1 min). Decoded through generate() + ToolCallingLogitsProcessor; "
     "attention baselines are evaluated up to 100 digits (they fail long before).",
     ("multiplication_k2", "tool_mamba"): "The 15-minute budget ended training at step 772 of 1,000 for seed 0, 693 for "
     "seed 1 and 886 for seed 2 (loss 3e-5 each); seed 1 misses 1 of 100 at 1,000 digits.",
-    ("logical_graph", "tool_mamba"): "2,000 steps x 32 (the paper's step count; 62 min), loss 4e-4 at the end. In "
-    "distribution 93/100 traces exact at 10 nodes, and 80/100 at 20 (twice the training size); 0 from 50 nodes on, "
-    "where the answers (0.09-0.38) are no better than a coin. The first mistake of most rows at 50 nodes "
-    "(`--show-mistakes`) is the trace's very first copy: the output's label, from the prompt's last line 12 tokens "
-    "back, right after a prompt five times longer than any in training (`v576 = v628` then `[find]v62...` for "
-    "`[find]v576`). Fed the reference prefix (`python eval/mistake_positions.py`, 20 rows per size, "
-    "`logical_graph/mistake_positions.json`), every row's first mistake at 50, 100 and 500 nodes falls in the trace's "
-    "first 100 tokens, and past them fall 0 of its 69 mistakes at 50 nodes (24.7k trace tokens in all), 11 of 95 at "
-    "100 (30k) and 41 of 125 at 500 (82k): the long prompt throws the model, it does not drift along the trace. A "
-    "600-step run that had "
-    "not learnt the task (loss 0.36) is in `eval/results/logical_graph/history/`. The `print_output` layout "
-    "(`training/configs/logical_graph_print_tool_mamba.yaml`) ends the prompt with `print(OUTPUT)` and opens the "
-    "trace with a fixed `[find]print(`, so that first label is copied from an observation like every later one. "
-    "Its final model (2,000 steps, `logical_graph/print_output/`) gives trace exact 0.91, 0.87, 0.70, 0.74, 0.44 and "
-    "0.25 at 10-1,000 nodes: **10→1K (25%)** where the default layout gives 10→20 (one seed; it becomes this cell "
-    "once seeds 0-2 run with it).",
+    ("logical_graph", "tool_mamba"): "2,000 steps x 32 (the paper's step count; 65-75 min each; loss 3e-4 at the end "
+    "for seed 0), in the `print_output` layout (`training/configs/logical_graph_tool_mamba.yaml`): the prompt ends with "
+    "`print(OUTPUT)` and the trace opens with the fixed command `[find]print(`, so the output's label is copied "
+    "from an observation like every later copy. In the default layout, where that first label is copied from the "
+    "prompt's last line, the same model and budget reach 20 nodes, not 50 (0.93, 0.80, then 0 from 50 nodes on): "
+    "fed the reference prefix (`python eval/mistake_positions.py`), every row's first mistake at 50-500 nodes falls "
+    "on that copy, right after a prompt five times longer than any in training, and few fall after it. With "
+    "`print_output`, no row's first mistake falls in the trace's first 100 tokens (20 rows each at 20-500 nodes, "
+    "`logical_graph/mistake_positions.json`, seed 0); what is left is spread along the trace (7 mistakes in 25k "
+    "trace tokens at 50 nodes, 24 in 82k at 500). Earlier runs and their mistake positions: "
+    "`eval/results/logical_graph/history/`.",
     ("addition_no_cot", "tool_mamba"): "8,000 steps x 64 (9.7 min), loss 0.18 at the end: 1/100 at 5 digits (token "
     "accuracy 0.70), 0 beyond. Not fitted in distribution (the paper: 100% at 5 digits), so the missing length "
     "generalization says little; a first run of 1,000 steps (loss 1.0) gave 0 at 5 digits. Computing every carry "
