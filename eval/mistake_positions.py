@@ -6,9 +6,10 @@
 A model that fails beyond its training sizes either drifts (mistakes spread over the whole trace, more
 the longer it runs) or is thrown at one place (e.g. the first tokens after a prompt longer than any it
 trained on) and is right elsewhere. Fed the reference prefix, every row's mistakes are listed by their
-offset into the trace (0 = the first token after the prompt); the summary counts rows whose first
-mistake is in the first ``--head`` trace tokens and mistakes past them. Test instances are the ones
-``toolssm eval`` decodes with the same ``--seed``.
+offset into the trace (0 = the first token after the prompt) and the segment it falls in (a command,
+named by its tool tag and verb such as ``[code]open``, a thought or the output); the summary counts rows
+whose first mistake is in the first ``--head`` trace tokens, mistakes past them, and mistakes by segment.
+Test instances are the ones ``toolssm eval`` decodes with the same ``--seed``.
 """
 
 from __future__ import annotations
@@ -17,25 +18,35 @@ import argparse
 import json
 import shlex
 import sys
+from collections import Counter
 
 from tqdm.auto import tqdm
 
 from hf_toolssm.cli import load_checkpoint
 from hf_toolssm.data import heldout_instances
-from hf_toolssm.evaluation import provenance, teacher_forced_mistakes
+from hf_toolssm.evaluation import provenance, segment_of, teacher_forced_mistakes
+from hf_toolssm.tools.base import Role
 
 
 def mistake_offsets(model, tokenizer, task, size: int, samples: int, seed: int) -> list[dict]:
-    """Per test instance: its trace length and the trace offsets of its teacher-forced mistakes."""
+    """Per test instance: its trace length, the tokens the model writes per segment, and the trace offsets
+    and segments of its teacher-forced mistakes."""
     rows = []
     for instance in tqdm(heldout_instances(task, seed, size, samples), total=samples, desc=f"size {size}"):
-        mistakes, _ = teacher_forced_mistakes(model, tokenizer, instance)
+        mistakes, model_tokens = teacher_forced_mistakes(model, tokenizer, instance)
         offsets = [mistake.position - len(instance.prompt) for mistake in mistakes]
-        rows.append({"trace_tokens": len(instance.trace.tokens), "mistake_offsets": offsets})
+        tokens, roles = instance.full_tokens(), instance.roles()
+        segments = Counter(segment_of(tokens, roles, t) for t in range(len(instance.prompt), len(tokens))
+                           if roles[t] not in (Role.PROMPT, Role.OBSERVATION))
+        assert sum(segments.values()) == model_tokens, "segments must cover the tokens teacher_forced_mistakes scores"
+        rows.append({"trace_tokens": len(instance.trace.tokens), "model_tokens_by_segment": dict(segments),
+                     "mistake_offsets": offsets, "mistake_segments": [mistake.segment for mistake in mistakes]})
     return rows
 
 
 def summarize(rows: list[dict], head: int) -> dict:
+    written = sum((Counter(row["model_tokens_by_segment"]) for row in rows), Counter())
+    wrong = Counter(segment for row in rows for segment in row["mistake_segments"])
     return {
         "rows": len(rows),
         "rows_with_a_mistake": sum(1 for row in rows if row["mistake_offsets"]),
@@ -45,6 +56,11 @@ def summarize(rows: list[dict], head: int) -> dict:
         "mistakes": sum(len(row["mistake_offsets"]) for row in rows),
         f"mistakes_past_token_{head}": sum(1 for row in rows for offset in row["mistake_offsets"] if offset >= head),
         "trace_tokens": sum(row["trace_tokens"] for row in rows),
+        # which copies go wrong: by the command (tool tag and verb), thought or output they fall in, the trace
+        # tokens the model writes (observations excluded), its mistakes, and the share of those tokens it gets wrong
+        "model_tokens_by_segment": dict(written.most_common()),
+        "mistakes_by_segment": {segment: wrong[segment] for segment in written},
+        "mistake_rate_by_segment": {segment: round(wrong[segment] / written[segment], 4) for segment in written},
     }
 
 

@@ -119,7 +119,7 @@ def cmd_eval(args) -> int:
     if args.show_mistakes:
         for size in sizes:
             for mistake in first_mistakes(model, tokenizer, task, size, seed=args.seed, limit=args.show_mistakes):
-                print(f"size {size} token {mistake.position}: ...{mistake.context!r} -> expected "
+                print(f"size {size} token {mistake.position} ({mistake.segment}): ...{mistake.context!r} -> expected "
                       f"{mistake.expected!r}, predicted {mistake.predicted!r}", file=sys.stderr)
     return 0
 

@@ -14,6 +14,7 @@ import dataclasses
 import datetime
 import json
 import platform
+import re
 import textwrap
 import time
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from .data import heldout_instances
 from .generation import ToolGenerationResult, generate_with_logits_processor, generate_with_tools
 from .metrics import load_tool_trace_accuracy
-from .tools.base import Role
+from .tools.base import ARG_END, Role
 
 #: Model types decoded with the fast loop (a fixed-size recurrent cache); everything else uses generate().
 RECURRENT_MODEL_TYPES = {"tool_mamba", "tool_rnn"}
@@ -54,6 +55,30 @@ class Mistake:
     context: str  # the text just before it
     expected: str
     predicted: str
+    #: what the token belongs to: "output", "thought", or the command, by its tool tag and verb
+    #: ("[code]open", "[find]"): which copies a model gets wrong (see :func:`segment_of`)
+    segment: str = ""
+
+
+def segment_of(tokens: Sequence[str], roles: Sequence[Role], t: int) -> str:
+    """What token ``t`` belongs to: its role for thoughts and outputs; for a command token, the command's
+    tool tag plus its verb when it has one (``[code]edit 2 ...`` -> ``"[code]edit"``, ``[find]v576`` ->
+    ``"[find]"``, a one-token pointer command such as ``[read1]`` -> itself)."""
+    if roles[t] is not Role.COMMAND:
+        return roles[t].value
+    start = t  # back to the command's tool tag: the nearest token that is one, within the command
+    while start > 0 and not _opens_command(tokens[start]) and roles[start - 1] is Role.COMMAND:
+        start -= 1
+    end = t  # on to the command's end, so the verb is read whole even when the mistake is inside it
+    while end + 1 < len(tokens) and roles[end + 1] is Role.COMMAND and not _opens_command(tokens[end + 1]):
+        end += 1
+    verb = re.match(r"[a-z]+(?=[ \[]|$)", "".join(tokens[start + 1 : end + 1]))
+    return tokens[start] + (verb.group() if verb else "")
+
+
+def _opens_command(token: str) -> bool:
+    """A tool tag such as ``[code]`` or ``[read1]``; ``[/cmd]`` ends the command it is in."""
+    return len(token) > 2 and token.startswith("[") and token.endswith("]") and token != ARG_END
 
 
 @torch.inference_mode()
@@ -68,7 +93,7 @@ def teacher_forced_mistakes(model, tokenizer, instance, context_chars: int = 40)
     scored = [t for t in range(1, len(tokens)) if roles[t] not in (Role.PROMPT, Role.OBSERVATION)]
     mistakes = [
         Mistake(t, "".join(tokens[max(0, t - context_chars) : t])[-context_chars:], tokens[t],
-                tokenizer.convert_ids_to_tokens(predicted[t - 1]))
+                tokenizer.convert_ids_to_tokens(predicted[t - 1]), segment_of(tokens, roles, t))
         for t in scored if predicted[t - 1] != targets[t]
     ]
     return mistakes, len(scored)

@@ -114,7 +114,7 @@ def test_eval_writes_the_documented_json(checkpoint, tmp_path):
 def test_mistakes_are_the_complement_of_token_accuracy_and_the_cli_prints_them(checkpoint, tmp_path, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_toolssm.evaluation import teacher_forced_mistakes, teacher_forced_token_accuracy
+    from hf_toolssm.evaluation import segment_of, teacher_forced_mistakes, teacher_forced_token_accuracy
     from hf_toolssm.tasks import get_task
 
     model = AutoModelForCausalLM.from_pretrained(checkpoint)
@@ -127,6 +127,8 @@ def test_mistakes_are_the_complement_of_token_accuracy_and_the_cli_prints_them(c
     for mistake in mistakes:
         assert mistake.expected == tokens[mistake.position] != mistake.predicted
         assert "".join(tokens[: mistake.position]).endswith(mistake.context)
+
+    assert all(mistake.segment == segment_of(tokens, instance.roles(), mistake.position) for mistake in mistakes)
 
     assert main(["eval", str(checkpoint), "--sizes", "2", "--samples", "2", "--out", str(tmp_path / "r.json"),
                  "--show-mistakes", "3"]) == 0
@@ -284,6 +286,26 @@ def test_the_shipped_remote_code_is_the_package_code(tmp_path):
         assert (DEFAULT_CHECKPOINT / name).read_text() == (fresh / name).read_text(), f"re-export {name}"
 
 
+def test_a_mistake_is_placed_in_its_command_by_tool_tag_and_verb():
+    """segment_of names the command a trace token belongs to, whichever of its tokens it is."""
+    from hf_toolssm.evaluation import segment_of
+    from hf_toolssm.tasks import get_task
+    from hf_toolssm.tools.base import Role
+
+    instance = get_task("coding_interactive").sample(random.Random(0), 4)
+    tokens, roles = instance.full_tokens(), instance.roles()
+    start = next(t for t in range(len(tokens)) if tokens[t : t + 5] == ["[code]", "o", "p", "e", "n"])
+    end = tokens.index("[/cmd]", start) + 1
+    assert {segment_of(tokens, roles, t) for t in range(start, end)} == {"[code]open"}
+    run = next(t for t in range(len(tokens)) if tokens[t : t + 5] == ["[code]", "r", "u", "n", "[/cmd]"])
+    assert segment_of(tokens, roles, run + 2) == "[code]run"
+    assert segment_of(tokens, roles, len(tokens) - 2) == "output"
+    graph = get_task("logical_graph").sample(random.Random(0), 4)
+    tokens, roles = graph.full_tokens(), graph.roles()
+    assert segment_of(tokens, roles, tokens.index("[find]") + 2) == "[find]"  # a label is not a verb
+    assert segment_of(tokens, roles, roles.index(Role.THOUGHT)) == "thought"
+
+
 def test_mistake_positions_script_lists_every_rows_teacher_forced_mistakes(checkpoint, tmp_path):
     """eval/mistake_positions.py: offsets into the trace, one list per test row, and a summary that adds up."""
     spec = importlib.util.spec_from_file_location("mistake_positions", ROOT / "eval" / "mistake_positions.py")
@@ -299,3 +321,6 @@ def test_mistake_positions_script_lists_every_rows_teacher_forced_mistakes(check
         assert all(0 <= offset < row["trace_tokens"] for row in rows for offset in row["mistake_offsets"])
         assert summary["mistakes"] == sum(len(row["mistake_offsets"]) for row in rows) > 0  # an untrained model
         assert summary["mistakes_past_token_5"] == sum(o >= 5 for row in rows for o in row["mistake_offsets"])
+        assert all(len(row["mistake_segments"]) == len(row["mistake_offsets"]) for row in rows)
+        assert sum(summary["mistakes_by_segment"].values()) == summary["mistakes"]
+        assert all(summary["mistakes_by_segment"][s] <= n for s, n in summary["model_tokens_by_segment"].items())
