@@ -43,6 +43,9 @@ class TrainConfig:
     train_max_size: int = 5  # the training distribution's largest size (e.g. operand digits)
     model_type: str = "tool_mamba"  # any AutoConfig model type: tool_mamba, tool_rnn, gpt_neox, mistral
     model_kwargs: dict = dataclasses.field(default_factory=dict)
+    #: a checkpoint folder to start from instead of random weights (fine-tuning, as the paper starts its coding
+    #: models from pretrained ones); its model type and sizes must be the ones model_type/model_kwargs name
+    init_from: str | None = None
     seed: int = 0
     steps: int = 1000
     batch_size: int = 64
@@ -81,20 +84,46 @@ class TrainConfig:
 
 
 def build_model(config: TrainConfig, tokenizer) -> PreTrainedModel:
-    """A fresh model of ``config.model_type`` sized by ``model_kwargs`` with the tokenizer's vocabulary."""
+    """The model a run starts from: a fresh ``config.model_type`` sized by ``model_kwargs`` with the tokenizer's
+    vocabulary, or the weights of ``config.init_from``."""
+    torch.manual_seed(config.seed)
+    model = _initial_checkpoint(config, tokenizer) if config.init_from else _fresh_model(config, tokenizer)
+    # Every checkpoint names its task, so `toolssm solve/eval` need nothing else (any config class keeps
+    # an extra attribute through save_pretrained).
+    model.config.tool_config = {
+        "task": config.task, "task_kwargs": config.task_kwargs, "train_max_size": config.train_max_size,
+    }
+    return model
+
+
+def _fresh_model(config: TrainConfig, tokenizer) -> PreTrainedModel:
     kwargs = dict(config.model_kwargs)
     kwargs.update(
         vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
     )
-    model_config = AutoConfig.for_model(config.model_type, **kwargs)
-    # Every checkpoint names its task, so `toolssm solve/eval` need nothing else (any config class keeps
-    # an extra attribute through save_pretrained).
-    model_config.tool_config = {
-        "task": config.task, "task_kwargs": config.task_kwargs, "train_max_size": config.train_max_size,
-    }
-    torch.manual_seed(config.seed)
-    return AutoModelForCausalLM.from_config(model_config)
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(config.model_type, **kwargs))
+
+
+def _initial_checkpoint(config: TrainConfig, tokenizer) -> PreTrainedModel:
+    """``config.init_from``'s model, checked against the architecture the config names (every task shares the
+    character vocabulary, so a checkpoint of one task can start another)."""
+    path = Path(config.init_from)  # checked here, not in validate(): a config may name a run not trained yet
+    if not (path / "config.json").is_file():
+        raise ValueError(f"init_from: {str(path)!r} is not a checkpoint folder (no config.json); train it first or "
+                         f"point init_from at a folder written by save_pretrained")
+    model = AutoModelForCausalLM.from_pretrained(path)
+    found = {"model_type": model.config.model_type, "vocab_size": model.config.vocab_size}
+    wanted = {"model_type": config.model_type, "vocab_size": len(tokenizer)}
+    found.update({key: getattr(model.config, key, None) for key in config.model_kwargs})
+    wanted.update(config.model_kwargs)
+    differ = {key: (wanted[key], found[key]) for key in wanted if wanted[key] != found[key]}
+    if differ:
+        listed = ", ".join(f"{key}: the config says {want!r}, the checkpoint has {have!r}"
+                           for key, (want, have) in differ.items())
+        raise ValueError(f"init_from {str(path)!r} does not match this config ({listed}); make model_type and "
+                         f"model_kwargs those of the checkpoint")
+    return model
 
 
 def batch_for_step(config: TrainConfig, task, tokenizer, step: int) -> dict[str, torch.Tensor]:

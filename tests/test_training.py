@@ -66,6 +66,31 @@ def test_bad_training_options_say_what_is_wrong(tmp_path):
         tiny_config(tmp_path, batch_size=0).validate()
 
 
+def test_init_from_starts_another_task_from_a_trained_checkpoint(tmp_path):
+    """init_from: the weights of a checkpoint of one task start a run of another (one character vocabulary)."""
+    from transformers import AutoModelForCausalLM
+
+    from hf_toolssm.tokenization import build_char_tokenizer
+    from hf_toolssm.training import build_model
+
+    first = train(tiny_config(tmp_path / "addition", steps=3))
+    config = tiny_config(tmp_path / "multiplication", task="multiplication", init_from=str(first), steps=3)
+    config.validate()
+    start, trained = build_model(config, build_char_tokenizer()), AutoModelForCausalLM.from_pretrained(first)
+    assert start.state_dict().keys() == trained.state_dict().keys()
+    assert all(torch.equal(start.state_dict()[k], v) for k, v in trained.state_dict().items())
+    assert start.config.tool_config["task"] == "multiplication"
+    final = train(config)
+    assert json.loads((final / "config.json").read_text())["tool_config"]["task"] == "multiplication"
+    assert yaml.safe_load((tmp_path / "multiplication" / "train_config.yaml").read_text())["init_from"] == str(first)
+
+    wider = tiny_config(tmp_path / "wider", init_from=str(first), model_kwargs=dict(TINY, hidden_size=64))
+    with pytest.raises(ValueError, match="hidden_size: the config says 64, the checkpoint has 32"):
+        build_model(wider, build_char_tokenizer())
+    with pytest.raises(ValueError, match="'.*nowhere' is not a checkpoint folder"):
+        build_model(tiny_config(tmp_path, init_from=str(tmp_path / "nowhere")), build_char_tokenizer())
+
+
 def test_every_shipped_config_parses():
     for path in sorted((ROOT / "training" / "configs").glob("*.yaml")):
         TrainConfig.from_yaml(path)
