@@ -252,6 +252,7 @@ def load_runs() -> dict[str, dict[str, list[dict]]]:
             merged[key]["results"] = sorted(merged[key]["results"] + payload["results"], key=lambda r: r["size"])
             merged[key]["_file"] += f", {file}"
             merged[key]["command"] += f"` + `{payload.get('command', '?')}"
+            merged[key]["date"] = f"{merged[key].get('date', '?')} + {payload.get('date', '?')}"
         else:
             merged[key] = dict(payload, _seed=key[2], _file=file)
     runs: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
