@@ -6,8 +6,9 @@
 A model that fails beyond its training sizes either drifts (mistakes spread over the whole trace, more
 the longer it runs) or is thrown at one place (e.g. the first tokens after a prompt longer than any it
 trained on) and is right elsewhere. Fed the reference prefix, every row's mistakes are listed by their
-offset into the trace (0 = the first token after the prompt) and the segment it falls in (a command,
-named by its tool tag and verb such as ``[code]open``, a thought or the output); the summary counts rows
+offset into the trace (0 = the first token after the prompt), the segment it falls in (a command, named
+by its tool tag and verb such as ``[code]open``, a thought or the output), the text before it and the
+token expected and predicted; the summary counts rows
 whose first mistake is in the first ``--head`` trace tokens, mistakes past them, and mistakes by segment.
 Test instances are the ones ``toolssm eval`` decodes with the same ``--seed``.
 """
@@ -28,33 +29,38 @@ from hf_toolssm.evaluation import provenance, segment_of, teacher_forced_mistake
 from hf_toolssm.tools.base import Role
 
 
-def mistake_offsets(model, tokenizer, task, size: int, samples: int, seed: int) -> list[dict]:
-    """Per test instance: its trace length, the tokens the model writes per segment, and the trace offsets
-    and segments of its teacher-forced mistakes."""
+def mistake_rows(model, tokenizer, task, size: int, samples: int, seed: int, context: int) -> list[dict]:
+    """Per test instance: its trace length, the tokens the model writes per segment, and its teacher-forced
+    mistakes: trace offset, segment, the ``context`` characters before it, the expected and predicted token."""
     rows = []
     for instance in tqdm(heldout_instances(task, seed, size, samples), total=samples, desc=f"size {size}"):
-        mistakes, model_tokens = teacher_forced_mistakes(model, tokenizer, instance)
-        offsets = [mistake.position - len(instance.prompt) for mistake in mistakes]
+        mistakes, model_tokens = teacher_forced_mistakes(model, tokenizer, instance, context_chars=context)
         tokens, roles = instance.full_tokens(), instance.roles()
         segments = Counter(segment_of(tokens, roles, t) for t in range(len(instance.prompt), len(tokens))
                            if roles[t] not in (Role.PROMPT, Role.OBSERVATION))
         assert sum(segments.values()) == model_tokens, "segments must cover the tokens teacher_forced_mistakes scores"
-        rows.append({"trace_tokens": len(instance.trace.tokens), "model_tokens_by_segment": dict(segments),
-                     "mistake_offsets": offsets, "mistake_segments": [mistake.segment for mistake in mistakes]})
+        rows.append({
+            "trace_tokens": len(instance.trace.tokens),
+            "model_tokens_by_segment": dict(segments),
+            "mistakes": [{"offset": mistake.position - len(instance.prompt), "segment": mistake.segment,
+                          "context": mistake.context, "expected": mistake.expected, "predicted": mistake.predicted}
+                         for mistake in mistakes],
+        })
     return rows
 
 
 def summarize(rows: list[dict], head: int) -> dict:
+    mistakes = [mistake for row in rows for mistake in row["mistakes"]]
     written = sum((Counter(row["model_tokens_by_segment"]) for row in rows), Counter())
-    wrong = Counter(segment for row in rows for segment in row["mistake_segments"])
+    wrong = Counter(mistake["segment"] for mistake in mistakes)
     return {
         "rows": len(rows),
-        "rows_with_a_mistake": sum(1 for row in rows if row["mistake_offsets"]),
+        "rows_with_a_mistake": sum(1 for row in rows if row["mistakes"]),
         f"rows_whose_first_mistake_is_in_the_first_{head}_tokens": sum(
-            1 for row in rows if row["mistake_offsets"] and row["mistake_offsets"][0] < head
+            1 for row in rows if row["mistakes"] and row["mistakes"][0]["offset"] < head
         ),
-        "mistakes": sum(len(row["mistake_offsets"]) for row in rows),
-        f"mistakes_past_token_{head}": sum(1 for row in rows for offset in row["mistake_offsets"] if offset >= head),
+        "mistakes": len(mistakes),
+        f"mistakes_past_token_{head}": sum(1 for mistake in mistakes if mistake["offset"] >= head),
         "trace_tokens": sum(row["trace_tokens"] for row in rows),
         # which copies go wrong: by the command (tool tag and verb), thought or output they fall in, the trace
         # tokens the model writes (observations excluded), its mistakes, and the share of those tokens it gets wrong
@@ -72,13 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=20, help="test instances per size (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1234, help="test-set seed, as toolssm eval's (default: %(default)s)")
     parser.add_argument("--head", type=int, default=100, help="trace tokens counted as the start (default: %(default)s)")
+    parser.add_argument("--context", type=int, default=80,
+                        help="characters before each mistake kept in the JSON (default: %(default)s)")
     parser.add_argument("--out", help="write the rows and the summary to this JSON file")
     args = parser.parse_args(argv)
 
     model, tokenizer, task = load_checkpoint(args.model, args.task, "mistake_positions")
     results = []
     for size in (int(size) for size in args.sizes.split(",")):
-        rows = mistake_offsets(model, tokenizer, task, size, args.samples, args.seed)
+        rows = mistake_rows(model, tokenizer, task, size, args.samples, args.seed, args.context)
         results.append({"size": size, "summary": summarize(rows, args.head), "rows": rows})
         print(f"size {size}: {json.dumps(results[-1]['summary'])}")
     if args.out:

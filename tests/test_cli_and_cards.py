@@ -307,7 +307,7 @@ def test_a_mistake_is_placed_in_its_command_by_tool_tag_and_verb():
 
 
 def test_mistake_positions_script_lists_every_rows_teacher_forced_mistakes(checkpoint, tmp_path):
-    """eval/mistake_positions.py: offsets into the trace, one list per test row, and a summary that adds up."""
+    """eval/mistake_positions.py: each row's mistakes (offset, segment, context, tokens) and a summary that adds up."""
     spec = importlib.util.spec_from_file_location("mistake_positions", ROOT / "eval" / "mistake_positions.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
@@ -317,10 +317,11 @@ def test_mistake_positions_script_lists_every_rows_teacher_forced_mistakes(check
     assert payload["command"].startswith("python eval/mistake_positions.py ") and "date" in payload
     for result in payload["results"]:
         rows, summary = result["rows"], result["summary"]
+        mistakes = [mistake for row in rows for mistake in row["mistakes"]]
         assert len(rows) == summary["rows"] == 3
-        assert all(0 <= offset < row["trace_tokens"] for row in rows for offset in row["mistake_offsets"])
-        assert summary["mistakes"] == sum(len(row["mistake_offsets"]) for row in rows) > 0  # an untrained model
-        assert summary["mistakes_past_token_5"] == sum(o >= 5 for row in rows for o in row["mistake_offsets"])
-        assert all(len(row["mistake_segments"]) == len(row["mistake_offsets"]) for row in rows)
+        assert all(0 <= m["offset"] < row["trace_tokens"] for row in rows for m in row["mistakes"])
+        assert summary["mistakes"] == len(mistakes) > 0  # an untrained model
+        assert summary["mistakes_past_token_5"] == sum(m["offset"] >= 5 for m in mistakes)
         assert sum(summary["mistakes_by_segment"].values()) == summary["mistakes"]
         assert all(summary["mistakes_by_segment"][s] <= n for s, n in summary["model_tokens_by_segment"].items())
+        assert all(m["expected"] != m["predicted"] and m["context"] for m in mistakes)
