@@ -186,7 +186,7 @@ NOTES = {
     "`print_output`, no row's first mistake falls in the trace's first 100 tokens (20 rows each at 20-500 nodes, "
     "`logical_graph/mistake_positions.json`, seed 0); what is left is spread along the trace (7 mistakes in 25k "
     "trace tokens at 50 nodes, 24 in 82k at 500; seed 1, `mistake_positions_seed1.json`: 14 and 98), and every "
-    "one of them is in a thought, none in a `[find]` command. 141 of the two seeds' 176 are the first token after "
+    "one of them is in a thought, none in a `[find]` command. 160 of the two seeds' 186 are the first token after "
     "`X = ` written straight after an operand's lookup: the gate's line with that operand's value put in, or its "
     "value, whose operator and other operand were read two observations back (`v434 = not v851`; the lookup "
     "returns `v851 = True`; the model writes `v434 = T...` for `v434 = False`). Earlier runs and their mistake "
