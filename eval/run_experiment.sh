@@ -20,7 +20,7 @@ main() {
   case "$experiment" in
     addition)          default_sizes=5,10,20,50,100,1000 ;;
     multiplication_k*) default_sizes=10,13,20,50,100,500,1000 ;;
-    logical_graph)     default_sizes=10,20,50,100,500,1000 ;;
+    logical_graph*)    default_sizes=10,20,50,100,500,1000 ;;  # and its trace-layout variants
     hanoi_iterative)   default_sizes=8,9,10,11,12 ;;
     hanoi_recursive)   default_sizes=7,8,9,10 ;;
     addition_*)        default_sizes=5,10,20,50,100 ;;  # the App. D.7 ablations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import random
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -232,6 +233,23 @@ def test_logical_graph_with_print_output_opens_with_a_fixed_command():
         printing.instance_from_text("v1 = True\nv2 = not v1\nprint(v1)\n")
 
 
+def test_logical_graph_with_reread_gate_rewrites_the_line_it_just_read():
+    """reread_gate: every gate line the model writes follows a lookup of that gate, so the line it rewrites is
+    in the observation just read; the answer is the same and the real tool replays the trace."""
+    plain, rereading = get_task("logical_graph"), get_task("logical_graph", reread_gate=True)
+    for size in (4, 12, 60):
+        graph = random_graph(random.Random(size), size, 3)
+        default, instance = plain.instance(graph), rereading.instance(graph)
+        assert instance.answer == default.answer and instance.prompt == default.prompt
+        assert replay(instance).correct
+        text = "".join(instance.trace.tokens)
+        written = re.findall(r"\[/OBS\](v\d+) = ", text)  # thought lines that rewrite a gate
+        assert written and len(written) == len(re.findall(r"\[/OBS\](v\d+) = ", "".join(default.trace.tokens)))
+        for match in re.finditer(r"\[find\](v\d+) =\[/cmd\]\[OBS\][^\[]*\[/OBS\](v\d+) = ", text):
+            assert match.group(1) == match.group(2)
+        assert len(re.findall(r"\[find\](v\d+) =\[/cmd\]\[OBS\][^\[]*\[/OBS\](v\d+) = ", text)) == len(written)
+
+
 def test_ablation_trace_formats():
     a, b = "57", "8"
     no_cot = get_task("addition_no_cot").instance(a, b)
@@ -343,6 +361,7 @@ def test_sampling_is_deterministic_for_a_seed():
         ("mixture", {"k": 9}, "must be an int in 1..3, got 9"),
         ("logical_graph", {"k": 0}, "k is the number of input nodes"),
         ("logical_graph", {"print_output": "yes"}, "print_output must be true or false, got 'yes'"),
+        ("logical_graph", {"reread_gate": 1}, "reread_gate must be true or false, got 1"),
     ],
 )
 def test_bad_task_arguments_say_what_is_wrong(name, options, message):

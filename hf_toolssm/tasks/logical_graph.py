@@ -36,6 +36,12 @@ the prompt's last line. The default layout's first command copies the label stra
 and a model trained on 10-node prompts miscopies it after a 50-node one (``eval/results/README.md``);
 every later copy in the trace reads a recent observation.
 
+**``reread_gate=True``** looks the gate up again (``[find]X =[/cmd]``) after each operand lookup that
+returns a value, so the line the model rewrites (``v434 = not v851``, into ``v434 = False``) is in the
+observation just read and only the operand's value (``v851 = True``) is one observation back. Without it
+that line was read before the operand's lookup, and the print_output Mamba's remaining mistakes fall on
+that rewrite (``eval/results/logical_graph/mistake_positions*.json``). It makes traces longer.
+
 A query ``X =`` or ``# X for`` matches exactly the lines meant: a label is ``v`` and digits, so ``v12 =``
 never occurs inside ``v112 = ...`` or ``v5 = v12 and ...``. Every thought line ends with ``\\n`` before
 the next search, so a half-written line is never searched.
@@ -131,8 +137,9 @@ def graph_prompt(graph: LogicalGraph, print_output: bool = False) -> list[str]:
     return [*"".join(f"{line}\n" for line in lines)]
 
 
-def graph_trace(graph: LogicalGraph, print_output: bool = False) -> Trace:
-    """The reference DFS trace for ``graph`` (``print_output``: the prompt ends with ``print(OUTPUT)``)."""
+def graph_trace(graph: LogicalGraph, print_output: bool = False, reread_gate: bool = False) -> Trace:
+    """The reference DFS trace for ``graph`` (``print_output``: the prompt ends with ``print(OUTPUT)``;
+    ``reread_gate``: the gate's line is looked up again after each operand lookup that returns a value)."""
     trace = TraceWriter(graph_prompt(graph, print_output))
     gates = {gate.name: gate for gate in graph.gates}
     known: dict[str, bool] = dict(graph.inputs)  # nodes whose value is in memory
@@ -167,6 +174,8 @@ def graph_trace(graph: LogicalGraph, print_output: bool = False) -> Trace:
         variable = next(o.name for o in gate.operands if o.name not in substituted[current])
         find(f"{variable} =", lines[variable])
         if variable in known:  # substitute its value, or evaluate once every operand has one
+            if reread_gate:  # the line to rewrite in the last observation, the operand's value one before
+                find(f"{current} =", lines[current])
             substituted[current][variable] = known[variable]
             if len(substituted[current]) == len(gate.operands):
                 known[current] = gate.evaluate(substituted[current])
@@ -187,11 +196,13 @@ class LogicalGraphTask(Task):
     size_unit = "nodes (inputs included)"
     default_train_max_size = 10
 
-    def __init__(self, k: int = 3, print_output: bool = False):
+    def __init__(self, k: int = 3, print_output: bool = False, reread_gate: bool = False):
         self.k = check_option(self.name, "k", k, 1, 100, "the number of input nodes")
-        if not isinstance(print_output, bool):
-            raise ValueError(f"{self.name}: print_output must be true or false, got {print_output!r}")
+        for option, value in (("print_output", print_output), ("reread_gate", reread_gate)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{self.name}: {option} must be true or false, got {value!r}")
         self.print_output = print_output
+        self.reread_gate = reread_gate
         self.min_size = k + 1  # at least one gate: the output
 
     def make_environment(self) -> ToolEnvironment:
@@ -208,7 +219,7 @@ class LogicalGraphTask(Task):
             task=self.name,
             size=len(graph.inputs) + len(graph.gates),
             prompt=graph_prompt(graph, self.print_output),
-            trace=graph_trace(graph, self.print_output),
+            trace=graph_trace(graph, self.print_output, self.reread_gate),
             answer=str(graph.values()[graph.output]),
             environment=self.make_environment,
             metadata={"output": graph.output},
