@@ -8,9 +8,9 @@ the longer it runs) or is thrown at one place (e.g. the first tokens after a pro
 trained on) and is right elsewhere. Fed the reference prefix, every row's mistakes are listed by their
 offset into the trace (0 = the first token after the prompt), the segment it falls in (a command, named
 by its tool tag and verb such as ``[code]open``, a thought or the output), the text before it and the
-token expected and predicted; the summary counts rows
-whose first mistake is in the first ``--head`` trace tokens, mistakes past them, and mistakes by segment.
-Test instances are the ones ``toolssm eval`` decodes with the same ``--seed``.
+token expected and predicted; the summary counts rows whose first mistake is in the first ``--head``
+trace tokens, mistakes past them, and mistakes by segment. Test instances are the ones ``toolssm eval``
+decodes with the same ``--seed``.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ the model's thoughts are lines of the same Python-like form, so later searches f
 command ``[find]print([/cmd]``, so the output's label is copied from that observation rather than from
 the prompt's last line. The default layout's first command copies the label straight after the prompt,
 and a model trained on 10-node prompts miscopies it after a 50-node one (``eval/results/README.md``);
-every later copy in the trace reads a recent observation.
+every later label the trace copies is read from a recent observation.
 
 **``reread_gate=True``** looks the gate up again (``[find]X =[/cmd]``) after each operand lookup that
 returns a value, so the line the model rewrites (``v434 = not v851``, into ``v434 = False``) is in the
