@@ -229,7 +229,8 @@ NOTES = {
     "every size a third of the answer's tokens, most of the status line's 8 hash digits, are miscopied. Both error rates rise inside the "
     "training range and level off beyond it; the interactive model's is 2-3 times lower at every size, but at 5% "
     "of tokens a decode of hundreds of command tokens rarely survives: copying identifiers, not length, is what "
-    "these models have not learnt, and more training or capacity comes before a pass rate can show the paper's gap.",
+    "these models have not learnt from random weights in this budget. Started from the logical-graph Mamba, the same "
+    "recipe learns them (the next row).",
     ("coding_interactive", "tool_mamba_from_logical_graph"): "The interactive cell's recipe (1,000 steps x 8 traces, 45 "
     "min, loss 0.04 at the end against 0.17) started from the logical-graph Mamba's weights (`init_from`, "
     "`training/configs/coding_interactive_tool_mamba_from_logical_graph.yaml`) instead of random ones, as the paper "
