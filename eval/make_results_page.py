@@ -169,6 +169,12 @@ NOTES = {
     ("addition", "tool_mamba"): "Seed 0 is the shipped checkpoint (model_cards/toolmamba-addition): 1,000 steps in 13.6 min. "
     "Seeds 1 and 2: the same config, 1,000 steps in 11.2 and 10.7 min (the faster scan kernel; the CPU shared with "
     "other work).",
+    ("addition", "lstm"): "800 steps x 64, the config's full schedule (about 13 min on an idle core); still not fitted "
+    "in distribution: 17/100 exact at 5 digits, token accuracy 0.99 there. The paper's LSTM (4 x 1536) reaches 100% to "
+    "1,000; ours has 1 layer of 256 units and 800 steps. Earlier runs cut at step 333 by a 15-minute budget were "
+    "dropped.",
+    ("addition", "gru"): "800 steps x 64, the config's full schedule: 64/100 exact at 5 digits, 48 at 10, 16 at 20, 0 "
+    "from 50 on. Not fitted in distribution either (the paper's GRU, 4 x 1536: ~80% at 1,000).",
     ("addition", "mistral_swa"): "800 steps (4.9 min). Decoded through generate() + ToolCallingLogitsProcessor; "
     "attention baselines are evaluated up to 100 digits (they fail long before).",
     ("addition", "gpt_neox"): "800 steps (4.1 min). Decoded through generate() + ToolCallingLogitsProcessor; "
@@ -241,6 +247,15 @@ NOTES = {
     "learnt to copy 3-digit labels from its observations, and the coding model's names and line numbers are such "
     "copies. The answer check stays 0: 23% of the answer's tokens, digits of the status line's hash, are still "
     "miscopied. One seed.",
+    ("coding_single_turn", "tool_mamba_from_logical_graph"): "The single-turn cell's recipe (1,000 steps x 8 traces, "
+    "23 min, loss 0.26 at the end against 0.32) started from the logical-graph Mamba, as the interactive row above. "
+    "Pass rate 2/50 at n = 4 and 0 at every larger size. The starting point that took the interactive model from "
+    "0-8% to 40-98% barely helps here: fed the reference prefix "
+    "(`coding_single_turn/mistake_positions_from_logical_graph.json`) it gets 5.8% of its command tokens wrong at "
+    "n = 4, 8.2% at 8, 9.6% at 16 and 10.1% / 10.0% at 24 / 30 (from random weights 7.7-10.9%), nearly all in "
+    "`replace`: each edit's file, line and text must be recalled from the whole `cat *` printout, not copied from "
+    "the observation just read. The paper's contrast (interactive agents extrapolate, single-turn ones fail), "
+    "one seed each.",
     ("coding_single_turn", "tool_mamba"): "1,000 steps x 8 traces (20.6 min), the interactive cell's budget; loss 0.32 "
     "at the end. Pass rate 2/50 at n = 4 and 0/50 at every larger size; the answer check 0 everywhere. Teacher-forced "
     "token accuracy 0.89-0.90. Its first 40 teacher-forced mistakes at n = 8 (`toolssm eval "
