@@ -25,8 +25,7 @@ from tqdm.auto import tqdm
 
 from hf_toolssm.cli import load_checkpoint
 from hf_toolssm.data import heldout_instances
-from hf_toolssm.evaluation import provenance, segment_of, teacher_forced_mistakes
-from hf_toolssm.tools.base import Role
+from hf_toolssm.evaluation import model_token_positions, provenance, segment_of, teacher_forced_mistakes
 
 
 def mistake_rows(model, tokenizer, task, size: int, samples: int, seed: int, context: int) -> list[dict]:
@@ -34,11 +33,9 @@ def mistake_rows(model, tokenizer, task, size: int, samples: int, seed: int, con
     mistakes: trace offset, segment, the ``context`` characters before it, the expected and predicted token."""
     rows = []
     for instance in tqdm(heldout_instances(task, seed, size, samples), total=samples, desc=f"size {size}"):
-        mistakes, model_tokens = teacher_forced_mistakes(model, tokenizer, instance, context_chars=context)
+        mistakes, _ = teacher_forced_mistakes(model, tokenizer, instance, context_chars=context)
         tokens, roles = instance.full_tokens(), instance.roles()
-        segments = Counter(segment_of(tokens, roles, t) for t in range(len(instance.prompt), len(tokens))
-                           if roles[t] not in (Role.PROMPT, Role.OBSERVATION))
-        assert sum(segments.values()) == model_tokens, "segments must cover the tokens teacher_forced_mistakes scores"
+        segments = Counter(segment_of(tokens, roles, t) for t in model_token_positions(roles))
         rows.append({
             "trace_tokens": len(instance.trace.tokens),
             "model_tokens_by_segment": dict(segments),

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from .data import heldout_instances
 from .generation import ToolGenerationResult, generate_with_logits_processor, generate_with_tools
 from .metrics import load_tool_trace_accuracy
+from .tasks.base import UNSCORED_ROLES
 from .tools.base import ARG_END, Role
 
 #: Model types decoded with the fast loop (a fixed-size recurrent cache); everything else uses generate().
@@ -81,6 +82,12 @@ def _opens_command(token: str) -> bool:
     return len(token) > 2 and token.startswith("[") and token.endswith("]") and token != ARG_END
 
 
+def model_token_positions(roles: Sequence[Role]) -> list[int]:
+    """Positions of the tokens a model writes (thoughts, commands, outputs): what training and teacher forcing
+    score."""
+    return [t for t in range(1, len(roles)) if roles[t] not in UNSCORED_ROLES]
+
+
 @torch.inference_mode()
 def teacher_forced_mistakes(model, tokenizer, instance, context_chars: int = 40) -> tuple[list[Mistake], int]:
     """The model tokens (thoughts, commands, outputs) of the reference trace that the model predicts wrongly
@@ -90,7 +97,7 @@ def teacher_forced_mistakes(model, tokenizer, instance, context_chars: int = 40)
     ids = torch.tensor([tokenizer.convert_tokens_to_ids(tokens)], device=model.device)  # (1, l)
     predicted = model(input_ids=ids).logits[0, :-1].argmax(-1).tolist()  # prediction for position t+1
     targets = ids[0].tolist()
-    scored = [t for t in range(1, len(tokens)) if roles[t] not in (Role.PROMPT, Role.OBSERVATION)]
+    scored = model_token_positions(roles)
     mistakes = [
         Mistake(t, "".join(tokens[max(0, t - context_chars) : t])[-context_chars:], tokens[t],
                 tokenizer.convert_ids_to_tokens(predicted[t - 1]), segment_of(tokens, roles, t))
