@@ -196,8 +196,7 @@ NOTES = {
     "`X = ` written straight after an operand's lookup: the gate's line with that operand's value put in, or its "
     "value, whose operator and other operand were read two observations back (`v434 = not v851`; the lookup "
     "returns `v851 = True`; the model writes `v434 = T...` for `v434 = False`). Earlier runs and their mistake "
-    "positions: "
-    "`eval/results/logical_graph/history/`.",
+    "positions: `eval/results/logical_graph/history/`.",
     ("addition_no_cot", "tool_mamba"): "8,000 steps x 64 (9.7 min), loss 0.18 at the end: 1/100 at 5 digits (token "
     "accuracy 0.70), 0 beyond. Not fitted in distribution (the paper: 100% at 5 digits), so the missing length "
     "generalization says little; a first run of 1,000 steps (loss 1.0) gave 0 at 5 digits. Computing every carry "
@@ -232,8 +231,8 @@ NOTES = {
     "command tokens wrong at n = 4, 4.3% at 8, 4.7% at 16 and 5.2% / 5.1% at 24 / 30; the single-turn model 7.7%, "
     "9.6%, 10.7%, 10.9% and 10.6%. Every wrong command token is a copied name, line number or argument (the "
     "interactive agent's `open` and `edit`, the single-turn agent's `replace`; none in `run` or `cat`), and at "
-    "every size a third of the answer's tokens, most of the status line's 8 hash digits, are miscopied. Both error rates rise inside the "
-    "training range and level off beyond it; the interactive model's is 2-3 times lower at every size, but at 5% "
+    "every size a third of the answer's tokens, most of the status line's 8 hash digits, are miscopied. Both error "
+    "rates rise inside the training range and level off beyond it; the interactive model's is 2-3 times lower at every size, but at 5% "
     "of tokens a decode of hundreds of command tokens rarely survives: copying identifiers, not length, is what "
     "these models have not learnt from random weights in this budget. Started from the logical-graph Mamba, the same "
     "recipe learns them (the next row).",
