@@ -223,7 +223,12 @@ def plot_accuracy_vs_size(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    # The legend goes under the axes, where it cannot hide a point; the figure grows a line per legend row.
+    # Two columns when there are many entries and they are short enough for half the figure's width.
+    legend_entries = len(curves) + (train_max_size is not None)
+    legend_columns = 2 if legend_entries > 4 and max(map(len, curves), default=0) <= 40 else 1
+    legend_rows = -(-legend_entries // legend_columns)
+    fig, ax = plt.subplots(figsize=(6.5, 3.6 + 0.22 * legend_rows), layout="constrained")
     for name, results in curves.items():
         ax.plot([r.size for r in results], [getattr(r, metric) for r in results], marker="o", label=name)
     if train_max_size is not None:
@@ -235,8 +240,7 @@ def plot_accuracy_vs_size(
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:,.0f}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
+    fig.legend(loc="outside lower center", ncols=legend_columns, fontsize="small", frameon=False)
     Path(png_path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png_path, dpi=120)
     plt.close(fig)
