@@ -163,8 +163,10 @@ def train(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, betas=(0.9, 0.95), weight_decay=config.weight_decay
     )
-    scheduler = _warmup_cosine(optimizer, config)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # No LR scheduler object: the rate is a function of the step (learning_rate_at, set before each update),
+    # so nothing about it is checkpointed and a resumed run cannot drift. Accelerate's scheduler wrapper would
+    # also step once per process per update, as if each process loaded its own batch; here they split one.
+    model, optimizer = accelerator.prepare(model, optimizer)
 
     start_step = 0
     if resume:
@@ -201,8 +203,10 @@ def train(
         loss = masked_lm_loss_sum(logits, local["labels"]) / targets * world
         accelerator.backward(loss)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        learning_rate = learning_rate_at(step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate
         optimizer.step()
-        scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         bar.update(1)
@@ -212,7 +216,7 @@ def train(
             global_loss = accelerator.reduce(loss.detach() / world, reduction="sum").item()
             if accelerator.is_main_process:
                 record = {
-                    "step": step, "loss": global_loss, "lr": scheduler.get_last_lr()[0],
+                    "step": step, "loss": global_loss, "lr": learning_rate,
                     "grad_norm": float(grad_norm), "elapsed_s": round(time.monotonic() - started, 2),
                 }
                 with log_path.open("a") as f:
@@ -242,16 +246,13 @@ def train(
     return final
 
 
-def _warmup_cosine(optimizer, config: TrainConfig):
-    """Linear warmup, then cosine decay from the peak to ``min_lr_ratio`` of it."""
-
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def learning_rate_at(step: int, config: TrainConfig) -> float:
+    """The rate of update ``step`` (0-based): linear warmup, then cosine decay from the peak to ``min_lr_ratio`` of it."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    ratio = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return config.learning_rate * ratio
 
 
 def _save_checkpoint(accelerator: Accelerator, model, tokenizer, path: Path, step: int) -> None:

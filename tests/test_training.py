@@ -13,7 +13,7 @@ import torch
 import yaml
 
 import hf_toolssm  # noqa: F401
-from hf_toolssm.training import TrainConfig, train
+from hf_toolssm.training import TrainConfig, learning_rate_at, train
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "state_size": 8}
@@ -28,9 +28,26 @@ def tiny_config(output_dir, **overrides) -> TrainConfig:
     return TrainConfig(**options)
 
 
-def losses(output_dir) -> dict[int, float]:
+def logged(output_dir, key: str) -> dict[int, float]:
+    """``key`` of each training record in ``metrics.jsonl``, by step."""
     records = [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in records if "loss" in r}
+    return {r["step"]: r[key] for r in records if "loss" in r}
+
+
+def losses(output_dir) -> dict[int, float]:
+    return logged(output_dir, "loss")
+
+
+def test_the_learning_rate_warms_up_then_decays_to_its_floor(tmp_path):
+    config = tiny_config(tmp_path, steps=6, warmup_steps=2)
+    rates = [learning_rate_at(step, config) for step in range(config.steps)]
+    peak, floor = config.learning_rate, config.learning_rate * config.min_lr_ratio
+    assert rates[:3] == pytest.approx([peak / 2, peak, peak])  # the decay starts at the peak
+    assert all(a > b for a, b in zip(rates[2:], rates[3:]))
+    assert rates[-1] > floor and learning_rate_at(config.steps, config) == pytest.approx(floor)
+    train(config)
+    # each record's rate is the one its update used (update k is step k + 1 in the log)
+    assert logged(tmp_path, "lr") == pytest.approx({k + 1: rate for k, rate in enumerate(rates)})
 
 
 def test_a_few_steps_decrease_the_loss(tmp_path):
@@ -169,10 +186,14 @@ def test_lora_changes_outputs_and_round_trips_as_an_adapter(tmp_path):
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
 def test_two_processes_follow_the_single_process_loss_trajectory(tmp_path):
-    """`torchrun --nproc_per_node 2` really starts 2 gloo processes and trains the same trajectory."""
+    """`torchrun --nproc_per_node 2` really starts 2 gloo processes and trains the same trajectory.
+
+    Five steps with two of warmup reach the cosine decay, where a schedule stepped once per process (as
+    accelerate's scheduler wrapper does) would fall behind: the learning rates are compared as well.
+    """
     for name, procs in (("one", 1), ("two", 2)):
         config = dict(tiny_config(tmp_path / name).__dict__)
-        config.update(steps=3, save_every=3)
+        config.update(steps=5, save_every=5)
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
         torchrun = str(Path(sys.executable).parent / "torchrun")
@@ -184,10 +205,11 @@ def test_two_processes_follow_the_single_process_loss_trajectory(tmp_path):
         )
         assert result.returncode == 0, result.stderr[-3000:]
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
-    assert sorted(one) == sorted(two) == [1, 2, 3]
+    assert sorted(one) == sorted(two) == [1, 2, 3, 4, 5]
     for step in one:
         assert two[step] == pytest.approx(one[step], rel=1e-4)
-    world = json.loads((tmp_path / "two" / "checkpoint-3" / "trainer_state.json").read_text())
+    assert logged(tmp_path / "two", "lr") == logged(tmp_path / "one", "lr")
+    world = json.loads((tmp_path / "two" / "checkpoint-5" / "trainer_state.json").read_text())
     assert world["num_processes"] == 2
 
 
