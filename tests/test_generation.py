@@ -283,9 +283,8 @@ def test_eos_stops_and_time_budget_zero_stops_immediately():
 
 
 def test_time_budget_zero_ends_every_row_of_the_logits_processor_path():
-    processor = ToolCallingLogitsProcessor(TOKENIZER, scripted_environment, time_budget=0)
     prompts = [prompt_of("addition"), prompt_of("find")]
-    for result, prompt in zip(decode_generate(scripted_model(), prompts, scripted_environment, processor=processor), prompts):
+    for result, prompt in zip(decode_generate(scripted_model(), prompts, scripted_environment, time_budget=0), prompts):
         assert result.stop_reason is StopReason.TIME_BUDGET
         assert result.tokens == prompt and result.num_model_tokens == 0
 
@@ -473,12 +472,64 @@ def test_the_tokenizers_own_eos_ends_the_trace(path):
 
 
 # --- the logits processor, reused --------------------------------------------------------------------------
+def generate_with(processor, model, prompt: list[str], max_new_tokens: int = 400) -> ToolGenerationResult:
+    input_ids = torch.tensor([TOKENIZER.convert_tokens_to_ids(prompt)])
+    sequences = model.generate(input_ids=input_ids, logits_processor=[processor], max_new_tokens=max_new_tokens,
+                               do_sample=False, pad_token_id=PAD_ID, eos_token_id=EOS_ID)
+    return processor.results(sequences)[0]
+
+
 def test_logits_processor_reused_for_a_second_generate_call():
     """A processor passed to two generate() calls must start over, even when the second prompts are longer
-    than the first decode."""
+    than the first decode, or exactly one token longer than it (the length a next step would have)."""
     model = scripted_model()
     processor = ToolCallingLogitsProcessor(TOKENIZER, scripted_environment)
-    first = decode_generate(model, [prompt_of("addition")], None, processor=processor, max_new_tokens=3)
-    assert first[0].stop_reason is StopReason.MAX_TOKENS
-    second = decode_generate(model, [prompt_of("find")], None, processor=processor)
-    assert (second[0].tokens, second[0].roles) == FIND_CHAIN
+    first = generate_with(processor, model, prompt_of("addition"), max_new_tokens=3)
+    assert first.stop_reason is StopReason.MAX_TOKENS
+    second = generate_with(processor, model, prompt_of("find"))
+    assert (second.tokens, second.roles) == FIND_CHAIN
+    short = generate_with(processor, model, prompt_of("addition"), max_new_tokens=3)
+    one_longer = ["9"] * (len(short.tokens) + 1)
+    third = generate_with(processor, model, one_longer, max_new_tokens=3)
+    assert third.tokens[: len(one_longer)] == one_longer and third.roles[: len(one_longer)] == [P] * len(one_longer)
+
+
+# --- vocabularies that do not match the protocol or the model ------------------------------------------------
+def tokenizer_without_a_space() -> PreTrainedTokenizerFast:
+    """As byte-level BPE vocabularies, which have no bare " " (their space is part of the next token)."""
+    vocabulary = ["<pad>", "</s>", "<unk>", *[c for c in CHARACTERS if c != " "]]
+    backend = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(vocabulary)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    add_tool_tokens(tokenizer)
+    return tokenizer
+
+
+def test_an_observation_the_vocabulary_cannot_spell_is_fed_as_unknown_tokens():
+    """A failed search answers "[ERR]not found"-style text with a space in it; the model reads <unk> there."""
+    tokenizer = tokenizer_without_a_space()
+    trace = tokenizer.convert_tokens_to_ids(["q", "[find]", "[/cmd]"])
+    config = ScriptedConfig(vocab_size=len(tokenizer), traces=[trace], off_trace_id=tokenizer.unk_token_id,
+                            pad_token_id=0, eos_token_id=1)
+    model = ScriptedModel(config).eval()
+    results = {path: PATHS[path](model, [["q"]], scripted_environment, tokenizer=tokenizer, max_new_tokens=30)[0]
+               for path in PATHS}
+    fast, generate = results["fast_loop"], results["generate"]
+    assert (fast.tokens, fast.roles, fast.stop_reason) == (generate.tokens, generate.roles, generate.stop_reason)
+    observation = [t for t, role in zip(fast.tokens, fast.roles) if role is O]
+    assert " " in observation  # the environment's own text, kept in the trace as the tool wrote it
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_ids_past_the_tokenizer_are_never_picked(path):
+    """Embedding matrices are often padded past len(tokenizer); those rows have no token for a tool to read."""
+    torch.manual_seed(0)
+    config = ToolMambaConfig(vocab_size=len(TOKENIZER) + 8, hidden_size=32, state_size=8, num_hidden_layers=1,
+                             tie_word_embeddings=False)
+    model = ToolMambaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight[len(TOKENIZER) :] *= 100  # the padded rows would win every argmax
+    (result,) = PATHS[path](model, [prompt_of("addition")], scripted_environment, max_new_tokens=20)
+    assert len(result.tokens) > len(prompt_of("addition"))
+    assert set(result.tokens) <= set(TOKENIZER.get_vocab())

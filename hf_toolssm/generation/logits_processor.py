@@ -21,20 +21,22 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Sequence
 
 import torch
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
 from ..tools.base import EOS, EnvironmentFactory, StopReason
 from .result import ToolGenerationResult
-from .vocabulary import protocol_id_to_token, protocol_token_to_id
+from .vocabulary import ProtocolVocabulary
 
 
 class ToolCallingLogitsProcessor(LogitsProcessor):
     """Runs tools on the tokens ``generate()`` samples and forces their observations back in.
 
     One processor can serve several ``generate()`` calls in turn: each call starts over with fresh
-    environments (read :meth:`results` before the next call).
+    environments (read :meth:`results` before the next call). A call is told from the previous one's next
+    step by its length and its last token column; :meth:`reset` makes the start certain.
     """
 
     def __init__(
@@ -45,9 +47,12 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
         self.tokenizer = tokenizer
         self.time_budget = time_budget
         self.env_factory = env_factory
-        self.id_to_token = protocol_id_to_token(tokenizer)
-        self.token_to_id = protocol_token_to_id(self.id_to_token)  # forced tokens, [EOS] included
+        self.vocabulary = ProtocolVocabulary(tokenizer)
         self.pad_id = tokenizer.pad_token_id
+        self.envs = None
+
+    def reset(self) -> None:
+        """Forget the last ``generate()`` call: the next call starts with fresh environments."""
         self.envs = None
 
     def _start(self, input_ids: torch.LongTensor) -> None:
@@ -59,20 +64,31 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
             while start < len(row) and row[start] == self.pad_id:
                 start += 1
             env = self.env_factory()
-            env.reset([self.id_to_token[i] for i in row[start:]])
+            env.reset([self.vocabulary.id_to_token[i] for i in row[start:]])
             self.envs.append(env)
             self.forced.append(deque())
             self.finished.append(False)
             self.timed_out.append(False)
+        self._mark_seen(input_ids)
+
+    def _mark_seen(self, input_ids: torch.LongTensor) -> None:
         self.seen = input_ids.shape[1]
+        self.last_column = input_ids[:, -1].clone()
+
+    def _continues_last_call(self, input_ids: torch.LongTensor) -> bool:
+        """Within one generate() call each call brings exactly one new token after the columns seen."""
+        return (
+            self.envs is not None and input_ids.shape == (len(self.envs), self.seen + 1)
+            and torch.equal(input_ids[:, self.seen - 1], self.last_column)
+        )
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        # Within one generate() call every call brings exactly one new token; anything else is a new call.
-        if self.envs is None or input_ids.shape[1] != self.seen + 1 or len(self.envs) != input_ids.shape[0]:
-            self._start(input_ids)
-        else:
+        if self._continues_last_call(input_ids):
             self._consume(input_ids[:, self.seen :].tolist())
-            self.seen = input_ids.shape[1]
+            self._mark_seen(input_ids)
+        else:
+            self._start(input_ids)
+        self.vocabulary.only_tokenizer_ids(scores)
         out_of_time = self.time_budget is not None and time.monotonic() - self.started > self.time_budget
         for row, env in enumerate(self.envs):
             if self.finished[row]:
@@ -83,10 +99,7 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
             if env.stop_reason is StopReason.MAX_TOOL_CALLS and not self.forced[row]:
                 self.forced[row].append(EOS)  # the budget is spent: end the row cleanly
             if self.forced[row]:
-                token = self.forced[row][0]
-                token_id = self.token_to_id.get(token)
-                if token_id is None:  # not in the vocabulary: let the tokenizer decide (its unknown token)
-                    token_id = self.tokenizer.convert_tokens_to_ids(token)
+                (token_id,) = self.vocabulary.ids([self.forced[row][0]])
                 scores[row] = torch.finfo(scores.dtype).min
                 scores[row, token_id] = 0.0
         return scores
@@ -96,7 +109,7 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
             for token_id in ids:
                 if self.finished[row]:
                     break
-                token = self.id_to_token[token_id]
+                token = self.vocabulary.id_to_token[token_id]
                 if self.forced[row]:
                     expected = self.forced[row].popleft()
                     if expected == EOS:  # a forced end (tool-call budget or time budget)
@@ -119,7 +132,7 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
             raise RuntimeError("ToolCallingLogitsProcessor.results(): call model.generate(...) with this processor first")
         if sequences is not None and sequences.shape[1] > self.seen:
             self._consume(sequences[:, self.seen :].tolist())
-            self.seen = sequences.shape[1]
+            self._mark_seen(sequences)
         return [
             ToolGenerationResult.from_environment(
                 env, StopReason.TIME_BUDGET if timed_out else (None if done else StopReason.MAX_TOKENS)
@@ -129,20 +142,24 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
 
 
 def generate_with_logits_processor(
-    model, tokenizer: PreTrainedTokenizerBase, prompts, env_factory: EnvironmentFactory, *,
-    max_new_tokens: int, processor: ToolCallingLogitsProcessor | None = None, **generate_kwargs,
+    model, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str | Sequence[str]], env_factory: EnvironmentFactory,
+    *, max_new_tokens: int, time_budget: float | None = None, **generate_kwargs,
 ) -> list[ToolGenerationResult]:
-    """Tool-augmented decoding through stock ``model.generate()``: left-pad the prompts (text or lists of
-    token strings), generate with a :class:`ToolCallingLogitsProcessor`, return one result per prompt.
+    """Tool-augmented decoding through stock ``model.generate()``: left-pad the prompts (text, or lists of
+    token strings taken as they are; read as :func:`~hf_toolssm.generation.generate_with_tools` reads them),
+    generate with a :class:`ToolCallingLogitsProcessor`, return one result per prompt.
 
     Greedy unless ``generate_kwargs`` say otherwise; they go to ``generate()`` (e.g. ``streamer``).
     """
-    processor = processor or ToolCallingLogitsProcessor(tokenizer, env_factory)
-    texts = [prompt if isinstance(prompt, str) else "".join(prompt) for prompt in prompts]
-    encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
+    processor = ToolCallingLogitsProcessor(tokenizer, env_factory, time_budget=time_budget)
+    rows = [processor.vocabulary.prompt_ids(prompt) for prompt in prompts]
+    width = max(map(len, rows))
+    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(row)) + row for row in rows], device=model.device)
+    attention_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows], device=model.device)
     generate_kwargs.setdefault("do_sample", False)
     sequences = model.generate(
-        **encoded, logits_processor=[processor], max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **generate_kwargs,
+        input_ids=input_ids, attention_mask=attention_mask, logits_processor=[processor],
+        max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        **generate_kwargs,
     )
     return processor.results(sequences)

@@ -23,11 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..tools.base import EnvironmentFactory, StopReason
 from .result import ToolGenerationResult
-from .vocabulary import protocol_id_to_token, protocol_token_to_id
-
-
-def _prompt_tokens(tokenizer: PreTrainedTokenizerBase, prompt: str | Sequence[str]) -> list[str]:
-    return tokenizer.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+from .vocabulary import ProtocolVocabulary
 
 
 @torch.inference_mode()
@@ -50,7 +46,9 @@ def generate_with_tools(
     Args:
         prompts: strings (tokenized with ``tokenizer``) or lists of token strings.
         env_factory: builds a fresh ``ToolEnvironment`` per row, e.g. ``task.make_environment``.
-        max_new_tokens: cap on trace tokens after the prompt (model tokens + observations) per row.
+        max_new_tokens: a row stops once its trace has this many tokens after the prompt (model tokens and
+            observations); the observation of its last command is kept whole, so a trace can pass the cap
+            by that observation (as in the ``generate()`` path, where ``max_new_tokens`` counts the same).
         time_budget: seconds; rows still running then stop with ``StopReason.TIME_BUDGET``.
         on_token: optional ``callback(row, token, role)`` for every trace token after the prompt, model
             tokens and observations alike (streaming, e.g. the CLI).
@@ -59,20 +57,14 @@ def generate_with_tools(
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     device = model.device
-    id_to_token = protocol_id_to_token(tokenizer)
-    token_to_id = protocol_token_to_id(id_to_token)
+    vocabulary = ProtocolVocabulary(tokenizer)
     envs, queues = [], []
     for prompt in prompts:
-        tokens = _prompt_tokens(tokenizer, prompt)
-        if not tokens:
-            raise ValueError("generate_with_tools: empty prompt; every row needs at least one token")
-        unknown = sorted({t for t in tokens if t not in token_to_id})
-        if unknown:
-            raise ValueError(f"generate_with_tools: prompt tokens {unknown[:5]} are not in the tokenizer's vocabulary")
+        prompt_ids = vocabulary.prompt_ids(prompt)
         env = env_factory()
-        env.reset(tokens)
+        env.reset([vocabulary.id_to_token[i] for i in prompt_ids])
         envs.append(env)
-        queues.append(deque(token_to_id[t] for t in tokens))
+        queues.append(deque(prompt_ids))
     results: list[ToolGenerationResult | None] = [None] * len(envs)
     produced = [0] * len(envs)  # trace tokens after the prompt, per row
 
@@ -96,7 +88,7 @@ def generate_with_tools(
                 f"generate_with_tools: {type(model).__name__}.forward(input_ids, cache=..., use_cache=True) "
                 "returned no cache; the fast loop needs one. Use model.generate() with ToolCallingLogitsProcessor."
             )
-        logits = outputs.logits[:, -1, :].float()  # (active, vocab)
+        logits = vocabulary.only_tokenizer_ids(outputs.logits[:, -1, :].float())  # (active, vocab)
 
         # 2. Rows whose queue is now empty sample their next token and hand it to their tool environment.
         if do_sample:
@@ -114,7 +106,7 @@ def generate_with_tools(
             if out_of_time:
                 finish(row, StopReason.TIME_BUDGET)
                 continue
-            token = id_to_token[next_ids[position]]
+            token = vocabulary.id_to_token[next_ids[position]]
             before = len(env.tokens)
             observation = env.step(token)
             produced[row] += 1 + len(observation)
@@ -128,7 +120,7 @@ def generate_with_tools(
                 finish(row, StopReason.MAX_TOKENS)
                 continue
             queues[row].append(next_ids[position])
-            queues[row].extend(token_to_id[t] for t in observation)
+            queues[row].extend(vocabulary.ids(observation))
             keep.append(position)
         bar.update(max(produced[row] for row in range(len(envs))) - bar.n)
 
