@@ -66,7 +66,10 @@ def cmd_solve(args) -> int:
 
     model, tokenizer, task = load_checkpoint(args.model, args.task, "solve")
     problem = sys.stdin.read() if args.problem == "-" else args.problem  # a logical graph is many lines
-    reference = task.instance_from_text(problem)  # the problem's prompt, reference trace and answer
+    try:
+        reference = task.instance_from_text(problem)  # the problem's prompt, reference trace and answer
+    except ValueError as error:  # the task's message says what it expected: a usage error, not a traceback
+        raise SystemExit(f"toolssm solve: {error}") from None
     prompt = reference.prompt
     colour = sys.stderr.isatty() and not args.no_colour
 
@@ -103,7 +106,7 @@ def cmd_eval(args) -> int:
     from .evaluation import evaluate_length_generalization, first_mistakes, plot_accuracy_vs_size, write_results
 
     model, tokenizer, task = load_checkpoint(args.model, args.task, "eval")
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = args.sizes
     results = evaluate_length_generalization(
         model, tokenizer, task, sizes, samples=args.samples, seed=args.seed, batch_size=args.batch_size,
         token_accuracy=not args.no_token_accuracy,
@@ -155,7 +158,22 @@ def cmd_card(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(args.model, sizes=[int(s) for s in args.sizes.split(",")], samples=args.samples, out=args.out)
+    return run_demo(args.model, sizes=args.sizes, samples=args.samples, out=args.out)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a bad value is a usage error that names it, not a traceback)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def size_list(text: str) -> list[int]:
+    """An argparse type: comma-separated sizes, e.g. 10,100,1000."""
+    try:
+        return [positive_int(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers >= 1, e.g. 10,100,1000; got {text!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("problem", help='the problem as text, e.g. "123+4567" (the task comes from the checkpoint); '
                    "- reads it from stdin (a logical graph's lines)")
     p.add_argument("--task", help="override the checkpoint's task")
-    p.add_argument("--max-new-tokens", type=int, default=2_000_000, help="cap on trace tokens (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=2_000_000, help="cap on trace tokens (default: %(default)s)")
     p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--quiet", action="store_true", help="do not stream the trace")
     p.add_argument("--no-colour", action="store_true", help="plain trace on stderr")
@@ -195,10 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "tasks also pass_rate (the sandbox's files after the decode run with the reference fix's output).")
     p.add_argument("model", help="checkpoint folder")
     p.add_argument("--task", help="task name (default: the checkpoint's)")
-    p.add_argument("--sizes", default="5,10,20,50,100", help="comma-separated sizes (default: %(default)s)")
-    p.add_argument("--samples", type=int, default=100, help="test instances per size (default: %(default)s)")
+    p.add_argument("--sizes", type=size_list, default="5,10,20,50,100", help="comma-separated sizes (default: %(default)s)")
+    p.add_argument("--samples", type=positive_int, default=100, help="test instances per size (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1234, help="test seed, disjoint from training streams (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=50, help="rows decoded together (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=50, help="rows decoded together (default: %(default)s)")
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--plot", help="also write accuracy vs size to this PNG")
     p.add_argument("--no-token-accuracy", action="store_true", help="skip the teacher-forced token accuracy pass")
@@ -213,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "checkpoint with the same data order and optimizer state.")
     p.add_argument("--config", required=True, help="YAML training config")
     p.add_argument("--output-dir", help="override the config's output_dir")
-    p.add_argument("--steps", type=int, help="override the number of steps")
+    p.add_argument("--steps", type=positive_int, help="override the number of steps")
     p.add_argument("--seed", type=int, help="override the seed")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     p.set_defaults(func=cmd_train)
@@ -240,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Solve fresh random additions at each size with the tool in the loop, print accuracy, "
                        "time and a trace excerpt, and write the accuracy plot.")
     p.add_argument("--model", default=str(DEFAULT_CHECKPOINT), help="checkpoint folder (default: the shipped one)")
-    p.add_argument("--sizes", default="10,100,1000", help="digits per operand (default: %(default)s)")
-    p.add_argument("--samples", type=int, default=10, help="additions per size (default: %(default)s)")
+    p.add_argument("--sizes", type=size_list, default="10,100,1000", help="digits per operand (default: %(default)s)")
+    p.add_argument("--samples", type=positive_int, default=10, help="additions per size (default: %(default)s)")
     p.add_argument("--out", default="demo_output", help="folder for the JSON and PNG (default: %(default)s)")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -27,6 +27,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from .tasks.base import UNSCORED_ROLES, Instance, Task
+from .tokenization import protocol_ids
 
 IGNORE_INDEX = -100
 #: consecutive rejected samples after which ``exclude`` is taken to cover the whole training distribution
@@ -39,7 +40,7 @@ def encode_instance(instance: Instance, tokenizer: PreTrainedTokenizerBase) -> E
     """One training example: ``input_ids``, ``attention_mask``, ``labels`` (prompt and observations -100),
     plus ``prompt`` (text), ``answer``, ``size`` and ``task`` for bookkeeping."""
     tokens = instance.full_tokens()
-    input_ids = tokenizer.convert_tokens_to_ids(tokens)
+    input_ids = protocol_ids(tokenizer, tokens)
     unknown = {
         token
         for token, token_id in zip(tokens, input_ids)

@@ -27,6 +27,7 @@ from .data import heldout_instances
 from .generation import ToolGenerationResult, generate_with_logits_processor, generate_with_tools
 from .metrics import load_tool_trace_accuracy
 from .tasks.base import UNSCORED_ROLES
+from .tokenization import protocol_ids
 from .tools.base import ARG_END, Role
 
 #: Model types decoded with the fast loop (a fixed-size recurrent cache); everything else uses generate().
@@ -94,7 +95,7 @@ def teacher_forced_mistakes(model, tokenizer, instance, context_chars: int = 40)
     when fed the reference prefix, and how many model tokens there are: where a model fails, not only how often."""
     tokens = instance.full_tokens()
     roles = instance.roles()
-    ids = torch.tensor([tokenizer.convert_tokens_to_ids(tokens)], device=model.device)  # (1, l)
+    ids = torch.tensor([protocol_ids(tokenizer, tokens)], device=model.device)  # (1, l)
     predicted = model(input_ids=ids).logits[0, :-1].argmax(-1).tolist()  # prediction for position t+1
     targets = ids[0].tolist()
     scored = model_token_positions(roles)
@@ -145,6 +146,8 @@ def score_instances(
     Returns the scores and the decoded results (for callers that show a trace). ``metric``: a loaded
     ``tool_trace_accuracy`` module, to load it once for many calls.
     """
+    if not instances:
+        raise ValueError(f"score_instances: no instances of size {size} to score; ask for at least one sample")
     metric = metric or load_tool_trace_accuracy()
     started = time.monotonic()
     decoded = []

@@ -13,12 +13,14 @@ never has to be resized to add a tool::
     then  "\\n", then the printable ASCII characters 32 (space) .. 126 (~)
     last  [UNK]          any other character (so nothing is silently dropped)
 
-The data pipeline maps token strings to ids with ``tokenizer.convert_tokens_to_ids(list_of_strings)``;
-it is right for every character and protocol token (``tests/test_tokenization.py`` checks all of them).
+The data pipeline maps token strings to ids with :func:`protocol_ids` (``convert_tokens_to_ids``, with
+``[EOS]`` read as a pretrained tokenizer's own end-of-sequence token); it is right for every character and
+protocol token (``tests/test_tokenization.py`` checks all of them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
@@ -69,6 +71,15 @@ def build_char_tokenizer(**kwargs: Any) -> PreTrainedTokenizerFast:
         clean_up_tokenization_spaces=False,
         **kwargs,
     )
+
+
+def protocol_ids(tokenizer: PreTrainedTokenizerBase, tokens: Sequence[str]) -> list[int | None]:
+    """``tokenizer.convert_tokens_to_ids`` for a trace's token strings, with the protocol's ``[EOS]`` as the
+    tokenizer's own end-of-sequence token (a pretrained tokenizer keeps its own: see :func:`add_tool_tokens`)."""
+    ids = tokenizer.convert_tokens_to_ids(list(tokens))
+    if tokenizer.eos_token_id is None:
+        return ids
+    return [tokenizer.eos_token_id if token == EOS else token_id for token, token_id in zip(tokens, ids)]
 
 
 def add_tool_tokens(tokenizer: PreTrainedTokenizerBase, model: Any = None) -> int:

@@ -93,8 +93,19 @@ def test_solve_rejects_a_folder_that_is_not_a_checkpoint(tmp_path):
 
 
 def test_solve_rejects_a_malformed_problem(checkpoint):
-    with pytest.raises(ValueError):
+    with pytest.raises(SystemExit, match="expected two positive integers .* got '12\\*34'"):
         main(["solve", str(checkpoint), "12*34", "--quiet"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--samples", "0"], "--samples: expected a whole number >= 1, got '0'"),
+    (["--sizes", "10,x"], "--sizes: expected comma-separated whole numbers >= 1"),
+    (["--batch-size", "-3"], "--batch-size: expected a whole number >= 1"),
+])
+def test_eval_rejects_bad_numbers_with_a_usage_error(checkpoint, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", str(checkpoint), "--out", "unused.json", *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_eval_writes_the_documented_json(checkpoint, tmp_path):

@@ -362,6 +362,7 @@ def test_open_marks_the_frame_line_and_edit_changes_the_open_file():
         ("replace foo.py 1", "usage: replace FILE LINE TEXT"),
         ("replace foo.py one x", "bad line number one"),
         ("replace foo.py -1 x", "bad line number -1"),
+        ("replace foo.py ² x", "bad line number ²"),
         ("replace foo.py 0 x", "line 0 out of range 1..2"),
         ("replace foo.py 3 x", "line 3 out of range 1..2"),
         ("replace ../../etc/passwd 1 x", "bad file name ../../etc/passwd"),

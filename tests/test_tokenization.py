@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from hf_toolssm.tokenization import (
@@ -15,6 +15,7 @@ from hf_toolssm.tokenization import (
     add_tool_tokens,
     build_char_tokenizer,
     char_vocabulary,
+    protocol_ids,
 )
 from hf_toolssm.tools import EOS, PAD, Calculator, PointerMemory, SearchMemory, ToolEnvironment, protocol_tokens
 
@@ -123,6 +124,28 @@ def test_add_tool_tokens_to_a_pretrained_tokenizer():
     ids = tokenizer("hello [find]world[/cmd]")["input_ids"]
     assert tokenizer.convert_ids_to_tokens(ids) == ["hello", "[find]", "world", "[/cmd]"]
     assert add_tool_tokens(tokenizer) == 0  # idempotent
+
+
+def test_protocol_eos_is_the_pretrained_tokenizers_own_end_of_sequence():
+    """add_tool_tokens adds no [EOS] to a tokenizer that has an eos token, so traces must end with that token."""
+    tokenizer = small_pretrained_tokenizer()
+    add_tool_tokens(tokenizer)
+    find = tokenizer.convert_tokens_to_ids("[find]")
+    assert protocol_ids(tokenizer, ["hello", "[find]", EOS]) == [2, find, 1]
+    assert protocol_ids(build_char_tokenizer(), ["1", EOS]) == [build_char_tokenizer().convert_tokens_to_ids("1"), 1]
+
+
+def test_a_pretrained_tokenizer_encodes_training_traces():
+    from hf_toolssm.data import encode_instance
+    from hf_toolssm.tasks import get_task
+
+    vocabulary = ["<pad>", "</s>", "<unk>", *CHARACTERS]
+    backend = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(vocabulary)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    add_tool_tokens(tokenizer)
+    example = encode_instance(get_task("addition").instance("12", "34"), tokenizer)
+    assert example["input_ids"][-1] == example["labels"][-1] == tokenizer.convert_tokens_to_ids("</s>")
 
 
 def test_add_tool_tokens_to_our_own_tokenizer_adds_nothing():

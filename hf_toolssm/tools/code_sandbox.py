@@ -209,7 +209,7 @@ class _Workspace:
 
 
 def _line_number(text: str, lines: int) -> int:
-    if not text.isdigit() or len(text) > 9:
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:  # "²".isdigit(), but int("²") fails
         raise SandboxError(f"bad line number {text[:16]}")
     if not 1 <= int(text) <= lines:
         raise SandboxError(f"line {int(text)} out of range 1..{lines}")

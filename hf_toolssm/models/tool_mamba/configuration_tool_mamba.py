@@ -27,7 +27,8 @@ class ToolMambaConfig(PreTrainedConfig):
         time_step_rank: rank of the Δ projection; "auto" = ceil(hidden_size / 16).
         residual_in_fp32: keep the residual stream in float32 (as mamba-ssm does).
         tool_config: what the checkpoint was trained for, e.g.
-            ``{"task": "addition", "task_kwargs": {}, "max_tool_calls": 10**7}``; read by the CLI and evaluation.
+            ``{"task": "addition", "task_kwargs": {}}`` (the task by name and its arguments); the CLI and the
+            evaluation build the task, and with it the tools, from it.
 
     Example:
 
