@@ -177,11 +177,13 @@ def train(
             accelerator.load_state(str(checkpoint / "accelerate_state"))
             start_step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
             accelerator.print(f"resumed from {checkpoint} at step {start_step}")
+    log_path = output_dir / "metrics.jsonl"
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config)))
-
-    log_path = output_dir / "metrics.jsonl"
+        if log_path.exists():  # steps logged after the checkpoint we resume from are about to be run again
+            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
+            log_path.write_text("".join(line + "\n" for line in kept))
     rank, world = accelerator.process_index, accelerator.num_processes
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes ({world})")

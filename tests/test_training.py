@@ -64,9 +64,13 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     train(tiny_config(tmp_path / "straight"))
     interrupted = train(tiny_config(tmp_path / "resumed"), stop_at=3)
     assert interrupted.name == "checkpoint-3" and not (tmp_path / "resumed" / "final").exists()
+    log = tmp_path / "resumed" / "metrics.jsonl"
+    with log.open("a") as f:  # a kill after the checkpoint leaves later steps in the log; the resume runs them again
+        f.write(json.dumps({"step": 4, "loss": 99.0}) + "\n")
     train(tiny_config(tmp_path / "resumed"), resume=True)
     straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
     assert sorted(resumed) == sorted(straight) == [1, 2, 3, 4, 5, 6]
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
     for step in (4, 5, 6):
         assert resumed[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-6)
 
