@@ -66,7 +66,7 @@ EXAMPLES = {
     ),
     "environment_errors": (
         {"pointer": {"num_pointers": 1}, "search": None},
-        {"max_argument_tokens": 4, "max_tool_calls": 2},
+        {"max_argument_tokens": 4, "max_tool_calls": 5},
         "xy",
         "[EOM][/cmd][find]xyxyx[pointer1.read()][pointer1.read()][pointer1.read()]",
     ),

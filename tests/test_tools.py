@@ -309,12 +309,20 @@ def test_max_tool_calls_stops_the_sequence():
     assert environment.stop_reason is StopReason.MAX_TOOL_CALLS
 
 
+def test_malformed_calls_count_towards_max_tool_calls():
+    """Each is answered with an observation: a model stuck on one must still be stopped by the budget."""
+    environment = all_tools_environment(max_tool_calls=2, max_argument_tokens=1)
+    observations = run(environment, "ab", [ARG_END, FIND, "a", "b", ARG_END])
+    assert observations[0] == [ERR] and observations[3] == error_observation("argument too long")
+    assert observations[4] == [] and environment.stop_reason is StopReason.MAX_TOOL_CALLS
+
+
 def test_over_long_argument_is_an_error_and_the_command_is_dropped():
     environment = all_tools_environment(max_argument_tokens=3)
     observations = run(environment, "ab", [FIND, "a", "b", "c", "d", "e", ARG_END])
     assert observations[4] == error_observation("argument too long")
     assert observations[5] == [] and observations[6] == [ERR]  # back to ordinary tokens; a stray [/cmd]
-    assert environment.num_tool_calls == 0
+    assert environment.num_tool_calls == 2  # the dropped command and the stray [/cmd]: each was answered
     assert environment.memory.tokens == [*"ab", "e"]
     assert run(environment, "ab", [FIND, "a", "b", "c", ARG_END])[-1] == [OBS_OPEN, OBS_CLOSE]  # at the limit
 

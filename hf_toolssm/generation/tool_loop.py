@@ -100,11 +100,11 @@ def generate_with_tools(
         out_of_time = time_budget is not None and time.monotonic() - start > time_budget
         for position, row in enumerate(active):
             env = envs[row]
+            if out_of_time:  # even mid-observation: a long one (a printed codebase) must not outrun the budget
+                finish(row, StopReason.TIME_BUDGET)
+                continue
             if queues[row]:
                 keep.append(position)  # still feeding an observation: nothing to sample yet
-                continue
-            if out_of_time:
-                finish(row, StopReason.TIME_BUDGET)
                 continue
             token = vocabulary.id_to_token[next_ids[position]]
             before = len(env.tokens)

@@ -182,7 +182,7 @@ class ToolEnvironment:
         if token in OBSERVATION_ONLY_TOKENS or token == ARG_END:
             # The model tried to speak for the environment: a malformed command.
             self._record(token, Role.COMMAND)
-            return self._inject([ERR])
+            return self._inject([ERR]) if self._count_call() else []
         if token == EOS:
             self._record(token, Role.OUTPUT if self.in_answer else Role.THOUGHT)
             self.stop_reason = StopReason.EOS
@@ -209,13 +209,20 @@ class ToolEnvironment:
         argument.append(token)
         if len(argument) > self.max_argument_tokens:
             self._pending = None
-            return self._inject(error_observation("argument too long"))
+            return self._inject(error_observation("argument too long")) if self._count_call() else []
         return []
 
-    def _execute(self, command: str, argument: list[str]) -> list[str]:
+    def _count_call(self) -> bool:
+        """Count a call, malformed ones too (each is answered with an observation, so a model stuck on
+        one would otherwise loop until max_new_tokens); False once the budget is spent, which ends the row."""
         self.num_tool_calls += 1
         if self.num_tool_calls > self.max_tool_calls:
             self.stop_reason = StopReason.MAX_TOOL_CALLS
+            return False
+        return True
+
+    def _execute(self, command: str, argument: list[str]) -> list[str]:
+        if not self._count_call():
             return []
         try:
             observation = self._owner[command].run(command, argument, self.memory)
