@@ -181,8 +181,9 @@ NOTES = {
     "attention baselines are evaluated up to 100 digits (they fail long before).",
     ("multiplication_k2", "tool_mamba"): "The 15-minute budget ended training at step 772 of 1,000 for seed 0, 693 for "
     "seed 1 and 886 for seed 2 (loss 3e-5 each); seed 1 misses 1 of 100 at 1,000 digits.",
-    ("logical_graph", "tool_mamba"): "2,000 steps x 32 (the paper's step count; 70-75 min each; mean loss over the last 100 steps "
-    "4e-4 for seed 0, 2e-3 for seed 1, which is also the weaker model in distribution: 74% at 10 nodes against 91%), "
+    ("logical_graph", "tool_mamba"): "2,000 steps x 32 (the paper's step count; 62-75 min each; mean loss over the last 100 steps "
+    "4e-4 for seed 0, 2e-3 for seed 1, 5e-4 for seed 2; seed 1 is also the weaker model in distribution: 74% at 10 "
+    "nodes against 91% and 98%; seed 2, the best, keeps 35% at 500 and 1,000 nodes), "
     "in the `print_output` layout (`training/configs/logical_graph_tool_mamba.yaml`): the prompt ends with "
     "`print(OUTPUT)` and the trace opens with the fixed command `[find]print(`, so the output's label is copied "
     "from an observation like every later copy. In the default layout, where that first label is copied from the "
