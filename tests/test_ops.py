@@ -13,7 +13,6 @@ The CUDA kernels are compared with the same references in test_cuda_kernels.py.
 
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
 from unittest import mock
 
@@ -31,7 +30,7 @@ from hf_toolssm.ops.causal_conv1d import (
     causal_conv1d_update,
     causal_conv1d_update_ref,
 )
-from hf_toolssm.ops.kernels import cpu_scan_extension
+from hf_toolssm.ops.kernels import cpu_scan_extension, env_flag
 from hf_toolssm.ops.selective_scan import (
     linear_scan,
     linear_scan_chunked,
@@ -84,7 +83,7 @@ def scan_inputs(batch=2, d=3, n=4, length=7, dtype=torch.float32, *, D=True, z=T
 
 
 def require_cpp_extension():
-    if os.environ.get("HF_TOOLSSM_NO_CPP"):
+    if env_flag("HF_TOOLSSM_NO_CPP"):
         pytest.skip("HF_TOOLSSM_NO_CPP is set: the fused C++ scan is disabled")
     assert cpu_scan_extension() is not None, "the fused C++ scan did not build (see hf_toolssm.ops.kernels' warning)"
 
@@ -262,6 +261,40 @@ def test_cpp_backward_without_last_state_gradient():
     actual = grads(fused_cpp)
     for name in expected:
         assert_close(actual[name], expected[name], TOLERANCE[torch.float32], f"d loss / d {name}")
+
+
+def test_cpp_scan_broadcasts_b_and_c_of_batch_1_as_the_reference():
+    inputs = scan_inputs(batch=3)
+    inputs["B"], inputs["C"] = inputs["B"][:1], inputs["C"][:1]
+    expected = selective_scan_ref(**inputs, delta_softplus=True)
+    assert_close(fused_cpp(**inputs, delta_softplus=True), expected, TOLERANCE[torch.float32], "y")
+
+
+def test_cpp_scan_rejects_shapes_it_cannot_read():
+    """The C++ loop reads raw memory: a state size that differs between A and B must raise, not read past B."""
+    inputs = scan_inputs(n=4)
+    inputs["B"] = inputs["B"][:, :2]
+    with pytest.raises(ValueError, match=r"A \(d, n\), B and C \(b, n, l\).*B \(2, 2, 7\)"):
+        fused_cpp(**inputs, delta_softplus=True)
+
+
+def test_cpp_scan_refuses_a_second_derivative_it_would_get_wrong():
+    inputs = scan_inputs()
+    u = inputs.pop("u").requires_grad_(True)
+    y = fused_cpp(u=u, **inputs, delta_softplus=True)
+    with pytest.raises(RuntimeError, match="no double backward"):
+        torch.autograd.grad(y.square().sum(), u, create_graph=True)
+
+
+def test_only_cpu_tensors_reach_the_cpp_scan():
+    assert scan_module._use_cpu_extension(torch.zeros(1, 1, 1)) == (cpu_scan_extension() is not None)
+    assert not scan_module._use_cpu_extension(torch.zeros(1, 1, 1, device="meta"))
+
+
+@pytest.mark.parametrize("value, on", [("", False), ("0", False), ("false", False), ("1", True), ("yes", True)])
+def test_environment_switches_read_0_as_off(monkeypatch, value, on):
+    monkeypatch.setenv("HF_TOOLSSM_TEST_SWITCH", value)
+    assert env_flag("HF_TOOLSSM_TEST_SWITCH") is on
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,17 +17,16 @@ every C++ path); in a running process, set ``FUSED_STEP_ENABLED`` (tests and the
 
 from __future__ import annotations
 
-import os
 
 import torch
 import torch.nn.functional as F
 
 from .causal_conv1d import causal_conv1d_update
-from .kernels import cpu_scan_extension
+from .kernels import cpu_scan_extension, env_flag
 from .selective_scan import selective_state_update
 
-#: The switch. Read once: a lookup in os.environ on every step would cost a visible share of the step.
-FUSED_STEP_ENABLED = not os.environ.get("HF_TOOLSSM_NO_FUSED_STEP")
+#: The switch. Read once: a lookup in the environment on every step would cost a visible share of the step.
+FUSED_STEP_ENABLED = not env_flag("HF_TOOLSSM_NO_FUSED_STEP")
 
 
 def mamba_step_ref(

@@ -87,6 +87,13 @@ class _SelectiveScanCpp(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dlast):
+        if torch.is_grad_enabled() and any(g is not None and g.requires_grad for g in (dy, dlast)):
+            # create_graph=True: the C++ gradients carry no graph, so a second derivative would silently miss
+            # this path (once_differentiable's guard is not reached when no graph links it to the inputs).
+            raise RuntimeError(
+                "selective_scan: the fused C++ CPU scan has no double backward (create_graph=True); set "
+                "HF_TOOLSSM_NO_CPP=1 to use the differentiable pure-PyTorch scan"
+            )
         u, delta, A, B_t, C_t, h0 = ctx.saved_tensors
         dy = torch.zeros_like(u) if dy is None else dy.float().contiguous()
         dlast = torch.zeros_like(h0) if dlast is None else dlast.float().contiguous()
@@ -94,7 +101,28 @@ class _SelectiveScanCpp(torch.autograd.Function):
 
 
 def _use_cpu_extension(u: torch.Tensor) -> bool:
-    return not u.is_cuda and not torch.compiler.is_compiling() and cpu_scan_extension() is not None
+    return u.is_cpu and not torch.compiler.is_compiling() and cpu_scan_extension() is not None
+
+
+def _shaped_for_cpp(u, delta, A, B, C, h0):
+    """The C++ loop reads raw memory and trusts its shapes: broadcast every argument to the shape it assumes
+    (as the reference's broadcasting would), or raise naming the shapes. Returns contiguous float32 tensors
+    ``u, delta (b, d, l), A (d, n), B, C transposed to (b, l, n), h0 (b, d, n)``."""
+    batch, d, length = u.shape
+    n = A.shape[-1]
+    try:
+        delta, A = delta.expand(batch, d, length), A.expand(d, n)
+        B, C, h0 = B.expand(batch, n, length), C.expand(batch, n, length), h0.expand(batch, d, n)
+    except RuntimeError:
+        raise ValueError(
+            "selective_scan: expected u and delta (b, d, l), A (d, n), B and C (b, n, l), initial_state (b, d, n); "
+            f"got u {tuple(u.shape)}, delta {tuple(delta.shape)}, A {tuple(A.shape)}, B {tuple(B.shape)}, "
+            f"C {tuple(C.shape)}, initial_state {tuple(h0.shape)}"
+        ) from None
+    return (
+        u.float().contiguous(), delta.contiguous(), A.float().contiguous(),
+        B.float().transpose(1, 2).contiguous(), C.float().transpose(1, 2).contiguous(), h0.contiguous(),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -166,11 +194,7 @@ def selective_scan_cpu(
     delta = _discretize_delta(delta, delta_bias, delta_softplus, dtype)  # (b, d, l)
     h0 = _initial_state(u, A, initial_state, dtype)  # (b, d, n)
     if dtype == torch.float32 and _use_cpu_extension(u):  # the C++ kernel is float32 only
-        y, last = _SelectiveScanCpp.apply(
-            u.float().contiguous(), delta.contiguous(), A.float().contiguous(),
-            B.float().transpose(1, 2).contiguous(), C.float().transpose(1, 2).contiguous(),  # (b, l, n)
-            h0.contiguous(),
-        )
+        y, last = _SelectiveScanCpp.apply(*_shaped_for_cpp(u, delta, A, B, C, h0))
     else:
         delta_t = delta.transpose(1, 2)  # (b, l, d)
         dA = torch.exp(delta_t[..., None] * A.to(dtype))  # (b, l, d, n)

@@ -15,7 +15,9 @@ hold a CPU model and a GPU model side by side:
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import platform
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -61,19 +63,38 @@ def use_causal_conv1d(*tensors: torch.Tensor | None) -> SimpleNamespace | None:
     return causal_conv1d_kernels() if on_cuda(*tensors) else None
 
 
+def env_flag(name: str) -> bool:
+    """A switch in the environment: on unless unset, empty, ``0``, ``false`` or ``no``."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _cpu_fingerprint() -> str:
+    """A short hash of this CPU's instruction sets: a ``-march=native`` build only runs where they all exist,
+    so the build cache (shared by every machine that shares a home folder) is keyed on them."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        flags = next(line for line in cpuinfo if line.startswith(("flags", "Features")))
+    except (OSError, StopIteration):  # not Linux: the architecture and processor name are what we have
+        flags = f"{platform.machine()} {platform.processor()}"
+    return hashlib.sha1(flags.encode()).hexdigest()[:10]
+
+
 @functools.cache
 def cpu_scan_extension():
     """Compile (first time) and load the fused CPU extension (scan and mixer step); None if that is impossible.
 
     Set ``HF_TOOLSSM_NO_CPP=1`` to force the pure-PyTorch fallback.
     """
-    if os.environ.get("HF_TOOLSSM_NO_CPP"):
+    if env_flag("HF_TOOLSSM_NO_CPP"):
         return None
     try:
         from torch.utils.cpp_extension import load
 
         source = Path(__file__).with_name("csrc") / "selective_scan.cpp"
-        return load(name="hf_toolssm_selective_scan", sources=[str(source)], extra_cflags=["-O3", "-ffast-math", "-march=native"], extra_ldflags=["-lmvec"], verbose=False)
+        return load(
+            name=f"hf_toolssm_selective_scan_{_cpu_fingerprint()}", sources=[str(source)],
+            extra_cflags=["-O3", "-ffast-math", "-march=native"], extra_ldflags=["-lmvec"], verbose=False,
+        )
     except Exception as error:  # no compiler, no ninja, a build error: fall back, loudly once
         warnings.warn(
             f"hf_toolssm: could not build the CPU scan extension ({type(error).__name__}: {error}); "
