@@ -388,6 +388,11 @@ def test_bad_sizes_say_what_is_wrong(name, size, message):
         task.sample_train(random.Random(0), size)
 
 
+def test_a_logical_graph_with_many_inputs_trains_on_graphs_large_enough_for_them():
+    task = get_task("logical_graph", k=12)
+    assert task.sample_train(random.Random(0)).size == 13
+
+
 def test_prompts_from_text():
     assert get_task("addition").prompt_from_text("123+4567") == list("123+4567=")
     assert get_task("multiplication", k=1).prompt_from_text("12*3=") == list("12*3=")
@@ -401,6 +406,9 @@ def test_prompts_from_text():
         ("multiplication", "12*345"),
         ("hanoi_recursive", "(2)(5)"),
         ("hanoi_iterative", "(200)"),
+        ("hanoi_iterative", "(7.5)(2)"),
+        ("hanoi_iterative", "x-9,y3"),
+        ("coding_interactive", "5--3"),
         ("logical_graph", "v1 = True\nv2 = v9\n"),
         ("logical_graph", "v1 = True\n"),
     ]:
@@ -408,6 +416,9 @@ def test_prompts_from_text():
             get_task(name).prompt_from_text(text)
     with pytest.raises(ValueError, match="more than k=1 digits"):
         get_task("multiplication", k=1).instance("12", "34")
+    for seed in (-3, 10**12):  # the repository line could not name it
+        with pytest.raises(ValueError, match="seed must be a whole number"):
+            get_task("coding_interactive").instance(5, seed)
 
 
 TYPED_PROBLEMS = {

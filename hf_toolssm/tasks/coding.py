@@ -469,6 +469,8 @@ class CodingTask(Task):
     def instance(self, size: int, seed: int) -> Instance:
         """The instance for repository ``size-seed``."""
         self.validate_size(size, "size")
+        if not (isinstance(seed, int) and 0 <= seed < 10**12):  # the prompt's repository line holds 1-12 digits
+            raise ValueError(f"{self.name}: seed must be a whole number in 0..10^12 - 1, got {seed!r}")
         codebase = codebase_for(size, seed)
         prompt = coding_prompt(size, seed)
         fixed = codebase.execute(codebase.reference_fix())

@@ -270,7 +270,9 @@ class _HanoiTask(Task):
         return hanoi_prompt(self._disks(text))
 
     def _disks(self, text: str) -> list[int]:
-        sizes = [int(size) for size in re.findall(r"\d+", text)]
+        # "(7)(5)(2)", as the prompt writes them, or "7 5 2" / "7,5,2"; nothing else
+        well_formed = re.fullmatch(r"\s*(?:\(\d+\)\s*)+", text) or re.fullmatch(r"\s*\d+(?:[\s,]+\d+)*\s*", text)
+        sizes = [int(size) for size in re.findall(r"\d+", text)] if well_formed else []
         if (
             not sizes
             or len(sizes) > MAX_DISKS
@@ -279,7 +281,7 @@ class _HanoiTask(Task):
         ):
             raise ValueError(
                 f"{self.name}: expected 1..{MAX_DISKS} distinct disk sizes in 1..{LARGEST_DISK}, "
-                f"largest first, like '(7)(5)(2)', got {text!r}"
+                f"largest first, like '(7)(5)(2)' or '7 5 2', got {text!r}"
             )
         return sizes
 

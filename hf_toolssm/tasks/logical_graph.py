@@ -204,6 +204,7 @@ class LogicalGraphTask(Task):
         self.print_output = print_output
         self.reread_gate = reread_gate
         self.min_size = k + 1  # at least one gate: the output
+        self.default_train_max_size = max(type(self).default_train_max_size, self.min_size)  # k >= 10 needs more
 
     def make_environment(self) -> ToolEnvironment:
         return ToolEnvironment(tools=[SearchMemory()])

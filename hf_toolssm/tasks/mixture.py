@@ -5,8 +5,9 @@ digits. With probability ``weight`` (the paper's w in {0, 0.33, 0.5, 0.6}) a tra
 auxiliary ``n+n`` addition instead: ``n ~ U{1..max_size}``, both operands ``n`` digits. Tests
 (:meth:`MixtureTask.sample`) are multiplication; ``get_task("addition")`` scores the auxiliary task.
 
-Both tasks share one environment, the multiplication's pointers (addition uses the first three), and
-one vocabulary; their traces share the digit/carry thoughts, the operand cursors and the readout, which
+Both tasks share one vocabulary and one tool, the pointer memory (:meth:`MixtureTask.make_environment`
+gives the multiplication's pointers; an addition instance carries the three pointers it uses, the first
+three of those); their traces share the digit/carry thoughts, the operand cursors and the readout, which
 is what lets the auxiliary task help.
 """
 
