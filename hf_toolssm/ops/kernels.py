@@ -79,6 +79,18 @@ def _cpu_fingerprint() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:10]
 
 
+def _extension_source() -> str:
+    """The C++ source: ``csrc/selective_scan.cpp`` in the package. A Hub checkpoint's remote code has no
+    ``csrc`` folder (transformers copies only Python modules into its module cache), so there
+    ``export_remote_code`` ships the source as the module ``selective_scan_source``."""
+    beside = Path(__file__).with_name("csrc") / "selective_scan.cpp"
+    if beside.is_file():
+        return beside.read_text()
+    from .selective_scan_source import SOURCE
+
+    return SOURCE
+
+
 @functools.cache
 def cpu_scan_extension():
     """Compile (first time) and load the fused CPU extension (scan and mixer step); None if that is impossible.
@@ -88,11 +100,10 @@ def cpu_scan_extension():
     if env_flag("HF_TOOLSSM_NO_CPP"):
         return None
     try:
-        from torch.utils.cpp_extension import load
+        from torch.utils.cpp_extension import load_inline
 
-        source = Path(__file__).with_name("csrc") / "selective_scan.cpp"
-        return load(
-            name=f"hf_toolssm_selective_scan_{_cpu_fingerprint()}", sources=[str(source)],
+        return load_inline(
+            name=f"hf_toolssm_selective_scan_{_cpu_fingerprint()}", cpp_sources=[_extension_source()],
             extra_cflags=["-O3", "-ffast-math", "-march=native"], extra_ldflags=["-lmvec"], verbose=False,
         )
     except Exception as error:  # no compiler, no ninja, a build error: fall back, loudly once
