@@ -294,11 +294,9 @@ def load_runs() -> dict[str, dict[str, list[dict]]]:
 def largest_size_at(payload: dict, metric: str, threshold: float = 0.05, sizes=None):
     """The paper's Table-1 statistic for one run: the largest size with accuracy >= 5%, and that accuracy
     (among ``sizes`` only, when given)."""
-    best = None
-    for row in payload["results"]:
-        if row[metric] >= threshold and (sizes is None or row["size"] in sizes):
-            best = (row["size"], row[metric])
-    return best
+    passing = [(row["size"], row[metric]) for row in payload["results"]
+               if row[metric] >= threshold and (sizes is None or row["size"] in sizes)]
+    return max(passing, default=None)  # by size: a results file may list its sizes in any order
 
 
 def largest_size_cell(payloads: list[dict], metric: str) -> str:
@@ -324,7 +322,7 @@ def inside_beyond_cell(payloads: list[dict], metric: str, train_size: int) -> st
 
 
 def curve_table(payloads: list[dict], metric: str) -> str:
-    sizes = [row["size"] for row in payloads[0]["results"]]
+    sizes = sorted({row["size"] for p in payloads for row in p["results"]})  # every seed's sizes, in order
     lines = ["| seed | " + " | ".join(str(s) for s in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
     for p in sorted(payloads, key=lambda p: p["_seed"]):
         by_size = {row["size"]: row for row in p["results"]}

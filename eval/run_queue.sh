@@ -4,6 +4,7 @@
 #
 #   bash eval/run_queue.sh eval/queue.txt
 set -uo pipefail
+queue="$(realpath "${1:-$(dirname "$0")/queue.txt}")"  # resolved before the cd: a path relative to the caller
 cd "$(dirname "$0")/.."
 while read -r experiment model seed; do
   [ -z "${experiment:-}" ] || [ "${experiment:0:1}" = "#" ] && continue
@@ -11,5 +12,6 @@ while read -r experiment model seed; do
     echo "== done already: $experiment $model $seed"; continue
   fi
   echo "== $(date -u +%FT%TZ) start: $experiment $model $seed"
-  bash eval/run_experiment.sh "$experiment" "$model" "$seed" || echo "== FAILED: $experiment $model $seed"
-done < "${1:-eval/queue.txt}"
+  # stdin from /dev/null: nothing the experiment runs may read the rest of the queue
+  bash eval/run_experiment.sh "$experiment" "$model" "$seed" < /dev/null || echo "== FAILED: $experiment $model $seed"
+done < "$queue"

@@ -85,3 +85,9 @@ def test_best_and_mean_use_the_sizes_every_seed_was_tested_at(page, tmp_path):
     text = page.render()
     assert ("best 1000, mean 1000 over 2 seed(s) on the sizes all were tested at; per seed: 10000 (100%), "
             "1000 (100%)") in text
+
+
+def test_the_largest_size_does_not_depend_on_the_order_sizes_were_tested_in(page):
+    rows = [{"size": 1000, "trace_exact_match": 0.5}, {"size": 10, "trace_exact_match": 1.0},
+            {"size": 100, "trace_exact_match": 0.01}]
+    assert page.largest_size_at({"results": rows}, "trace_exact_match") == (1000, 0.5)
