@@ -256,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the README main job: the shipped model on fresh additions at growing sizes",
                        description="Solve fresh random additions at each size with the tool in the loop, print accuracy, "
-                       "time and a trace excerpt, and write the accuracy plot.")
+                       "time and a trace excerpt, and write the accuracy plot (another checkpoint: its own task). Exit "
+                       "code 0 when every answer is right.")
     p.add_argument("--model", default=str(DEFAULT_CHECKPOINT), help="checkpoint folder (default: the shipped one)")
     p.add_argument("--sizes", type=size_list, default="10,100,1000", help="digits per operand (default: %(default)s)")
     p.add_argument("--samples", type=positive_int, default=10, help="additions per size (default: %(default)s)")

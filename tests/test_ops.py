@@ -511,6 +511,16 @@ def test_cpu_tensors_use_cpu_paths_even_when_cuda_kernels_import(monkeypatch):
     causal_conv1d_update(conv["x"][:, :, 0], conv["initial_state"].clone(), conv["weight"], conv["bias"], "silu")
 
 
+def test_cuda_paths_called_directly_without_their_kernels_say_what_is_missing():
+    inputs = scan_inputs()
+    with pytest.raises(RuntimeError, match="selective_scan_cuda: needs CUDA tensors and the mamba-ssm package"):
+        scan_module.selective_scan_cuda(**inputs)
+    from hf_toolssm.ops.causal_conv1d import causal_conv1d_cuda
+
+    with pytest.raises(RuntimeError, match="causal_conv1d_cuda: needs CUDA tensors and the causal-conv1d package"):
+        causal_conv1d_cuda(torch.zeros(1, 2, 3), torch.zeros(2, 4))
+
+
 def test_one_token_update_is_differentiable_although_it_writes_the_state_in_place():
     g = torch.Generator().manual_seed(3)
     b, d, n = 2, 5, 3
