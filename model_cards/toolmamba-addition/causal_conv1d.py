@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .kernels import use_causal_conv1d
+from .kernels import require, use_causal_conv1d
 
 
 def _activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:
@@ -61,7 +61,7 @@ def causal_conv1d_cpu(x, weight, bias=None, initial_state=None, activation=None,
 
 def causal_conv1d_cuda(x, weight, bias=None, initial_state=None, activation=None, return_final_state=False):
     """The causal-conv1d kernel. With states it needs a channel-last layout of x (stride 1 along d)."""
-    kernels = use_causal_conv1d(x)
+    kernels = require(use_causal_conv1d(x), "causal_conv1d_cuda", "causal-conv1d")
     if initial_state is None and not return_final_state:
         return kernels.causal_conv1d_fn(x, weight, bias, activation=activation)
     x_channel_last = x.transpose(1, 2).contiguous().transpose(1, 2)  # same shape, d is the fastest axis

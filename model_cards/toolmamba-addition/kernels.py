@@ -63,6 +63,17 @@ def use_causal_conv1d(*tensors: torch.Tensor | None) -> SimpleNamespace | None:
     return causal_conv1d_kernels() if on_cuda(*tensors) else None
 
 
+def require(kernels: SimpleNamespace | None, caller: str, package: str) -> SimpleNamespace:
+    """``kernels``, or a clear error for a caller that names a CUDA path directly (the dispatchers never do
+    without them)."""
+    if kernels is None:
+        raise RuntimeError(
+            f"{caller}: needs CUDA tensors and the {package} package (pip install 'hf_toolssm[cuda]'); the "
+            "dispatching functions (selective_scan_fn, causal_conv1d_fn) fall back to the CPU paths by themselves"
+        )
+    return kernels
+
+
 def env_flag(name: str) -> bool:
     """A switch in the environment: on unless unset, empty, ``0``, ``false`` or ``no``."""
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")

@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .kernels import cpu_scan_extension, use_mamba_ssm
+from .kernels import cpu_scan_extension, require, use_mamba_ssm
 
 # --------------------------------------------------------------------------------------------------
 # The diagonal linear recurrence h[t] = a[t] * h[t-1] + b[t] over (b, l, m) tensors, m = d * n.
@@ -217,7 +217,7 @@ def selective_scan_cuda(
     ``<exp(A S[t]) * h[-1], C[t]>`` to y[t] and ``exp(A S[-1]) * h[-1]`` to the last state. The kernel
     applies the gate inside, so we run it ungated when there is an initial state and gate afterwards.
     """
-    kernels = use_mamba_ssm(u)
+    kernels = require(use_mamba_ssm(u), "selective_scan_cuda", "mamba-ssm")
     if initial_state is None:
         return kernels.selective_scan_fn(
             u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
