@@ -151,6 +151,8 @@ def generate_with_logits_processor(
 
     Greedy unless ``generate_kwargs`` say otherwise; they go to ``generate()`` (e.g. ``streamer``).
     """
+    if not prompts:
+        return []  # as generate_with_tools
     processor = ToolCallingLogitsProcessor(tokenizer, env_factory, time_budget=time_budget)
     rows = [processor.vocabulary.prompt_ids(prompt) for prompt in prompts]
     width = max(map(len, rows))
