@@ -182,7 +182,7 @@ def train(
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config)))
         if log_path.exists():  # steps logged after the checkpoint we resume from are about to be run again
-            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
+            kept = [line for line in log_path.read_text().splitlines() if _logged_step(line) <= start_step]
             log_path.write_text("".join(line + "\n" for line in kept))
     rank, world = accelerator.process_index, accelerator.num_processes
     if config.batch_size % world:
@@ -246,6 +246,14 @@ def train(
         plot_loss_curve(log_path, output_dir / "loss_curve.png")
     accelerator.wait_for_everyone()
     return final
+
+
+def _logged_step(line: str) -> float:
+    """The step of a metrics.jsonl record; infinity for a line a kill cut short (it is dropped on resume)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def learning_rate_at(step: int, config: TrainConfig) -> float:

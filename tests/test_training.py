@@ -66,7 +66,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert interrupted.name == "checkpoint-3" and not (tmp_path / "resumed" / "final").exists()
     log = tmp_path / "resumed" / "metrics.jsonl"
     with log.open("a") as f:  # a kill after the checkpoint leaves later steps in the log; the resume runs them again
-        f.write(json.dumps({"step": 4, "loss": 99.0}) + "\n")
+        f.write(json.dumps({"step": 4, "loss": 99.0}) + "\n" + '{"step": 5, "lo')  # and a line the kill cut short
     train(tiny_config(tmp_path / "resumed"), resume=True)
     straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
     assert sorted(resumed) == sorted(straight) == [1, 2, 3, 4, 5, 6]
