@@ -178,12 +178,11 @@ NOTES = {
     ("addition", "tool_mamba"): "Seed 0 is the shipped checkpoint (model_cards/toolmamba-addition): 1,000 steps in 13.6 min. "
     "Seeds 1 and 2: the same config, 1,000 steps in 11.2 and 10.7 min (the faster scan kernel; the CPU shared with "
     "other work).",
-    ("addition", "lstm"): "800 steps x 64, the config's full schedule (about 13 min on an idle core); still not fitted "
-    "in distribution: 17/100 exact at 5 digits, token accuracy 0.99 there. The paper's LSTM (4 x 1536) reaches 100% to "
-    "1,000; ours has 1 layer of 256 units and 800 steps. Earlier runs cut at step 333 by a 15-minute budget were "
-    "dropped.",
-    ("addition", "gru"): "800 steps x 64, the config's full schedule: 64/100 exact at 5 digits, 48 at 10, 16 at 20, 0 "
-    "from 50 on. Not fitted in distribution either (the paper's GRU, 4 x 1536: ~80% at 1,000).",
+    ("addition", "lstm"): "2 layers x 256, 2,000 steps x 64 (the paper's: 4 x 1536). The earlier 1 x 256, 800-step runs "
+    "stopped with the loss still falling and 17/100 exact at 5 digits; their results and mistake analysis are in "
+    "addition/history/.",
+    ("addition", "gru"): "2 layers x 256, 2,000 steps x 64 (the paper's: 4 x 1536, ~80% at 1,000). The earlier 1 x 256, "
+    "800-step run: 64/100 exact at 5 digits, 0 from 50 on (addition/history/).",
     ("addition", "mistral_swa"): "800 steps (4.9 min). Decoded through generate() + ToolCallingLogitsProcessor; "
     "attention baselines are evaluated up to 100 digits (they fail long before).",
     ("addition", "gpt_neox"): "800 steps (4.1 min). Decoded through generate() + ToolCallingLogitsProcessor; "
