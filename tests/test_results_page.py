@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -91,3 +92,16 @@ def test_the_largest_size_does_not_depend_on_the_order_sizes_were_tested_in(page
     rows = [{"size": 1000, "trace_exact_match": 0.5}, {"size": 10, "trace_exact_match": 1.0},
             {"size": 100, "trace_exact_match": 0.01}]
     assert page.largest_size_at({"results": rows}, "trace_exact_match") == (1000, 0.5)
+
+
+def test_every_command_the_page_and_the_queue_name_has_a_config():
+    """`bash eval/run_experiment.sh EXPERIMENT MODEL SEED` trains training/configs/EXPERIMENT_MODEL.yaml."""
+    page_text = (ROOT / "eval" / "results" / "README.md").read_text()
+    commands = set(re.findall(r"bash eval/run_experiment\.sh (\w+) (\w+) \d+", page_text))
+    for line in (ROOT / "eval" / "queue.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            experiment, model, _seed = line.split()
+            commands.add((experiment, model))
+    assert len(commands) > 40
+    missing = sorted(f"{e}_{m}.yaml" for e, m in commands if not (ROOT / "training" / "configs" / f"{e}_{m}.yaml").is_file())
+    assert not missing, f"commands without a config: {missing}"
