@@ -107,6 +107,11 @@ def cmd_eval(args) -> int:
 
     model, tokenizer, task = load_checkpoint(args.model, args.task, "eval")
     sizes = args.sizes
+    try:
+        for size in sizes:
+            task.validate_size(size, "--sizes")
+    except ValueError as error:  # e.g. a logical graph of 3 nodes: a usage error, not a traceback
+        raise SystemExit(f"toolssm eval: {error}") from None
     results = evaluate_length_generalization(
         model, tokenizer, task, sizes, samples=args.samples, seed=args.seed, batch_size=args.batch_size,
         token_accuracy=not args.no_token_accuracy,

@@ -182,7 +182,10 @@ def evaluate_length_generalization(
     batch_size: int = 50, token_accuracy: bool = True, progress: bool = True, split: str = "test",
 ) -> list[SizeResult]:
     """Score ``model`` on ``task`` at every size; see the module docstring. ``split`` names the random
-    stream of test instances (``hf_toolssm.data.heldout_instances``)."""
+    stream of test instances (``hf_toolssm.data.heldout_instances``). Every size is checked before the first
+    decode: a bad last size must not cost the hours the others took."""
+    for size in sizes:
+        task.validate_size(size, "test size")
     metric = load_tool_trace_accuracy()
     model.eval()
     results = []

@@ -108,6 +108,12 @@ def test_eval_rejects_bad_numbers_with_a_usage_error(checkpoint, argv, message, 
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_eval_rejects_a_size_the_task_has_no_instance_of_before_decoding_any(checkpoint, tmp_path):
+    with pytest.raises(SystemExit, match="toolssm eval: logical_graph: --sizes is the number of nodes .* got 3"):
+        main(["eval", str(checkpoint), "--task", "logical_graph", "--sizes", "10,3", "--out", str(tmp_path / "r.json")])
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_eval_writes_the_documented_json(checkpoint, tmp_path):
     out = tmp_path / "r.json"
     assert main(["eval", str(checkpoint), "--sizes", "2,3", "--samples", "3", "--seed", "7", "--out", str(out),
@@ -259,6 +265,15 @@ def test_harness_on_the_shipped_checkpoint_matches_the_results_page():
                                              progress=False)
     for row in results:
         assert (row.answer_exact_match, row.trace_exact_match, row.token_accuracy) == (1.0, 1.0, 1.0)
+
+
+def test_evaluate_checks_every_size_before_touching_the_model():
+    from hf_toolssm.evaluation import evaluate_length_generalization
+    from hf_toolssm.tasks import get_task
+
+    # model=None: had any decode started first, this would be an AttributeError instead
+    with pytest.raises(ValueError, match="logical_graph: test size is the number of nodes .* got 3"):
+        evaluate_length_generalization(None, None, get_task("logical_graph"), [10, 3], progress=False)
 
 
 def test_metric_module_on_hand_made_cases():
