@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import yaml
 from accelerate import Accelerator
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 
 from .data import IGNORE_INDEX, collate, encode_instance
 from .tasks import get_task
@@ -96,13 +96,22 @@ def build_model(config: TrainConfig, tokenizer) -> PreTrainedModel:
     return model
 
 
-def _fresh_model(config: TrainConfig, tokenizer) -> PreTrainedModel:
+def _architecture(config: TrainConfig, tokenizer) -> PreTrainedConfig:
+    """The model config ``config`` trains: its model_kwargs plus the tokenizer's vocabulary and special ids."""
     kwargs = dict(config.model_kwargs)
     kwargs.update(
         vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
     )
-    return AutoModelForCausalLM.from_config(AutoConfig.for_model(config.model_type, **kwargs))
+    return AutoConfig.for_model(config.model_type, **kwargs)
+
+
+def _fresh_model(config: TrainConfig, tokenizer) -> PreTrainedModel:
+    return AutoModelForCausalLM.from_config(_architecture(config, tokenizer))
+
+
+#: config fields that say where a checkpoint came from or what it was trained on, not what it is
+_NOT_ARCHITECTURE = {"_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version", "tool_config"}
 
 
 def _initial_checkpoint(config: TrainConfig, tokenizer) -> PreTrainedModel:
@@ -113,11 +122,12 @@ def _initial_checkpoint(config: TrainConfig, tokenizer) -> PreTrainedModel:
         raise ValueError(f"init_from: {str(path)!r} is not a checkpoint folder (no config.json); train it first or "
                          f"point init_from at a folder written by save_pretrained")
     model = AutoModelForCausalLM.from_pretrained(path)
-    found = {"model_type": model.config.model_type, "vocab_size": model.config.vocab_size}
-    wanted = {"model_type": config.model_type, "vocab_size": len(tokenizer)}
-    found.update({key: getattr(model.config, key, None) for key in config.model_kwargs})
-    wanted.update(config.model_kwargs)
-    differ = {key: (wanted[key], found[key]) for key in wanted if wanted[key] != found[key]}
+    # Whole configs compared, both as transformers normalises them: a model_kwargs key may live elsewhere once
+    # loaded (GPT-NeoX's rotary_pct becomes rope_parameters["partial_rotary_factor"]).
+    wanted = _architecture(config, tokenizer).to_dict()
+    found = model.config.to_dict()
+    differ = {key: (wanted.get(key), found.get(key)) for key in sorted(wanted.keys() | found.keys())
+              if key not in _NOT_ARCHITECTURE and wanted.get(key) != found.get(key)}
     if differ:
         listed = ", ".join(f"{key}: the config says {want!r}, the checkpoint has {have!r}"
                            for key, (want, have) in differ.items())

@@ -108,6 +108,23 @@ def test_init_from_starts_another_task_from_a_trained_checkpoint(tmp_path):
     wider = tiny_config(tmp_path / "wider", init_from=str(first), model_kwargs=dict(TINY, hidden_size=64))
     with pytest.raises(ValueError, match="hidden_size: the config says 64, the checkpoint has 32"):
         build_model(wider, build_char_tokenizer())
+
+
+def test_init_from_a_gpt_neox_whose_kwargs_transformers_moves(tmp_path):
+    """GPT-NeoX's rotary_pct is stored as rope_parameters["partial_rotary_factor"]: the check must still match
+    a checkpoint trained from the same kwargs, and still catch one trained from others."""
+    from hf_toolssm.tokenization import build_char_tokenizer
+    from hf_toolssm.training import build_model
+
+    neox = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+            "rotary_pct": 1.0}
+    first = train(tiny_config(tmp_path / "a", model_type="gpt_neox", model_kwargs=neox, steps=1))
+    same = tiny_config(tmp_path / "b", model_type="gpt_neox", model_kwargs=neox, init_from=str(first))
+    assert build_model(same, build_char_tokenizer()).config.tool_config["task"] == "addition"
+    half = tiny_config(tmp_path / "c", model_type="gpt_neox", model_kwargs=dict(neox, rotary_pct=0.5),
+                       init_from=str(first))
+    with pytest.raises(ValueError, match="rope_parameters: the config says .*0.5.*, the checkpoint has .*1.0"):
+        build_model(half, build_char_tokenizer())
     with pytest.raises(ValueError, match="'.*nowhere' is not a checkpoint folder"):
         build_model(tiny_config(tmp_path, init_from=str(tmp_path / "nowhere")), build_char_tokenizer())
 
