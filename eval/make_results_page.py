@@ -22,6 +22,7 @@ MODELS = ["tool_mamba", "lstm", "gru", "gpt_neox", "mistral_swa"]
 MODEL_NAMES = {
     "tool_mamba": "Mamba", "lstm": "LSTM", "gru": "GRU", "gpt_neox": "Pythia (GPT-NeoX, RoPE)", "mistral_swa": "Mistral (SWA)",
     "tool_mamba_from_logical_graph": "Mamba started from the logical-graph Mamba",  # init_from, see training/README.md
+    "gpt_neox_from_logical_graph": "Pythia (GPT-NeoX, RoPE) started from the logical-graph GPT-NeoX",
 }
 
 def in_words(field: str) -> str:
@@ -95,7 +96,8 @@ EXPERIMENTS = {
 EXPERIMENTS.update({  # Fig. 1 gives curves only; the text states their shape (paper-notes §5.10)
     f"coding_{agent}": Experiment("", 16, paper, metric="pass_rate", metric_name="pass rate",
                                   second_metric="answer_exact_match",
-                                  models=("tool_mamba", "tool_mamba_from_logical_graph", "gpt_neox"),
+                                  models=("tool_mamba", "tool_mamba_from_logical_graph", "gpt_neox",
+                                          "gpt_neox_from_logical_graph"),
                                   group="coding", label=f"{agent.replace('_', '-')} agent")
     for agent, paper in [
         ("interactive", {"tool_mamba": "holds its pass rate beyond 16 functions, far better than Pythia",
