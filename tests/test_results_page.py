@@ -57,14 +57,13 @@ def test_coding_cell_is_the_pass_rate_inside_and_beyond_the_training_sizes(page,
     assert "| 0 | 1.00 (10) | 0.50 (10) | 0.30 (10) | 0.10 (10) |" in text
     # the answer check, beside it
     assert "Answer exact match by size:\n\n| seed | 4 | 16 | 20 | 30 |\n|---|---|---|---|---|\n| 0 | 0.00 (10) |" in text
-    # one Fig. 1 section, as the paper's: the two agents x the two architectures it compares (and our Mamba
+    # one Fig. 1 section, as the paper's: the two agents x the two architectures it compares (each also
     # started from another task's model), not the RNN baselines
     section = text.split("## Fig. 1: coding")[1].split("\n## ")[0]
     rows = [line.split(" | ")[0] for line in section.splitlines() if line.startswith("| ") and "agent |" in line]
-    started = "| Mamba started from the logical-graph Mamba"
-    assert rows == ["| Mamba, interactive agent", f"{started}, interactive agent",
-                    "| Pythia (GPT-NeoX, RoPE), interactive agent", "| Mamba, single-turn agent",
-                    f"{started}, single-turn agent", "| Pythia (GPT-NeoX, RoPE), single-turn agent"]
+    started, neox = "| Mamba started from the logical-graph Mamba", "| Pythia (GPT-NeoX, RoPE)"
+    assert rows == [f"{model}, {agent} agent" for agent in ("interactive", "single-turn") for model in
+                    ("| Mamba", started, neox, f"{neox} started from the logical-graph GPT-NeoX")]
     assert "![coding](coding/accuracy.png)" in section and (tmp_path / "coding" / "accuracy.png").exists()
 
 
