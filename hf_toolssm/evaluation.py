@@ -28,7 +28,7 @@ from .generation import ToolGenerationResult, generate_with_logits_processor, ge
 from .metrics import load_tool_trace_accuracy
 from .tasks.base import UNSCORED_ROLES
 from .tokenization import protocol_ids
-from .tools.base import ARG_END, Role
+from .tools.base import ARG_END, EOS, Role
 
 #: Model types decoded with the fast loop (a fixed-size recurrent cache); everything else uses generate().
 RECURRENT_MODEL_TYPES = {"tool_mamba", "tool_rnn"}
@@ -101,10 +101,15 @@ def teacher_forced_mistakes(model, tokenizer, instance, context_chars: int = 40)
     scored = model_token_positions(roles)
     mistakes = [
         Mistake(t, "".join(tokens[max(0, t - context_chars) : t])[-context_chars:], tokens[t],
-                tokenizer.convert_ids_to_tokens(predicted[t - 1]), segment_of(tokens, roles, t))
+                _protocol_token(tokenizer, predicted[t - 1]), segment_of(tokens, roles, t))
         for t in scored if predicted[t - 1] != targets[t]
     ]
     return mistakes, len(scored)
+
+
+def _protocol_token(tokenizer, token_id: int) -> str:
+    """A predicted id as the trace writes it: a pretrained tokenizer's own end-of-sequence token is ``[EOS]``."""
+    return EOS if token_id == tokenizer.eos_token_id else tokenizer.convert_ids_to_tokens(token_id)
 
 
 def first_mistakes(model, tokenizer, task, size: int, *, seed: int = 1234, limit: int = 20,

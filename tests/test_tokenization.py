@@ -4,6 +4,7 @@ adding the protocol tokens to another tokenizer. Nothing is downloaded."""
 from __future__ import annotations
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
@@ -135,17 +136,45 @@ def test_protocol_eos_is_the_pretrained_tokenizers_own_end_of_sequence():
     assert protocol_ids(build_char_tokenizer(), ["1", EOS]) == [build_char_tokenizer().convert_tokens_to_ids("1"), 1]
 
 
-def test_a_pretrained_tokenizer_encodes_training_traces():
-    from hf_toolssm.data import encode_instance
-    from hf_toolssm.tasks import get_task
-
+def character_pretrained_tokenizer() -> PreTrainedTokenizerFast:
+    """A pretrained-style tokenizer with its own "</s>" and every character, after add_tool_tokens."""
     vocabulary = ["<pad>", "</s>", "<unk>", *CHARACTERS]
     backend = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(vocabulary)}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     add_tool_tokens(tokenizer)
+    return tokenizer
+
+
+def test_a_pretrained_tokenizer_encodes_training_traces():
+    from hf_toolssm.data import encode_instance
+    from hf_toolssm.tasks import get_task
+
+    tokenizer = character_pretrained_tokenizer()
     example = encode_instance(get_task("addition").instance("12", "34"), tokenizer)
     assert example["input_ids"][-1] == example["labels"][-1] == tokenizer.convert_tokens_to_ids("</s>")
+
+
+def test_a_mistake_names_a_predicted_pretrained_eos_as_the_protocols():
+    """Teacher-forced mistakes are read beside the trace, whose end is [EOS], whatever the tokenizer calls it."""
+    from types import SimpleNamespace
+
+    from hf_toolssm.evaluation import teacher_forced_mistakes
+    from hf_toolssm.tasks import get_task
+
+    tokenizer = character_pretrained_tokenizer()
+
+    class EndsAtOnce:  # predicts the end of the sequence after every token
+        device = torch.device("cpu")
+
+        def __call__(self, input_ids):
+            logits = torch.zeros(*input_ids.shape, len(tokenizer))  # (1, l, vocab)
+            logits[..., tokenizer.eos_token_id] = 1.0
+            return SimpleNamespace(logits=logits)
+
+    mistakes, scored = teacher_forced_mistakes(EndsAtOnce(), tokenizer, get_task("addition").instance("1", "2"))
+    assert len(mistakes) == scored - 1  # right only at the end
+    assert {m.predicted for m in mistakes} == {EOS}
 
 
 def test_add_tool_tokens_to_our_own_tokenizer_adds_nothing():
