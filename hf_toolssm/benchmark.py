@@ -8,6 +8,8 @@
             the model (steps/s), fused vs unfused, at batch 1 and 16; and forwards of 2, 4 and 8 tokens on
             a cache (a command token plus a short observation), the one-token step loop vs the chunked
             conv + scan: what ToolMambaMixer.STEP_LOOP_MAX_LENGTH is set from.
+    train   one training step's forward+backward on a recursive-Hanoi batch (lengths 2^n apart), whole vs
+            cut into micro-batches padded to their own longest row (TrainConfig.micro_batch_tokens).
 """
 
 from __future__ import annotations
@@ -210,10 +212,58 @@ def _bench_decode_shape(model_path: str, rows: int, digits: int, rounds: int = 3
     }
 
 
+def bench_train_step(quick: bool = False) -> dict:
+    """One training step's forward+backward on a batch whose lengths spread (recursive Hanoi, the repo's
+    config: 2-layer d_model 64 Mamba, batch 16, <= 7 disks), whole vs cut into micro-batches
+    (``TrainConfig.micro_batch_tokens``); the gradients must agree."""
+    from accelerate import Accelerator
+
+    from .data import micro_batches
+    from .tasks import get_task
+    from .tokenization import build_char_tokenizer
+    from .training import TrainConfig, accumulate_gradients, batch_for_step, build_model
+
+    task_name, size, batch_size, caps = (
+        ("addition", 5, 16, (None, 400)) if quick else ("hanoi_recursive", 7, 16, (None, 32768, 16384, 4096))
+    )
+    config = TrainConfig(output_dir="unused", task=task_name, train_max_size=size, batch_size=batch_size,
+                         model_kwargs={"hidden_size": 64, "num_hidden_layers": 2, "state_size": 16, "expand": 2})
+    tokenizer = build_char_tokenizer()
+    model = build_model(config, tokenizer).train()
+    batch = batch_for_step(config, get_task(task_name), tokenizer, step=0)
+    targets = int((batch["labels"][:, 1:] != -100).sum())
+    accelerator = Accelerator(cpu=True)
+    variants, grads = {}, {}
+    for cap in caps:
+        parts = micro_batches(batch, cap)
+
+        def step():
+            model.zero_grad(set_to_none=True)
+            accumulate_gradients(accelerator, model, parts, targets=targets, world=1)
+
+        seconds = _median_time(step, repeats=3)
+        grads[cap] = torch.cat([p.grad.flatten() for p in model.parameters()])
+        variants[str(cap)] = {"micro_batches": len(parts), "padded_tokens": sum(p["input_ids"].numel() for p in parts),
+                              "seconds": round(seconds, 3)}
+    whole = variants["None"]
+    for cap, row in variants.items():
+        row["speedup_vs_whole_batch"] = round(whole["seconds"] / row["seconds"], 2)
+        difference = (grads[None if cap == "None" else int(cap)] - grads[None]).abs().max()
+        row["max_gradient_difference_relative"] = float(difference / grads[None].abs().max())
+    return {
+        "what": f"forward+backward of one training batch ({task_name} <= {size}, batch {batch_size}, 2-layer d_model "
+                "64 Mamba), whole vs micro-batches of at most N padded tokens (micro_batch_tokens), median of 3",
+        "real_tokens": int(batch["attention_mask"].sum()),
+        "micro_batch_tokens": variants,
+    }
+
+
 def run_benchmarks(what: str, *, model_path: str, quick: bool = False) -> dict:
     report = {}
     if what in ("scan", "all"):
         report["scan"] = bench_scan(quick)
+    if what in ("train", "all"):
+        report["train_step"] = bench_train_step(quick)
     if what in ("decode", "all"):
         report["decode"] = bench_decode(model_path, quick)
     return report

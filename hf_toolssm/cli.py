@@ -241,10 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("bench", help="speed benchmarks: scan paths and decode loops (ratios, JSON)",
-                       description="Measure the CPU scan paths against their references and the fast tool loop against "
-                       "generate(); writes ratios measured in one run to a JSON file with the machine and date.")
-    p.add_argument("what", choices=["scan", "decode", "all"], help="what to measure")
+    p = sub.add_parser("bench", help="speed benchmarks: scan paths, decode loops, a training step (ratios, JSON)",
+                       description="Measure the CPU scan paths against their references, the fast tool loop against "
+                       "generate(), and a training step whole against micro-batched; writes ratios measured in one "
+                       "run to a JSON file with the machine and date.")
+    p.add_argument("what", choices=["scan", "decode", "train", "all"], help="what to measure")
     p.add_argument("--model", default=str(DEFAULT_CHECKPOINT), help="checkpoint for the decode benchmark")
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     p.add_argument("--out", default="eval/results/bench.json", help="output JSON (default: %(default)s)")

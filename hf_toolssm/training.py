@@ -13,6 +13,7 @@ and every tool observation are masked (label -100), as in the paper.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -28,7 +29,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 
-from .data import IGNORE_INDEX, collate, encode_instance
+from .data import IGNORE_INDEX, collate, encode_instance, micro_batches
 from .tasks import get_task
 from .tokenization import build_char_tokenizer
 
@@ -60,6 +61,11 @@ class TrainConfig:
     eval_sizes: list = dataclasses.field(default_factory=lambda: [5, 20])
     eval_samples: int = 16
     max_minutes: float | None = None  # stop (and save) after this much wall time
+    #: at most this many padded tokens (rows x longest row) per forward/backward: each process's share of the
+    #: batch is sorted by length and cut into micro-batches padded only to their own longest row, whose
+    #: gradients add up to the batch's (hf_toolssm.data.micro_batches). Saves the padding of batches whose
+    #: lengths spread (Hanoi: ~5x) and bounds activation memory; None: one forward per step
+    micro_batch_tokens: int | None = None
     num_threads: int | None = None  # torch CPU threads; 1 is fastest for tiny models on a busy 2-core machine
 
     @classmethod
@@ -78,6 +84,9 @@ class TrainConfig:
         for name in ("steps", "batch_size", "train_max_size", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"training option {name} must be >= 1, got {getattr(self, name)}")
+        if self.micro_batch_tokens is not None and self.micro_batch_tokens < 1:
+            raise ValueError(f"micro_batch_tokens must be >= 1 (or left out: one forward per step), got "
+                             f"{self.micro_batch_tokens}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         get_task(self.task, **self.task_kwargs)  # raises a clear error for an unknown task or bad arguments
@@ -150,6 +159,28 @@ def masked_lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     )
 
 
+def accumulate_gradients(accelerator, model, parts: list[dict[str, torch.Tensor]], *, targets: int, world: int):
+    """Backward through every micro-batch of this process's share; returns the share's loss (detached).
+
+    Each part's loss sum is normalised by the *global* target count ``targets``, so the parts' gradients add up
+    to the batch's; DDP averages gradients over processes, so each is scaled by ``world``. Only the last part's
+    backward synchronises processes (the others run under ``no_sync``, as in gradient accumulation), so
+    processes may cut their shares into different numbers of parts.
+    """
+    loss = torch.zeros((), device=accelerator.device)
+    for i, part in enumerate(parts):
+        with contextlib.nullcontext() if i == len(parts) - 1 else accelerator.no_sync(model):
+            # No attention mask: batches are right-padded and every model here is causal, so no labelled token
+            # sees a pad and the mask changes nothing the loss reads (tests/test_training.py holds this for each
+            # model type). Without it, SDPA takes its fused causal kernel instead of materialising an l x l
+            # mask: the attention baselines train faster on long traces (the coding task).
+            logits = model(input_ids=part["input_ids"]).logits  # (rows, l, vocab)
+            part_loss = masked_lm_loss_sum(logits, part["labels"]) / targets * world
+            accelerator.backward(part_loss)
+        loss += part_loss.detach()
+    return loss
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
     checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     return checkpoints[-1] if checkpoints else None
@@ -206,14 +237,8 @@ def train(
         batch = batch_for_step(config, task, tokenizer, step)
         targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
         local = {k: v[rank * share : (rank + 1) * share].to(accelerator.device) for k, v in batch.items()}
-        # No attention mask: batches are right-padded and every model here is causal, so no labelled token
-        # sees a pad and the mask changes nothing the loss reads (tests/test_training.py holds this for each
-        # model type). Without it, SDPA takes its fused causal kernel instead of materialising an l x l mask:
-        # the attention baselines train faster on long traces (the coding task).
-        logits = model(input_ids=local["input_ids"]).logits
-        # Normalise by the *global* target count; DDP averages gradients over processes, so scale by world.
-        loss = masked_lm_loss_sum(logits, local["labels"]) / targets * world
-        accelerator.backward(loss)
+        loss = accumulate_gradients(accelerator, model, micro_batches(local, config.micro_batch_tokens),
+                                    targets=targets, world=world)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         learning_rate = learning_rate_at(step, config)
         for group in optimizer.param_groups:

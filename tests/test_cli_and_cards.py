@@ -47,6 +47,16 @@ def test_help_explains_every_command(capsys):
         assert len(help_text) > 200
 
 
+def test_the_training_step_benchmark_cuts_the_batch_and_keeps_the_gradient():
+    from hf_toolssm.benchmark import bench_train_step
+
+    report = bench_train_step(quick=True)
+    whole, cut = report["micro_batch_tokens"]["None"], report["micro_batch_tokens"]["400"]
+    assert whole["micro_batches"] == 1 and cut["micro_batches"] > 1
+    assert report["real_tokens"] <= cut["padded_tokens"] < whole["padded_tokens"]
+    assert cut["max_gradient_difference_relative"] < 1e-4 and cut["speedup_vs_whole_batch"] > 0
+
+
 def test_the_short_chunk_benchmark_times_both_paths(checkpoint):
     """The benchmark that sets ToolMambaMixer.STEP_LOOP_MAX_LENGTH runs and reports a ratio per shape."""
     from hf_toolssm.benchmark import _bench_short_chunk

@@ -25,6 +25,7 @@ from hf_toolssm.data import (
     build_iterable_dataset,
     collate,
     encode_instance,
+    micro_batches,
 )
 from hf_toolssm.tasks import TASKS, ReplayMismatch, Trace, get_task, replay
 from hf_toolssm.tasks.addition_ablations import NO_TOOL_ERR
@@ -517,6 +518,32 @@ def test_collator_right_pads(tokenizer):
         assert (batch["labels"][row, length:] == IGNORE_INDEX).all()
     with pytest.raises(ValueError, match="empty batch"):
         collate([], 0)
+
+
+@pytest.mark.parametrize("max_tokens", [1, 300, 2000, 10**6])
+def test_micro_batches_hold_every_row_once_trimmed_and_within_the_token_cap(tokenizer, max_tokens):
+    dataset = build_dataset(get_task("hanoi_recursive"), tokenizer, 12, seed=0)  # lengths 2^n apart
+    examples = [dataset[i] for i in range(12)]
+    batch = collate(examples, tokenizer.pad_token_id)
+    parts = micro_batches(batch, max_tokens)
+    # every example once, with its labels, whatever padding its micro-batch kept
+    kept = sorted(
+        (tuple(ids[:length]), tuple(labels[:length]))
+        for part in parts
+        for ids, labels, length in zip(part["input_ids"].tolist(), part["labels"].tolist(),
+                                       part["attention_mask"].sum(1).tolist())
+    )
+    assert kept == sorted((tuple(e["input_ids"]), tuple(e["labels"])) for e in examples)
+    for part in parts:
+        rows, width = part["input_ids"].shape
+        assert int(part["attention_mask"].sum(1).max()) == width  # trimmed to its own longest row
+        assert rows == 1 or rows * width <= max_tokens
+        assert set(part) == {"input_ids", "attention_mask", "labels"} and part["labels"].shape == (rows, width)
+    if max_tokens in (1, 10**6):  # a row each; the whole batch
+        assert len(parts) == {1: 12, 10**6: 1}[max_tokens]
+    else:
+        assert 1 < len(parts) < 12
+    assert micro_batches(batch, None) == [batch]
 
 
 def test_datasets_are_deterministic_and_the_stream_matches(tokenizer):

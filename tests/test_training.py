@@ -148,13 +148,44 @@ def test_the_trainer_route_runs(tmp_path):
     assert (tmp_path / "final" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize(("model_type", "model_kwargs"), [
+EVERY_MODEL_TYPE = pytest.mark.parametrize(("model_type", "model_kwargs"), [
     ("tool_mamba", TINY),
     ("tool_rnn", {"hidden_size": 16, "num_hidden_layers": 1, "cell_type": "gru"}),
     ("gpt_neox", {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}),
     ("mistral", {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
                  "intermediate_size": 32, "sliding_window": 8}),
 ])
+
+
+@EVERY_MODEL_TYPE
+def test_micro_batches_give_the_whole_batchs_loss_and_gradients(tmp_path, model_type, model_kwargs):
+    """micro_batch_tokens changes how a step is computed, not what: same loss, same gradient."""
+    from accelerate import Accelerator
+
+    from hf_toolssm.data import micro_batches
+    from hf_toolssm.tasks import get_task
+    from hf_toolssm.tokenization import build_char_tokenizer
+    from hf_toolssm.training import accumulate_gradients, batch_for_step, build_model
+
+    tokenizer = build_char_tokenizer()
+    config = tiny_config(tmp_path, model_type=model_type, model_kwargs=model_kwargs, train_max_size=5)
+    model = build_model(config, tokenizer)
+    batch = batch_for_step(config, get_task("addition"), tokenizer, step=0)
+    targets = int((batch["labels"][:, 1:] != -100).sum())
+    results = []
+    for max_tokens in (None, 60):
+        parts = micro_batches(batch, max_tokens)
+        model.zero_grad()
+        loss = accumulate_gradients(Accelerator(cpu=True), model, parts, targets=targets, world=1)
+        results.append((len(parts), loss, {name: p.grad.clone() for name, p in model.named_parameters()}))
+    (whole, loss, grads), (cut, cut_loss, cut_grads) = results
+    assert whole == 1 and cut > 2
+    torch.testing.assert_close(cut_loss, loss)
+    for name, grad in grads.items():
+        torch.testing.assert_close(cut_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@EVERY_MODEL_TYPE
 def test_the_loss_of_a_right_padded_batch_needs_no_attention_mask(tmp_path, model_type, model_kwargs):
     """The trainer calls models without the mask (faster attention); that must not change the loss."""
     from hf_toolssm.tasks import get_task
@@ -212,23 +243,26 @@ def test_two_processes_follow_the_single_process_loss_trajectory(tmp_path):
     Five steps with two of warmup reach the cosine decay, where a schedule stepped once per process (as
     accelerate's scheduler wrapper does) would fall behind: the learning rates are compared as well.
     """
-    for name, procs in (("one", 1), ("two", 2)):
+    # "micro": two processes, each cutting its share into a micro-batch per row (only the last part's backward
+    # synchronises the processes)
+    for port, (name, procs, micro_batch_tokens) in enumerate((("one", 1, None), ("two", 2, None), ("micro", 2, 40))):
         config = dict(tiny_config(tmp_path / name).__dict__)
-        config.update(steps=5, save_every=5)
+        config.update(steps=5, save_every=5, micro_batch_tokens=micro_batch_tokens)
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
         torchrun = str(Path(sys.executable).parent / "torchrun")
         env = dict(os.environ, OMP_NUM_THREADS="1")
         result = subprocess.run(
-            [torchrun, "--nproc_per_node", str(procs), "--master_port", str(29500 + procs),
+            [torchrun, "--nproc_per_node", str(procs), "--master_port", str(29501 + port),
              str(ROOT / "training" / "train.py"), "--config", str(path)],
             capture_output=True, text=True, env=env, timeout=300,
         )
         assert result.returncode == 0, result.stderr[-3000:]
-    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
-    assert sorted(one) == sorted(two) == [1, 2, 3, 4, 5]
+    one, two, micro = losses(tmp_path / "one"), losses(tmp_path / "two"), losses(tmp_path / "micro")
+    assert sorted(one) == sorted(two) == sorted(micro) == [1, 2, 3, 4, 5]
     for step in one:
         assert two[step] == pytest.approx(one[step], rel=1e-4)
+        assert micro[step] == pytest.approx(one[step], rel=1e-4)
     assert logged(tmp_path / "two", "lr") == logged(tmp_path / "one", "lr")
     world = json.loads((tmp_path / "two" / "checkpoint-5" / "trainer_state.json").read_text())
     assert world["num_processes"] == 2
