@@ -54,11 +54,12 @@ class Experiment:
 
 
 _HANOI_NOTE = (
-    "Not run on this CPU: Hanoi traces are long (training means 1.9k tokens recursive, 11.5k iterative; 9k and 39k at "
-    "the largest training size, `docs/tasks.md`), and a recursive-Hanoi training step of the Mamba config (batch 16) "
-    "took 15-18 s here, so the paper's 2,000 steps would take 8-10 hours, the iterative ones several times more. "
-    "A GPU job: the commands below, with `max_minutes` raised in `training/configs/hanoi_*.yaml`; the paper needed "
-    "10 seeds for its best Mamba."
+    "Hanoi traces are long (training means 1.9k tokens recursive, 11.5k iterative; 9k and 39k at the largest "
+    "training size, `docs/tasks.md`). A whole recursive-Hanoi batch of the Mamba config (16 traces) is 3.5x padding, "
+    "and a step of it took 16.8 s here; cut into micro-batches of at most 4,096 padded tokens "
+    "(`micro_batch_tokens`, set in every Hanoi config) it takes 2.3 s with the same gradient (`toolssm bench train`, "
+    "`bench_train_step.json`): the paper's 2,000 steps are ~80 min for the recursive Mamba, several hours "
+    "(resumable) for the iterative one. The paper needed 10 seeds for its best Mamba."
 )
 EXPERIMENTS = {
     "addition": Experiment(
