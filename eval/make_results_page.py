@@ -56,9 +56,9 @@ class Experiment:
 _HANOI_NOTE = (
     "Hanoi traces are long (training means 1.9k tokens recursive, 11.5k iterative; 9k and 39k at the largest "
     "training size, `docs/tasks.md`). A whole recursive-Hanoi batch of the Mamba config (16 traces) is 3.5x padding, "
-    "and a step of it took 16.8 s here; cut into micro-batches of at most 4,096 padded tokens "
-    "(`micro_batch_tokens`, set in every Hanoi config) it takes 2.3 s with the same gradient (`toolssm bench train`, "
-    "`bench_train_step.json`): the paper's 2,000 steps are ~80 min for the recursive Mamba, several hours "
+    "and a step of it took 15.4 s here; cut into micro-batches of at most 4,096 padded tokens "
+    "(`micro_batch_tokens`, set in every config) it takes 1.9 s with the same gradient (`toolssm bench train`, "
+    "`bench_train_step.json`): the paper's 2,000 steps are ~1 hour for the recursive Mamba, several hours "
     "(resumable) for the iterative one. The paper needed 10 seeds for its best Mamba."
 )
 EXPERIMENTS = {

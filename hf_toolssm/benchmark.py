@@ -8,8 +8,9 @@
             the model (steps/s), fused vs unfused, at batch 1 and 16; and forwards of 2, 4 and 8 tokens on
             a cache (a command token plus a short observation), the one-token step loop vs the chunked
             conv + scan: what ToolMambaMixer.STEP_LOOP_MAX_LENGTH is set from.
-    train   one training step's forward+backward on a recursive-Hanoi batch (lengths 2^n apart), whole vs
-            cut into micro-batches padded to their own longest row (TrainConfig.micro_batch_tokens).
+    train   one training step's forward+backward on the batches of the repo's Mamba configs (Hanoi, logical
+            graph, coding, multiplication, addition), whole vs cut into micro-batches padded to their own
+            longest row (TrainConfig.micro_batch_tokens).
 """
 
 from __future__ import annotations
@@ -212,10 +213,29 @@ def _bench_decode_shape(model_path: str, rows: int, digits: int, rounds: int = 3
     }
 
 
+#: (task, task kwargs, largest training size, batch): the repo's Mamba training configs
+_TRAINING_BATCHES = [
+    ("hanoi_recursive", {}, 7, 16), ("logical_graph", {"print_output": True}, 10, 32),
+    ("coding_interactive", {}, 16, 8), ("multiplication", {"k": 2}, 10, 32), ("addition", {}, 5, 64),
+]
+
+
 def bench_train_step(quick: bool = False) -> dict:
-    """One training step's forward+backward on a batch whose lengths spread (recursive Hanoi, the repo's
-    config: 2-layer d_model 64 Mamba, batch 16, <= 7 disks), whole vs cut into micro-batches
-    (``TrainConfig.micro_batch_tokens``); the gradients must agree."""
+    """One training step's forward+backward, whole batch vs cut into micro-batches
+    (``TrainConfig.micro_batch_tokens``), on the batches of the repo's Mamba configs (2-layer d_model 64); the
+    gradients must agree. Batches whose lengths spread (Hanoi: 2^n) gain most."""
+    batches, caps = ([("addition", {}, 5, 16)], (None, 400)) if quick else (_TRAINING_BATCHES, (None, 16384, 4096))
+    return {
+        "what": "forward+backward of one training batch of a 2-layer d_model 64 Mamba, whole vs micro-batches of at "
+                "most N padded tokens (micro_batch_tokens), median of 3",
+        "tasks": {
+            " ".join([task, *(f"{key}={value}" for key, value in kwargs.items())]) + f" <= {size}, batch {batch_size}":
+            _bench_micro_batches(task, kwargs, size, batch_size, caps) for task, kwargs, size, batch_size in batches
+        },
+    }
+
+
+def _bench_micro_batches(task_name: str, task_kwargs: dict, size: int, batch_size: int, caps) -> dict:
     from accelerate import Accelerator
 
     from .data import micro_batches
@@ -223,14 +243,12 @@ def bench_train_step(quick: bool = False) -> dict:
     from .tokenization import build_char_tokenizer
     from .training import TrainConfig, accumulate_gradients, batch_for_step, build_model
 
-    task_name, size, batch_size, caps = (
-        ("addition", 5, 16, (None, 400)) if quick else ("hanoi_recursive", 7, 16, (None, 32768, 16384, 4096))
-    )
-    config = TrainConfig(output_dir="unused", task=task_name, train_max_size=size, batch_size=batch_size,
+    config = TrainConfig(output_dir="unused", task=task_name, task_kwargs=task_kwargs, train_max_size=size,
+                         batch_size=batch_size,
                          model_kwargs={"hidden_size": 64, "num_hidden_layers": 2, "state_size": 16, "expand": 2})
     tokenizer = build_char_tokenizer()
     model = build_model(config, tokenizer).train()
-    batch = batch_for_step(config, get_task(task_name), tokenizer, step=0)
+    batch = batch_for_step(config, get_task(task_name, **task_kwargs), tokenizer, step=0)
     targets = int((batch["labels"][:, 1:] != -100).sum())
     accelerator = Accelerator(cpu=True)
     variants, grads = {}, {}
@@ -245,17 +263,10 @@ def bench_train_step(quick: bool = False) -> dict:
         grads[cap] = torch.cat([p.grad.flatten() for p in model.parameters()])
         variants[str(cap)] = {"micro_batches": len(parts), "padded_tokens": sum(p["input_ids"].numel() for p in parts),
                               "seconds": round(seconds, 3)}
-    whole = variants["None"]
-    for cap, row in variants.items():
-        row["speedup_vs_whole_batch"] = round(whole["seconds"] / row["seconds"], 2)
-        difference = (grads[None if cap == "None" else int(cap)] - grads[None]).abs().max()
-        row["max_gradient_difference_relative"] = float(difference / grads[None].abs().max())
-    return {
-        "what": f"forward+backward of one training batch ({task_name} <= {size}, batch {batch_size}, 2-layer d_model "
-                "64 Mamba), whole vs micro-batches of at most N padded tokens (micro_batch_tokens), median of 3",
-        "real_tokens": int(batch["attention_mask"].sum()),
-        "micro_batch_tokens": variants,
-    }
+    for cap, row in zip(caps, variants.values()):
+        row["speedup_vs_whole_batch"] = round(variants["None"]["seconds"] / row["seconds"], 2)
+        row["max_gradient_difference_relative"] = float((grads[cap] - grads[None]).abs().max() / grads[None].abs().max())
+    return {"real_tokens": int(batch["attention_mask"].sum()), "micro_batch_tokens": variants}
 
 
 def run_benchmarks(what: str, *, model_path: str, quick: bool = False) -> dict:

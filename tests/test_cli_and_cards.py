@@ -50,7 +50,7 @@ def test_help_explains_every_command(capsys):
 def test_the_training_step_benchmark_cuts_the_batch_and_keeps_the_gradient():
     from hf_toolssm.benchmark import bench_train_step
 
-    report = bench_train_step(quick=True)
+    (report,) = bench_train_step(quick=True)["tasks"].values()
     whole, cut = report["micro_batch_tokens"]["None"], report["micro_batch_tokens"]["400"]
     assert whole["micro_batches"] == 1 and cut["micro_batches"] > 1
     assert report["real_tokens"] <= cut["padded_tokens"] < whole["padded_tokens"]
