@@ -40,6 +40,8 @@ def main(argv=None):
         learning_rate=args.learning_rate, lr_scheduler_type="cosine", warmup_steps=min(50, args.steps // 10),
         weight_decay=0.01, adam_beta2=0.95, max_grad_norm=1.0, logging_steps=10, save_steps=max(1, args.steps // 2),
         report_to=[], remove_unused_columns=False, use_cpu=True, dataloader_num_workers=0,
+        # batches of traces of like length: less padding (our own loop's micro_batch_tokens does this per step)
+        train_sampling_strategy="group_by_length",
     )
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_dataset,
