@@ -64,7 +64,7 @@ class TrainConfig:
     #: at most this many padded tokens (rows x longest row) per forward/backward: each process's share of the
     #: batch is sorted by length and cut into micro-batches padded only to their own longest row, whose
     #: gradients add up to the batch's (hf_toolssm.data.micro_batches). Saves the padding of batches whose
-    #: lengths spread (Hanoi: ~5x) and bounds activation memory; None: one forward per step
+    #: lengths spread (a Hanoi batch is ~3.5x padding) and bounds activation memory; None: one forward per step
     micro_batch_tokens: int | None = None
     num_threads: int | None = None  # torch CPU threads; 1 is fastest for tiny models on a busy 2-core machine
 
