@@ -241,7 +241,7 @@ def _bench_micro_batches(task_name: str, task_kwargs: dict, size: int, batch_siz
     from .data import micro_batches
     from .tasks import get_task
     from .tokenization import build_char_tokenizer
-    from .training import TrainConfig, accumulate_gradients, batch_for_step, build_model
+    from .training import TrainConfig, accumulate_gradients, batch_for_step, build_model, target_count
 
     config = TrainConfig(output_dir="unused", task=task_name, task_kwargs=task_kwargs, train_max_size=size,
                          batch_size=batch_size,
@@ -249,7 +249,7 @@ def _bench_micro_batches(task_name: str, task_kwargs: dict, size: int, batch_siz
     tokenizer = build_char_tokenizer()
     model = build_model(config, tokenizer).train()
     batch = batch_for_step(config, get_task(task_name, **task_kwargs), tokenizer, step=0)
-    targets = int((batch["labels"][:, 1:] != -100).sum())
+    targets = target_count(batch)
     accelerator = Accelerator(cpu=True)
     variants, grads = {}, {}
     for cap in caps:

@@ -96,7 +96,7 @@ def micro_batches(batch: dict[str, torch.Tensor], max_tokens: int | None) -> lis
 
     Summing the micro-batches' gradients gives the batch's (models here are causal, so the trimmed padding never
     reached a labelled token) while skipping the padding: training lengths often spread widely (a Hanoi batch
-    is padded to its 7-disk trace, 5x the mean), and every padded token costs as much as a real one.
+    is ~3.5x padding, its longest trace 7 disks long), and every padded token costs as much as a real one.
     """
     if max_tokens is None:
         return [batch]

@@ -159,6 +159,11 @@ def masked_lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     )
 
 
+def target_count(batch: dict[str, torch.Tensor]) -> int:
+    """The labelled next-token targets of a batch: what :func:`masked_lm_loss_sum` sums over."""
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
 def accumulate_gradients(accelerator, model, parts: list[dict[str, torch.Tensor]], *, targets: int, world: int):
     """Backward through every micro-batch of this process's share; returns the share's loss (detached).
 
@@ -235,7 +240,7 @@ def train(
     step = start_step
     while step < config.steps:
         batch = batch_for_step(config, task, tokenizer, step)
-        targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        targets = target_count(batch)
         local = {k: v[rank * share : (rank + 1) * share].to(accelerator.device) for k, v in batch.items()}
         loss = accumulate_gradients(accelerator, model, micro_batches(local, config.micro_batch_tokens),
                                     targets=targets, world=world)

@@ -14,9 +14,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_toolssm.data import IGNORE_INDEX, collate, encode_instance, training_instances
+from hf_toolssm.data import collate, encode_instance, training_instances
 from hf_toolssm.tasks import get_task
-from hf_toolssm.training import masked_lm_loss_sum
+from hf_toolssm.training import masked_lm_loss_sum, target_count
 
 #: The ToolMamba modules LoRA adapts.
 TOOL_MAMBA_LORA_TARGETS = ["in_proj", "x_proj", "dt_proj", "out_proj"]
@@ -47,7 +47,7 @@ def main(argv=None):
     for step in range(args.steps):
         batch = collate([encode_instance(next(stream), tokenizer) for _ in range(args.batch_size)], tokenizer.pad_token_id)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = masked_lm_loss_sum(logits, batch["labels"]) / (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+        loss = masked_lm_loss_sum(logits, batch["labels"]) / target_count(batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
