@@ -197,7 +197,7 @@ def _bench_decode_shape(model_path: str, rows: int, digits: int, rounds: int = 3
     fast, unfused, slow = (results[path] for path in paths)
     tokens = sum(len(r.generated_tokens) for r in fast)
     return {
-        "what": f"greedy tool decoding of {rows} additions at {digits} digits, batch {rows}, median of {rounds} "
+        "what": f"greedy tool decoding of {rows} {task.name} instances of size {digits}, batch {rows}, median of {rounds} "
         "alternating rounds after a warm-up",
         "traces_identical": all(a.tokens == b.tokens for a, b in zip(fast, slow)),
         "traces_identical_fused_vs_unfused_step": all(a.tokens == b.tokens for a, b in zip(fast, unfused)),

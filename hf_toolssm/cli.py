@@ -25,6 +25,16 @@ def _provenance(argv: list[str]) -> dict:
     return provenance("toolssm " + shlex.join(argv))
 
 
+def require_checkpoint_folder(model_path: str) -> Path:
+    """``model_path`` as a Path, or a usage error: from_pretrained would read a missing folder as a Hub repo id
+    and fail with a message about repo names."""
+    path = Path(model_path)
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"toolssm: {model_path!r} is not a checkpoint folder (no config.json). "
+                         f"Pass a folder written by save_pretrained, e.g. {DEFAULT_CHECKPOINT}")
+    return path
+
+
 def load_checkpoint(model_path: str, task_name: str | None, command: str):
     """A checkpoint folder -> (model, tokenizer, task): ``task_name``, else the checkpoint's own task.
     Clear errors for what users get wrong."""
@@ -35,10 +45,7 @@ def load_checkpoint(model_path: str, task_name: str | None, command: str):
 
     from .tasks import get_task
 
-    path = Path(model_path)
-    if not (path / "config.json").is_file():
-        raise SystemExit(f"toolssm: {model_path!r} is not a checkpoint folder (no config.json). "
-                         f"Pass a folder written by save_pretrained, e.g. {DEFAULT_CHECKPOINT}")
+    path = require_checkpoint_folder(model_path)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     tool_config = getattr(model.config, "tool_config", None) or _tool_config_from_training(path)
@@ -76,14 +83,16 @@ def cmd_solve(args) -> int:
     def stream(row, token, role):
         sys.stderr.write(f"{_ROLE_COLOURS[role.value]}{token}{_RESET}" if colour else token)
 
-    sys.stderr.write("".join(prompt) if not colour else f"{_ROLE_COLOURS['prompt']}{''.join(prompt)}{_RESET}")
+    if not args.quiet:  # the prompt is the trace's first part (a logical graph's can be thousands of lines)
+        sys.stderr.write("".join(prompt) if not colour else f"{_ROLE_COLOURS['prompt']}{''.join(prompt)}{_RESET}")
     started = time.monotonic()
     (result,) = generate_with_tools(
         model, tokenizer, [prompt], task.make_environment, max_new_tokens=args.max_new_tokens,
         time_budget=args.time_budget, on_token=None if args.quiet else stream, progress=False,
     )
     sys.stderr.write(
-        f"\n[{len(result.generated_tokens)} trace tokens, {result.num_tool_calls} tool calls, "
+        ("" if args.quiet else "\n")  # end the streamed trace's line
+        + f"[{len(result.generated_tokens)} trace tokens, {result.num_tool_calls} tool calls, "
         f"stopped: {result.stop_reason.value if result.stop_reason else 'unknown'}, {time.monotonic() - started:.1f}s]\n"
     )
     right = task.check(reference, result.answer)
@@ -116,7 +125,7 @@ def cmd_eval(args) -> int:
         model, tokenizer, task, sizes, samples=args.samples, seed=args.seed, batch_size=args.batch_size,
         token_accuracy=not args.no_token_accuracy,
     )
-    write_results(args.out, results, model=str(args.model), task=task.name, seed=args.seed, **_provenance(sys.argv[1:]))
+    write_results(args.out, results, model=str(args.model), task=task.name, seed=args.seed, **_provenance(args.argv))
     for r in results:
         passed = "" if r.pass_rate is None else f"pass {r.pass_rate:.3f}  "
         print(f"size {r.size:>6}: {passed}answer {r.answer_exact_match:.3f}  trace {r.trace_exact_match:.3f}  "
@@ -144,8 +153,10 @@ def cmd_train(args) -> int:
 def cmd_bench(args) -> int:
     from .benchmark import run_benchmarks
 
+    if args.what in ("decode", "all"):
+        require_checkpoint_folder(args.model)
     report = run_benchmarks(args.what, model_path=args.model, quick=args.quick)
-    report.update(_provenance(sys.argv[1:]))
+    report.update(_provenance(args.argv))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
@@ -155,6 +166,7 @@ def cmd_bench(args) -> int:
 def cmd_card(args) -> int:
     from .model_card import write_model_card
 
+    require_checkpoint_folder(args.model)
     path = write_model_card(args.model, eval_results=args.eval_results, reproduce=args.reproduce, repo_id=args.repo_id)
     print(path)
     return 0
@@ -163,6 +175,7 @@ def cmd_card(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    require_checkpoint_folder(args.model)
     return run_demo(args.model, sizes=args.sizes, samples=args.samples, out=args.out)
 
 
@@ -170,6 +183,13 @@ def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1 (a bad value is a usage error that names it, not a traceback)."""
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return int(text)
 
 
@@ -225,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--plot", help="also write accuracy vs size to this PNG")
     p.add_argument("--no-token-accuracy", action="store_true", help="skip the teacher-forced token accuracy pass")
-    p.add_argument("--show-mistakes", type=int, default=0, metavar="K",
+    p.add_argument("--show-mistakes", type=non_negative_int, default=0, metavar="K",
                    help="also print (stderr) up to K teacher-forced mistakes per size, with the text before each: "
                    "where the model fails")
     p.set_defaults(func=cmd_eval)
@@ -274,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # what results files record as their command
     return args.func(args)
 
 

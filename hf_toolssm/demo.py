@@ -22,7 +22,7 @@ def run_demo(model_path: str, *, sizes: list[int], samples: int, out: str) -> in
 
     model = AutoModelForCausalLM.from_pretrained(model_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    tool_config = model.config.tool_config or {}
+    tool_config = getattr(model.config, "tool_config", None) or {}  # transformers' own configs may lack it
     task = get_task(tool_config.get("task", "addition"), **tool_config.get("task_kwargs", {}))
     params = sum(p.numel() for p in model.parameters())
     train_max_size = tool_config.get("train_max_size", task.default_train_max_size)

@@ -65,7 +65,7 @@ class Mistake:
 def segment_of(tokens: Sequence[str], roles: Sequence[Role], t: int) -> str:
     """What token ``t`` belongs to: its role for thoughts and outputs; for a command token, the command's
     tool tag plus its verb when it has one (``[code]edit 2 ...`` -> ``"[code]edit"``, ``[find]v576`` ->
-    ``"[find]"``, a one-token pointer command such as ``[read1]`` -> itself)."""
+    ``"[find]"``, a one-token pointer command such as ``[pointer1.read()]`` -> itself)."""
     if roles[t] is not Role.COMMAND:
         return roles[t].value
     start = t  # back to the command's tool tag: the nearest token that is one, within the command
@@ -79,7 +79,7 @@ def segment_of(tokens: Sequence[str], roles: Sequence[Role], t: int) -> str:
 
 
 def _opens_command(token: str) -> bool:
-    """A tool tag such as ``[code]`` or ``[read1]``; ``[/cmd]`` ends the command it is in."""
+    """A tool tag such as ``[code]`` or ``[pointer1.read()]``; ``[/cmd]`` ends the command it is in."""
     return len(token) > 2 and token.startswith("[") and token.endswith("]") and token != ARG_END
 
 

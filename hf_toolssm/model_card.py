@@ -70,7 +70,7 @@ def write_model_card(
     model_index = []
     if results:
         for row in results["results"]:
-            for metric in ("answer_exact_match", "trace_exact_match"):
+            for metric in _metrics(results):
                 model_index.append(EvalResult(
                     task_type="text-generation", task_name=f"{task} with tools (length generalization)",
                     dataset_type=f"hf_toolssm/{task}", dataset_name=f"{task}, size {row['size']}",
@@ -88,13 +88,20 @@ def write_model_card(
     example_size = tool_config.get("train_max_size") or 5
     table = ""
     if results:
-        table = "| size | samples | answer exact | trace exact | token acc. |\n|---:|---:|---:|---:|---:|\n" + "\n".join(
-            f"| {r['size']} | {r['samples']} | {r['answer_exact_match']:.3f} | {r['trace_exact_match']:.3f} | "
-            f"{r['token_accuracy']:.4f} |" for r in results["results"]
-        ) + f"\n\nMeasured with `{results.get('command', 'toolssm eval')}` on {results.get('machine', '?')}, {results.get('date', '?')}."
-    training_text = (
-        f"Reproduce with:\n\n```bash\n{reproduce}\n```" if reproduce else "See the training config saved next to the weights."
-    )
+        metrics = _metrics(results)
+        header = ["size", "samples", *(_METRIC_HEADERS[m] for m in metrics), "token acc."]
+        rows = [[str(r["size"]), str(r["samples"]), *(f"{r[m]:.3f}" for m in metrics), f"{r['token_accuracy']:.4f}"]
+                for r in results["results"]]
+        table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+                          + ["| " + " | ".join(cells) + " |" for cells in rows])
+        table += f"\n\nMeasured with `{results.get('command', 'toolssm eval')}` on {results.get('machine', '?')}, {results.get('date', '?')}."
+    if reproduce:
+        training_text = f"Reproduce with:\n\n```bash\n{reproduce}\n```"
+    elif (checkpoint / "train_config.yaml").is_file():
+        training_text = "Reproduce with `toolssm train --config train_config.yaml` (the config in this folder)."
+    else:
+        training_text = "Regenerate this card with `toolssm card --reproduce COMMAND` to say how it was trained."
+    origin = f"fine-tuned from `{tool_config['init_from']}`" if tool_config.get("init_from") else "trained from scratch"
     content = f"""---
 {data.to_yaml()}
 ---
@@ -102,7 +109,7 @@ def write_model_card(
 # {repo_id or checkpoint.name}
 
 A {config.get('model_type')} model ({params:,} parameters: {config.get('num_hidden_layers')} layers, d_model
-{config.get('hidden_size')}) trained from scratch with hf_toolssm on
+{config.get('hidden_size')}) {origin} with hf_toolssm on
 **{task}** traces that call a tool, after Malach et al., *To Infinity and Beyond: Tool-Use Unlocks Length
 Generalization in State Space Models* (ICLR 2026). With the tool in the loop it solves instances far larger
 than any it was trained on.
@@ -144,6 +151,16 @@ outputs (prompt and tool observations masked). Protocol: `docs/protocol.md`; tas
     path = checkpoint / "README.md"
     ModelCard(content).save(path)
     return path
+
+
+_METRIC_HEADERS = {"pass_rate": "pass rate", "answer_exact_match": "answer exact", "trace_exact_match": "trace exact"}
+
+
+def _metrics(results: dict) -> tuple[str, ...]:
+    """The per-size metrics a card reports: the pass rate first where the task has one (coding), then the
+    exact matches."""
+    has_pass_rate = any(row.get("pass_rate") is not None for row in results["results"])
+    return ("pass_rate",) * has_pass_rate + ("answer_exact_match", "trace_exact_match")
 
 
 def _count_parameters(checkpoint: Path) -> int:

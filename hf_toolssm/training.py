@@ -102,6 +102,8 @@ def build_model(config: TrainConfig, tokenizer) -> PreTrainedModel:
     model.config.tool_config = {
         "task": config.task, "task_kwargs": config.task_kwargs, "train_max_size": config.train_max_size,
     }
+    if config.init_from:  # provenance for the model card: which checkpoint this run continued
+        model.config.tool_config["init_from"] = str(config.init_from)
     return model
 
 

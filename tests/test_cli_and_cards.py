@@ -5,6 +5,8 @@ import io
 import json
 import os
 import random
+import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -102,6 +104,35 @@ def test_solve_rejects_a_folder_that_is_not_a_checkpoint(tmp_path):
         main(["solve", str(tmp_path), "1+1"])
 
 
+@pytest.mark.parametrize("argv", [["demo", "--model"], ["card"], ["bench", "decode", "--model"]])
+def test_every_command_that_loads_a_checkpoint_rejects_a_folder_that_is_not_one(argv, tmp_path):
+    """Not from_pretrained's "Repo id must be in the form ..." about a typo in a local path."""
+    with pytest.raises(SystemExit, match="not a checkpoint folder"):
+        main([*argv, str(tmp_path / "typo")])
+
+
+def test_demo_on_a_transformers_checkpoint_without_tool_config(tmp_path, capsys):
+    """A config class of transformers' own has no tool_config attribute at all: the demo falls back to addition."""
+    from transformers import AutoModelForCausalLM, GPTNeoXConfig
+
+    tokenizer = build_char_tokenizer()
+    torch.manual_seed(0)
+    config = GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "neox")
+    tokenizer.save_pretrained(tmp_path / "neox")
+    assert main(["demo", "--model", str(tmp_path / "neox"), "--sizes", "1", "--samples", "1",
+                 "--out", str(tmp_path / "out")]) in (0, 1)
+    assert "trained on addition" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "demo_results.json").read_text())["task"] == "addition"
+
+
+def test_solve_quiet_streams_nothing_of_the_trace_not_even_the_prompt(checkpoint, capsys):
+    main(["solve", str(checkpoint), "12+34", "--quiet", "--max-new-tokens", "10", "--no-colour"])
+    err = capsys.readouterr().err
+    assert err.startswith("[10 trace tokens, ") and "12+34" not in err
+
+
 def test_solve_rejects_a_malformed_problem(checkpoint):
     with pytest.raises(SystemExit, match="expected two positive integers .* got '12\\*34'"):
         main(["solve", str(checkpoint), "12*34", "--quiet"])
@@ -111,6 +142,7 @@ def test_solve_rejects_a_malformed_problem(checkpoint):
     (["--samples", "0"], "--samples: expected a whole number >= 1, got '0'"),
     (["--sizes", "10,x"], "--sizes: expected comma-separated whole numbers >= 1"),
     (["--batch-size", "-3"], "--batch-size: expected a whole number >= 1"),
+    (["--show-mistakes", "-1"], "--show-mistakes: expected a whole number >= 0, got '-1'"),
 ])
 def test_eval_rejects_bad_numbers_with_a_usage_error(checkpoint, argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -130,6 +162,9 @@ def test_eval_writes_the_documented_json(checkpoint, tmp_path):
                  "--plot", str(tmp_path / "r.png")]) == 0
     payload = json.loads(out.read_text())
     assert {"command", "machine", "date", "results"} <= set(payload)
+    argv = ["eval", str(checkpoint), "--sizes", "2,3", "--samples", "3", "--seed", "7", "--out", str(out), "--plot",
+            str(tmp_path / "r.png")]
+    assert payload["command"] == "toolssm " + shlex.join(argv)  # the argv main() was given, not pytest's
     assert [r["size"] for r in payload["results"]] == [2, 3]
     for row in payload["results"]:
         assert row["samples"] == 3
@@ -174,6 +209,27 @@ def test_model_card_carries_model_index_metadata(checkpoint, tmp_path):
     values = {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}
     assert values[("size-10", "trace_exact_match")] == 0.8
     assert "toolssm train --config x.yaml" in card.text and "| 10 | 5 | 1.000 | 0.800 |" in card.text
+    assert "trained from scratch" in card.text and "pass rate" not in card.text
+
+
+def test_model_card_of_a_coding_run_started_from_another_checkpoint(checkpoint, tmp_path):
+    """A coding run's card leads with the pass rate, says which checkpoint it continued, and points at the
+    training config shipped beside the weights."""
+    folder = tmp_path / "coding"
+    shutil.copytree(checkpoint, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["tool_config"] = {"task": "coding_interactive", "train_max_size": 16, "init_from": "runs/lg/final"}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "train_config.yaml").write_text("task: coding_interactive\n")
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps({"seed": 1, "results": [{"size": 20, "samples": 50, "pass_rate": 0.62,
+        "answer_exact_match": 0.5, "trace_exact_match": 0.1, "token_accuracy": 0.98}]}))
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(write_model_card(folder, eval_results=results))
+    assert {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}[("size-20", "pass_rate")] == 0.62
+    assert "| size | samples | pass rate | answer exact |" in card.text and "| 20 | 50 | 0.620 | 0.500 |" in card.text
+    assert "fine-tuned from `runs/lg/final`" in card.text and "--config train_config.yaml" in card.text
 
 
 _BLOCK_HF_TOOLSSM = textwrap.dedent("""

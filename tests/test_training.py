@@ -102,7 +102,8 @@ def test_init_from_starts_another_task_from_a_trained_checkpoint(tmp_path):
     assert all(torch.equal(start.state_dict()[k], v) for k, v in trained.state_dict().items())
     assert start.config.tool_config["task"] == "multiplication"
     final = train(config)
-    assert json.loads((final / "config.json").read_text())["tool_config"]["task"] == "multiplication"
+    tool_config = json.loads((final / "config.json").read_text())["tool_config"]
+    assert tool_config["task"] == "multiplication" and tool_config["init_from"] == str(first)  # for the card
     assert yaml.safe_load((tmp_path / "multiplication" / "train_config.yaml").read_text())["init_from"] == str(first)
 
     wider = tiny_config(tmp_path / "wider", init_from=str(first), model_kwargs=dict(TINY, hidden_size=64))

@@ -115,7 +115,8 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
                     if expected == EOS:  # a forced end (tool-call budget or time budget)
                         self.finished[row] = True
                         continue
-                    # The row got its forced observation token: record it as an observation, not a model token.
+                    # The row got its forced observation token: env.step recorded it as an observation when
+                    # the command ran, so it does not go to the environment again as a model token.
                     continue
                 observation = self.envs[row].step(token)
                 self.forced[row].extend(observation)
