@@ -128,8 +128,9 @@ def cmd_eval(args) -> int:
     write_results(args.out, results, model=str(args.model), task=task.name, seed=args.seed, **_provenance(args.argv))
     for r in results:
         passed = "" if r.pass_rate is None else f"pass {r.pass_rate:.3f}  "
+        token = "-" if r.token_accuracy is None else f"{r.token_accuracy:.4f}"  # None: --no-token-accuracy
         print(f"size {r.size:>6}: {passed}answer {r.answer_exact_match:.3f}  trace {r.trace_exact_match:.3f}  "
-              f"token {r.token_accuracy:.4f}  ({r.samples} samples, {r.mean_trace_tokens:.0f} tok/trace, "
+              f"token {token}  ({r.samples} samples, {r.mean_trace_tokens:.0f} tok/trace, "
               f"{r.decode_tokens_per_s:.0f} tok/s)")
     if args.plot:
         plot_accuracy_vs_size({Path(args.model).name: results}, args.plot, title=f"{task.name}: length generalization")

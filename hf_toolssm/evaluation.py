@@ -40,7 +40,8 @@ class SizeResult:
     samples: int
     answer_exact_match: float
     trace_exact_match: float
-    token_accuracy: float
+    #: None when the teacher-forced pass was skipped (``token_accuracy=False``): written as JSON null
+    token_accuracy: float | None
     mean_trace_tokens: float
     decode_tokens_per_s: float
     seconds: float
@@ -167,7 +168,7 @@ def score_instances(
         reference_traces=[inst.full_tokens()[len(inst.prompt) :] for inst in instances],
         answers_correct=[bool(task.check(inst, r.answer)) for inst, r in zip(instances, decoded)],
         token_accuracies=[
-            teacher_forced_token_accuracy(model, tokenizer, inst) if token_accuracy else float("nan")
+            teacher_forced_token_accuracy(model, tokenizer, inst) if token_accuracy else None
             for inst in instances
         ],
         final_states_correct=[task.check_final_state(inst, r.tools) for inst, r in zip(instances, decoded)]

@@ -90,7 +90,7 @@ def write_model_card(
     if results:
         metrics = _metrics(results)
         header = ["size", "samples", *(_METRIC_HEADERS[m] for m in metrics), "token acc."]
-        rows = [[str(r["size"]), str(r["samples"]), *(f"{r[m]:.3f}" for m in metrics), f"{r['token_accuracy']:.4f}"]
+        rows = [[str(r["size"]), str(r["samples"]), *(f"{r[m]:.3f}" for m in metrics), _token_accuracy(r)]
                 for r in results["results"]]
         table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
                           + ["| " + " | ".join(cells) + " |" for cells in rows])
@@ -161,6 +161,11 @@ def _metrics(results: dict) -> tuple[str, ...]:
     exact matches."""
     has_pass_rate = any(row.get("pass_rate") is not None for row in results["results"])
     return ("pass_rate",) * has_pass_rate + ("answer_exact_match", "trace_exact_match")
+
+
+def _token_accuracy(row: dict) -> str:
+    # null where the evaluation skipped the teacher-forced pass (toolssm eval --no-token-accuracy)
+    return "–" if row.get("token_accuracy") is None else f"{row['token_accuracy']:.4f}"
 
 
 def _count_parameters(checkpoint: Path) -> int:

@@ -158,12 +158,11 @@ def test_eval_rejects_a_size_the_task_has_no_instance_of_before_decoding_any(che
 
 def test_eval_writes_the_documented_json(checkpoint, tmp_path):
     out = tmp_path / "r.json"
-    assert main(["eval", str(checkpoint), "--sizes", "2,3", "--samples", "3", "--seed", "7", "--out", str(out),
-                 "--plot", str(tmp_path / "r.png")]) == 0
-    payload = json.loads(out.read_text())
-    assert {"command", "machine", "date", "results"} <= set(payload)
     argv = ["eval", str(checkpoint), "--sizes", "2,3", "--samples", "3", "--seed", "7", "--out", str(out), "--plot",
             str(tmp_path / "r.png")]
+    assert main(argv) == 0
+    payload = json.loads(out.read_text())
+    assert {"command", "machine", "date", "results"} <= set(payload)
     assert payload["command"] == "toolssm " + shlex.join(argv)  # the argv main() was given, not pytest's
     assert [r["size"] for r in payload["results"]] == [2, 3]
     for row in payload["results"]:
@@ -223,12 +222,12 @@ def test_model_card_of_a_coding_run_started_from_another_checkpoint(checkpoint, 
     (folder / "train_config.yaml").write_text("task: coding_interactive\n")
     results = tmp_path / "r.json"
     results.write_text(json.dumps({"seed": 1, "results": [{"size": 20, "samples": 50, "pass_rate": 0.62,
-        "answer_exact_match": 0.5, "trace_exact_match": 0.1, "token_accuracy": 0.98}]}))
+        "answer_exact_match": 0.5, "trace_exact_match": 0.1, "token_accuracy": None}]}))  # --no-token-accuracy
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(write_model_card(folder, eval_results=results))
     assert {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}[("size-20", "pass_rate")] == 0.62
-    assert "| size | samples | pass rate | answer exact |" in card.text and "| 20 | 50 | 0.620 | 0.500 |" in card.text
+    assert "| size | samples | pass rate | answer exact |" in card.text and "| 20 | 50 | 0.620 | 0.500 | 0.100 | – |" in card.text
     assert "fine-tuned from `runs/lg/final`" in card.text and "--config train_config.yaml" in card.text
 
 
@@ -342,6 +341,19 @@ def test_evaluate_checks_every_size_before_touching_the_model():
         evaluate_length_generalization(None, None, get_task("logical_graph"), [10, 3], progress=False)
 
 
+def test_eval_without_token_accuracy_writes_standard_json(checkpoint, tmp_path, capsys):
+    """--no-token-accuracy: the skipped metric is null (standard JSON, not NaN) and printed as '-'."""
+    out = tmp_path / "r.json"
+    assert main(["eval", str(checkpoint), "--sizes", "2", "--samples", "2", "--no-token-accuracy", "--out", str(out)]) == 0
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    (row,) = json.loads(out.read_text(), parse_constant=refuse)["results"]
+    assert row["token_accuracy"] is None and 0.0 <= row["answer_exact_match"] <= 1.0
+    assert "token -" in capsys.readouterr().out
+
+
 def test_metric_module_on_hand_made_cases():
     from hf_toolssm.metrics import load_tool_trace_accuracy
 
@@ -353,6 +365,9 @@ def test_metric_module_on_hand_made_cases():
         token_accuracies=[1.0, 0.5, 0.0],
     )
     assert scores == {"answer_exact_match": 2 / 3, "trace_exact_match": 1 / 3, "token_accuracy": 0.5}
+    unmeasured = metric.compute(predicted_traces=[["a"]], reference_traces=[["a"]], answers_correct=[True],
+                                token_accuracies=[None])
+    assert unmeasured == {"answer_exact_match": 1.0, "trace_exact_match": 1.0, "token_accuracy": None}
     # coding: the pass rate judges the files the decode left, whatever the answer said
     scores = metric.compute(
         predicted_traces=[["a"], ["a"]], reference_traces=[["a"], ["b"]], answers_correct=[True, False],

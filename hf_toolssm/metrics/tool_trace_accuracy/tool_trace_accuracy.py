@@ -6,14 +6,15 @@ Inputs, one entry per decoded instance:
     predicted_traces / reference_traces: the trace after the prompt as a list of token strings
         (thoughts, commands, observations, outputs);
     answers_correct: whether the task's checker accepted the final answer;
-    token_accuracies: teacher-forced next-token accuracy on the reference trace's model tokens;
+    token_accuracies: teacher-forced next-token accuracy on the reference trace's model tokens (None where
+        it was not measured);
     final_states_correct (optional keyword, a list): whether the tools as the decode left them solve the
         instance, for tasks that change the world through their tools (coding: the sandbox's files pass).
 Outputs (fractions in [0, 1]):
     answer_exact_match: share of instances whose final answer is correct;
     trace_exact_match: share whose whole trace equals the reference (the paper's strict metric:
         the model executed the intended algorithm exactly) AND whose answer is correct;
-    token_accuracy: mean teacher-forced token accuracy;
+    token_accuracy: mean teacher-forced token accuracy (None unless every instance has one);
     pass_rate (with final_states_correct only): share whose final tool state is correct (the paper's pass rate).
 """
 
@@ -53,7 +54,7 @@ class ToolTraceAccuracy(evaluate.Metric):
         scores = {
             "answer_exact_match": sum(answers_correct) / n,
             "trace_exact_match": sum(trace_matches) / n,
-            "token_accuracy": sum(token_accuracies) / n,
+            "token_accuracy": None if None in token_accuracies else sum(token_accuracies) / n,
         }
         if final_states_correct is not None:
             if len(final_states_correct) != n:
