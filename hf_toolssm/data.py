@@ -28,6 +28,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .tasks.base import UNSCORED_ROLES, Instance, Task
 from .tokenization import protocol_ids
+from .tools.base import EOS
 
 IGNORE_INDEX = -100
 #: consecutive rejected samples after which ``exclude`` is taken to cover the whole training distribution
@@ -41,10 +42,13 @@ def encode_instance(instance: Instance, tokenizer: PreTrainedTokenizerBase) -> E
     plus ``prompt`` (text), ``answer``, ``size`` and ``task`` for bookkeeping."""
     tokens = instance.full_tokens()
     input_ids = protocol_ids(tokenizer, tokens)
+    # protocol_ids gave [EOS] the tokenizer's own end-of-sequence id, which may also be its unk id (GPT-2's
+    # "<|endoftext|>" is both): that [EOS] is known
+    own_eos = tokenizer.eos_token_id is not None
     unknown = {
         token
         for token, token_id in zip(tokens, input_ids)
-        if token_id is None or token_id == tokenizer.unk_token_id
+        if token_id is None or (token_id == tokenizer.unk_token_id and not (own_eos and token == EOS))
     }
     if unknown - {tokenizer.unk_token}:
         raise ValueError(

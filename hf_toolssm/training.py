@@ -189,7 +189,10 @@ def accumulate_gradients(accelerator, model, parts: list[dict[str, torch.Tensor]
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    """The newest complete checkpoint. ``trainer_state.json`` is written last (:func:`_save_checkpoint`), so a
+    checkpoint a kill cut short has none and is skipped: the resume starts from the one before it."""
+    complete = [path for path in output_dir.glob("checkpoint-*") if (path / "trainer_state.json").is_file()]
+    checkpoints = sorted(complete, key=lambda p: int(p.name.split("-")[1]))
     return checkpoints[-1] if checkpoints else None
 
 

@@ -100,6 +100,7 @@ def test_reference_traces_replay_and_answer_correctly(name):
     ("name", "options", "size", "count"),
     [
         ("addition", {}, 1000, 2),
+        ("addition_calculator", {}, 1000, 2),  # a call longer than the environment's default argument limit
         ("multiplication", {"k": 1}, 1000, 1),
         ("multiplication", {"k": 2}, 1000, 2),
         ("logical_graph", {}, 1000, 3),
@@ -392,6 +393,13 @@ def test_bad_sizes_say_what_is_wrong(name, size, message):
 def test_a_logical_graph_with_many_inputs_trains_on_graphs_large_enough_for_them():
     task = get_task("logical_graph", k=12)
     assert task.sample_train(random.Random(0)).size == 13
+
+
+def test_a_logical_graph_with_one_input_samples_and_replays():
+    task, rng = get_task("logical_graph", k=1), random.Random(0)
+    for _ in range(30):  # the first gate has one earlier node: it can only be an identity
+        assert_replays(task, task.sample(rng, 5))
+        assert_replays(task, task.sample_train(rng))
 
 
 def test_prompts_from_text():

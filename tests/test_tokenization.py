@@ -155,6 +155,22 @@ def test_a_pretrained_tokenizer_encodes_training_traces():
     assert example["input_ids"][-1] == example["labels"][-1] == tokenizer.convert_tokens_to_ids("</s>")
 
 
+def test_a_tokenizer_whose_eos_is_also_its_unk_encodes_training_traces():
+    """GPT-2's convention: one "<|endoftext|>" is both; the trace's [EOS] becomes it and is not unknown."""
+    from hf_toolssm.data import encode_instance
+    from hf_toolssm.tasks import get_task
+
+    vocabulary = ["<pad>", "<|endoftext|>", *CHARACTERS]
+    backend = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(vocabulary)}, unk_token="<|endoftext|>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
+    add_tool_tokens(tokenizer)
+    example = encode_instance(get_task("addition").instance("12", "34"), tokenizer)
+    assert example["input_ids"][-1] == example["labels"][-1] == tokenizer.eos_token_id
+
+
 def test_a_mistake_names_a_predicted_pretrained_eos_as_the_protocols():
     """Teacher-forced mistakes are read beside the trace, whose end is [EOS], whatever the tokenizer calls it."""
     from types import SimpleNamespace

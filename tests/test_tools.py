@@ -450,6 +450,8 @@ def test_make_tools_and_factories_build_fresh_tools():
     first, second = factory(), factory()
     assert first.tools[0] is not second.tools[0] and first.max_tool_calls == 5
     assert build_environment(["calculator"]).command_tokens() == [CALC]
+    factory = environment_factory(name for name in ["search"])  # a one-shot iterable of names
+    assert [type(tool) for tool in factory().tools] == [type(tool) for tool in factory().tools] == [SearchMemory]
 
 
 def test_protocol_tokens_are_stable_and_complete():

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 import hf_toolssm  # noqa: F401
-from hf_toolssm.training import TrainConfig, learning_rate_at, train
+from hf_toolssm.training import TrainConfig, latest_checkpoint, learning_rate_at, train
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "state_size": 8}
@@ -73,6 +73,15 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
     for step in (4, 5, 6):
         assert resumed[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-6)
+
+
+def test_resume_skips_a_checkpoint_a_kill_cut_short(tmp_path):
+    for step in (3, 6):
+        (tmp_path / f"checkpoint-{step}" / "accelerate_state").mkdir(parents=True)
+    (tmp_path / "checkpoint-3" / "trainer_state.json").write_text(json.dumps({"step": 3, "num_processes": 1}))
+    # checkpoint-6 has its accelerate state (saved first) but no trainer_state.json (saved last)
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-3"
+    assert latest_checkpoint(tmp_path / "nothing") is None
 
 
 def test_bad_training_options_say_what_is_wrong(tmp_path):

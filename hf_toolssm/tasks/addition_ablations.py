@@ -69,7 +69,14 @@ class AdditionCalculatorTask(AdditionTask):
     name = "addition_calculator"
 
     def make_environment(self) -> ToolEnvironment:
-        return ToolEnvironment(tools=[Calculator()])
+        calculator = Calculator()
+        # The call holds both operands and the observation the whole sum: the environment's default limits
+        # (256 argument tokens, 4,096 observation tokens) would refuse the call from ~125-digit operands on.
+        return ToolEnvironment(
+            tools=[calculator],
+            max_argument_tokens=2 * calculator.max_digits + len("add(,)"),
+            max_observation_tokens=calculator.max_digits + 3,  # [OBS], up to max_digits + 1 digits, [/OBS]
+        )
 
     def trace(self, a: str, b: str, total: str) -> Trace:
         writer = TraceWriter(addition_prompt(a, b))

@@ -23,7 +23,7 @@ shown as ``?``). Both of mini-SWE-agent's formats are read: text (a fenced ``bas
 role ``tool``).
 
 **These traces do not replay** through :class:`~hf_toolssm.tools.code_sandbox.CodeSandbox`: their
-commands are bash (``sed -i``, ``python main.py``, ``grep -rn``), which the sandbox's four commands do not
+commands are bash (``sed -i``, ``python main.py``, ``grep -rn``), which the sandbox's six commands do not
 cover, and their observations are the teacher environment's. They are training text, with the prompt and
 observations masked like any other trace.
 """

@@ -124,7 +124,8 @@ def random_graph(rng: random.Random, num_nodes: int, num_inputs: int) -> Logical
     inputs = {label: rng.random() < 0.5 for label in labels[:num_inputs]}
     gates = []
     for position in range(num_inputs, num_nodes):
-        chosen = rng.sample(labels[:position], rng.choice((1, 2)))
+        # min: with k = 1 the first gate has a single earlier node to choose from (its identity, negated or not)
+        chosen = rng.sample(labels[:position], min(position, rng.choice((1, 2))))
         operator = rng.choice(OPERATORS) if len(chosen) == 2 else ""
         gates.append(
             Gate(labels[position], tuple(Operand(name, rng.random() < 0.5) for name in chosen), operator)

@@ -53,6 +53,9 @@ def build_environment(tools: ToolSpec, **limits: int) -> ToolEnvironment:
 
 def environment_factory(tools: ToolSpec, **limits: int) -> EnvironmentFactory:
     """A callable that builds a new environment, with new tools, on every call (one per sequence)."""
+    # A copy the factory reads on every call: a one-shot iterable of names (a generator) would otherwise be
+    # used up by the check below, and every environment after it would have no tools.
+    tools = dict(tools) if isinstance(tools, Mapping) else list(tools)
     build_environment(tools, **limits)  # fail now on a bad spec, not in the middle of a decode
     return partial(build_environment, tools, **limits)
 
