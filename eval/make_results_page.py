@@ -47,6 +47,9 @@ class Experiment:
     #: experiments of one group share a heading and a table, one row per experiment (labelled ``label``)
     group: str = ""
     label: str = ""
+    #: (folder, what it holds): the same models evaluated on another task, shown under the curves (the mixture's
+    #: auxiliary addition); eval/results/EXPERIMENT/FOLDER/MODEL_seedS.json
+    auxiliary: tuple[str, str] | None = None
 
     @property
     def metric_label(self) -> str:
@@ -126,7 +129,8 @@ EXPERIMENTS.update({
 })
 EXPERIMENTS.update({
     f"mixture_w{str(weight).replace('.', '')}": Experiment(
-        "", 20, {"tool_mamba": paper}, models=("tool_mamba",), group="mixture", label=f"w = {weight}")
+        "", 20, {"tool_mamba": paper}, models=("tool_mamba",), group="mixture", label=f"w = {weight}",
+        auxiliary=("auxiliary_addition", "the auxiliary task, n+n addition (trained on n <= 20)"))
     for weight, paper in [(0, "the baseline the mixtures beat at 500 steps"), (0.33, "better than w = 0"),
                           (0.5, "better than w = 0"), (0.6, "better than w = 0")]
 })
@@ -146,7 +150,8 @@ GROUPS = {
     "mixture": ("Mixture (App. D.8): Mamba on n x 2 multiplication (n <= 20) with auxiliary addition at weight w, "
                 "500 steps",
                 "The paper plots curves only: at 500 steps auxiliary addition clearly helps and some weights extend "
-                "generalization to much larger n; at 800 steps every weight converges. Tested on multiplication."),
+                "generalization to much larger n; at 800 steps every weight converges; with w > 0 addition is mostly "
+                "solved. Tested on multiplication; under each row's curves, its accuracy on the auxiliary addition."),
 }
 
 
@@ -294,16 +299,17 @@ NOTES = {
 }
 
 
-def load_runs() -> dict[str, dict[str, list[dict]]]:
-    """experiment -> model -> list of eval payloads (one per seed)."""
+def load_runs(pattern: str = "*/*.json") -> dict[str, dict[str, list[dict]]]:
+    """experiment -> model -> list of eval payloads (one per seed), from the files ``pattern`` matches under
+    eval/results/ (an experiment is a file's first folder)."""
     merged: dict[tuple[str, str, int], dict] = {}
-    for path in sorted(RESULTS.glob("*/*.json")):
+    for path in sorted(RESULTS.glob(pattern)):
         # MODEL_seedS.json, plus optional extra grids MODEL_seedS_SUFFIX.json (e.g. a 10,000-digit run)
         match = re.fullmatch(r"(.+?)_seed(\d+)(_.+)?", path.stem)
         if not match:
             continue
         payload = json.loads(path.read_text())
-        key = (path.parent.name, match.group(1), int(match.group(2)))
+        key = (path.relative_to(RESULTS).parts[0], match.group(1), int(match.group(2)))
         file = str(path.relative_to(RESULTS.parent.parent))
         if key in merged:
             merged[key]["results"] = sorted(merged[key]["results"] + payload["results"], key=lambda r: r["size"])
@@ -427,6 +433,13 @@ def render() -> str:
                 if section.first.second_metric:
                     second = section.first.second_metric
                     out += [f"{in_words(second).capitalize()} by size:", "", curve_table(payloads, second), ""]
+                if EXPERIMENTS[name].auxiliary:
+                    folder, what = EXPERIMENTS[name].auxiliary
+                    auxiliary = load_runs(f"{name}/{folder}/*.json").get(name, {}).get(model, [])
+                    if auxiliary:
+                        out += [f"On {what}, {section.first.metric_label} by size ({', '.join(p['_file'] for p in auxiliary)}; "
+                                f"evaluated with " + "; ".join(f"`{p.get('command', '?')}`" for p in auxiliary) + "):",
+                                "", curve_table(auxiliary, metric), ""]
         png = plot(section, runs)
         if png is not None:
             out += [f"![{section.slug}]({png.relative_to(RESULTS)})", ""]

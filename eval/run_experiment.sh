@@ -37,6 +37,10 @@ main() {
     toolssm train --config "$config" --output-dir "$run" --seed "$seed" $resume
   fi
   OMP_NUM_THREADS=1 toolssm eval "$run/final" --sizes "$sizes" --samples "${SAMPLES:-$default_samples}" --seed 1234 --out "$out"
+  case "$experiment" in  # the auxiliary task too (the paper's Fig. 9): n+n addition, trained on n <= 20
+    mixture_*) OMP_NUM_THREADS=1 toolssm eval "$run/final" --task addition --sizes 20,50,100,200 \
+                 --samples "${SAMPLES:-$default_samples}" --seed 1234 --out "eval/results/${experiment}/auxiliary_addition/${model}_seed${seed}.json" ;;
+  esac
   python eval/make_results_page.py
 }
 main "$@"
