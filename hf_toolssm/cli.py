@@ -69,6 +69,7 @@ def _tool_config_from_training(checkpoint: Path) -> dict:
 
 
 def cmd_solve(args) -> int:
+    from .evaluation import decode_budget
     from .generation import generate_with_tools
 
     model, tokenizer, task = load_checkpoint(args.model, args.task, "solve")
@@ -87,7 +88,7 @@ def cmd_solve(args) -> int:
         sys.stderr.write("".join(prompt) if not colour else f"{_ROLE_COLOURS['prompt']}{''.join(prompt)}{_RESET}")
     started = time.monotonic()
     (result,) = generate_with_tools(
-        model, tokenizer, [prompt], task.make_environment, max_new_tokens=args.max_new_tokens,
+        model, tokenizer, [prompt], task.make_environment, max_new_tokens=args.max_new_tokens or decode_budget(reference),
         time_budget=args.time_budget, on_token=None if args.quiet else stream, progress=False,
     )
     sys.stderr.write(
@@ -226,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("problem", help='the problem as text, e.g. "123+4567" (the task comes from the checkpoint); '
                    "- reads it from stdin (a logical graph's lines)")
     p.add_argument("--task", help="override the checkpoint's task")
-    p.add_argument("--max-new-tokens", type=positive_int, default=2_000_000, help="cap on trace tokens (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=positive_int, help="cap on trace tokens (default: twice the reference "
+                   "trace's, as toolssm eval: a model that loops stops)")
     p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--quiet", action="store_true", help="do not stream the trace")
     p.add_argument("--no-colour", action="store_true", help="plain trace on stderr")

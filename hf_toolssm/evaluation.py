@@ -132,6 +132,12 @@ def teacher_forced_token_accuracy(model, tokenizer, instance) -> float:
     return 1.0 - len(mistakes) / scored if scored else 1.0
 
 
+def decode_budget(instance) -> int:
+    """The trace tokens a decode of ``instance`` may take: twice its reference trace's, so a model that has
+    left the algorithm (a coding agent editing the wrong file forever) stops in bounded time."""
+    return 2 * (len(instance.full_tokens()) - len(instance.prompt)) + 16
+
+
 def _decode(model, tokenizer, task, instances, max_new_tokens: int, progress: bool = False):
     if model.config.model_type in RECURRENT_MODEL_TYPES:
         return generate_with_tools(
@@ -159,7 +165,7 @@ def score_instances(
     decoded = []
     for start in tqdm(range(0, len(instances), batch_size), desc=f"size {size}", leave=False, disable=not progress):
         chunk = instances[start : start + batch_size]
-        budget = 2 * max(len(inst.full_tokens()) - len(inst.prompt) for inst in chunk) + 16
+        budget = max(decode_budget(inst) for inst in chunk)
         decoded += _decode(model, tokenizer, task, chunk, budget, progress)
     seconds = time.monotonic() - started
     trace_tokens = [len(r.generated_tokens) for r in decoded]

@@ -101,6 +101,11 @@ def write_model_card(
         training_text = "Reproduce with `toolssm train --config train_config.yaml` (the config in this folder)."
     else:
         training_text = "Regenerate this card with `toolssm card --reproduce COMMAND` to say how it was trained."
+    from .tasks.registry import TASKS
+
+    check = "print(result.answer, task.check(instance, result.answer))"
+    if task in TASKS and TASKS[task].checks_final_state:  # judged by the tools' final state (coding: the files)
+        check = "print(result.answer, task.check_final_state(instance, result.tools))  # do the files now pass?"
     origin = f"fine-tuned from `{tool_config['init_from']}`" if tool_config.get("init_from") else "trained from scratch"
     content = f"""---
 {data.to_yaml()}
@@ -111,8 +116,8 @@ def write_model_card(
 A {config.get('model_type')} model ({params:,} parameters: {config.get('num_hidden_layers')} layers, d_model
 {config.get('hidden_size')}) {origin} with hf_toolssm on
 **{task}** traces that call a tool, after Malach et al., *To Infinity and Beyond: Tool-Use Unlocks Length
-Generalization in State Space Models* (ICLR 2026). With the tool in the loop it solves instances far larger
-than any it was trained on.
+Generalization in State Space Models* (ICLR 2026). The tool holds the data, so the model's fixed-size state only
+has to hold the algorithm's control: the results below are on instances larger than any it was trained on.
 
 ## Use
 
@@ -129,7 +134,7 @@ tokenizer = AutoTokenizer.from_pretrained("{repo_id or checkpoint}")
 task = get_task("{task}"{task_arguments})
 instance = task.sample(random.Random(0), {example_size})  # a fresh problem; task.prompt_from_text(...) reads typed ones
 (result,) = generate_with_tools(model, tokenizer, [instance.prompt], task.make_environment)
-print(result.answer, task.check(instance, result.answer))
+{check}
 ```
 
 or from the command line, on a local copy of this folder: `toolssm solve FOLDER PROBLEM` (one problem, the trace
