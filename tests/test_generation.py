@@ -432,6 +432,33 @@ def test_gpt_neox_with_the_logits_processor_and_the_fast_loop(seed):
     assert [summary(r) for r in fast] == [summary(r) for r in slow]
 
 
+def tiny_mistral(seed: int, sliding_window: int = 8):
+    from transformers import MistralConfig
+
+    torch.manual_seed(seed)
+    config = MistralConfig(
+        vocab_size=len(TOKENIZER), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, max_position_embeddings=256, sliding_window=sliding_window, initializer_range=0.5,
+        tie_word_embeddings=False, pad_token_id=PAD_ID, eos_token_id=EOS_ID, bos_token_id=EOS_ID,
+    )
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.mark.parametrize("make", [tiny_gpt_neox, tiny_mistral], ids=["gpt_neox", "mistral_swa"])
+def test_the_static_kv_cache_decodes_what_the_dynamic_one_does(make):
+    """generate_with_logits_processor preallocates transformers' KV cache (faster); the decode must be the
+    dynamic cache's, token for token, past a sliding window too."""
+    model = make(0)
+    generate, seen = model.generate, []
+    model.generate = lambda **kwargs: seen.append(kwargs.get("cache_implementation")) or generate(**kwargs)
+    static = decode_generate(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40)
+    assert seen == ["static"]
+    dynamic = decode_generate(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40,
+                              cache_implementation="dynamic")
+    assert [summary(r) for r in static] == [summary(r) for r in dynamic]
+    assert sum(len(r.generated_tokens) for r in static) > 8 * len(RANDOM_PROMPTS)  # beyond the window
+
+
 class NoCacheOutput(dict):
     """A forward result without a cache."""
 
