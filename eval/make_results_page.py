@@ -225,6 +225,11 @@ NOTES = {
     "value, whose operator and other operand were read two observations back (`v434 = not v851`; the lookup "
     "returns `v851 = True`; the model writes `v434 = T...` for `v434 = False`). Earlier runs and their mistake "
     "positions: `eval/results/logical_graph/history/`.",
+    ("logical_graph", "gpt_neox"): "The Mamba cell's config (2 x 64, 4 heads, RoPE on every dimension; 2,000 steps x "
+    "32, 35 min), `print_output` layout: the loss plateaus at 0.45-0.3 (the Mamba's: 0.004 by step 1,200), and the "
+    "model is not fitted in distribution: 4/100 traces exact at 10 nodes (13 right answers, token accuracy 0.88), "
+    "1/100 at 20. Evaluated at 10 and 20 nodes so far (`SIZES=50,100` adds the rest; attention baselines stop at "
+    "100). The paper's 130M Pythia: 10→1K (5%).",
     ("logical_graph_reread_gate", "tool_mamba"): "2,000 steps x 32 (96 min, beside other work on the second core), "
     "mean loss over the last 100 steps 2.5e-6 (the cell above: 4e-4 to 2e-3): **100/100 traces exact at every size "
     "from 10 to 1,000 nodes**, one seed so far (`bash eval/run_experiment.sh logical_graph_reread_gate tool_mamba 1` "
