@@ -158,6 +158,20 @@ outputs (prompt and tool observations masked). Protocol: `docs/protocol.md`; tas
     return path
 
 
+def merge_eval_results(paths: list[str | Path]) -> dict:
+    """One ``toolssm eval`` results file from several grids of the same model (e.g. a 100-sample grid and a
+    20-sample one at larger sizes): the first file's header, every row sorted by size, the commands joined."""
+    if not paths:
+        raise ValueError("merge_eval_results: no results files given; run toolssm eval first")
+    merged = json.loads(Path(paths[0]).read_text())
+    for path in paths[1:]:
+        extra = json.loads(Path(path).read_text())
+        merged["results"] += extra["results"]
+        merged["command"] += " && " + extra["command"]
+    merged["results"].sort(key=lambda row: row["size"])
+    return merged
+
+
 _METRIC_HEADERS = {"pass_rate": "pass rate", "answer_exact_match": "answer exact", "trace_exact_match": "trace exact"}
 
 

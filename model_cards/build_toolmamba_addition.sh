@@ -9,14 +9,12 @@ OMP_NUM_THREADS=1 toolssm eval model_cards/toolmamba-addition --sizes 5,10,20,50
   --out eval/results/addition/tool_mamba_seed0.json
 OMP_NUM_THREADS=1 toolssm eval model_cards/toolmamba-addition --sizes 10000 --samples 20 --batch-size 20 --seed 1234 \
   --out eval/results/addition/tool_mamba_seed0_10k.json
-python - <<'PY'
+python -c "
 import json
-a = json.load(open("eval/results/addition/tool_mamba_seed0.json"))
-b = json.load(open("eval/results/addition/tool_mamba_seed0_10k.json"))
-a["results"] += b["results"]
-a["command"] += " && " + b["command"]
-json.dump(a, open("model_cards/toolmamba-addition/eval_results.json", "w"), indent=2)
-PY
+from hf_toolssm.model_card import merge_eval_results
+merged = merge_eval_results(['eval/results/addition/tool_mamba_seed0.json', 'eval/results/addition/tool_mamba_seed0_10k.json'])
+json.dump(merged, open('model_cards/toolmamba-addition/eval_results.json', 'w'), indent=2)
+"
 python -c "from hf_toolssm.model_card import export_remote_code; export_remote_code('model_cards/toolmamba-addition')"
 toolssm card model_cards/toolmamba-addition --eval-results model_cards/toolmamba-addition/eval_results.json \
   --reproduce "python training/train.py --config training/configs/addition_tool_mamba.yaml   # 13.6 min on 2 CPU cores (bash model_cards/build_toolmamba_addition.sh also re-runs the evaluation and this card)"

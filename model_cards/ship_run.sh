@@ -25,17 +25,13 @@ from pathlib import Path
 
 import yaml
 
+from hf_toolssm.model_card import merge_eval_results
+
 folder, patterns = Path(sys.argv[1]), sys.argv[2:]
 files = [path for pattern in patterns for path in sorted(glob.glob(pattern))]
 if not files:
     sys.exit(f"ship_run: no evaluation of this run in {patterns[0]}; run eval/run_experiment.sh first")
-merged = json.loads(Path(files[0]).read_text())
-for path in files[1:]:  # extra grids of the same model (larger sizes, fewer samples)
-    extra = json.loads(Path(path).read_text())
-    merged["results"] += extra["results"]
-    merged["command"] += " && " + extra["command"]
-merged["results"].sort(key=lambda row: row["size"])
-(folder / "eval_results.json").write_text(json.dumps(merged, indent=2) + "\n")
+(folder / "eval_results.json").write_text(json.dumps(merge_eval_results(files), indent=2) + "\n")
 # Runs trained before checkpoints recorded init_from: take it from the run's own config, for the card.
 config = json.loads((folder / "config.json").read_text())
 init_from = yaml.safe_load((folder / "train_config.yaml").read_text()).get("init_from")

@@ -427,6 +427,18 @@ def test_a_shipped_card_carries_the_results_shipped_beside_it(folder):
     assert json.loads((folder / "config.json").read_text())["tool_config"]["task"] in card.text
 
 
+def test_merged_eval_grids_are_what_the_addition_card_ships():
+    """merge_eval_results (used by both shipping scripts) joins the 100-sample grid and the 10,000-digit one."""
+    from hf_toolssm.model_card import merge_eval_results
+
+    grids = [ROOT / "eval/results/addition/tool_mamba_seed0.json", ROOT / "eval/results/addition/tool_mamba_seed0_10k.json"]
+    merged = merge_eval_results(list(reversed(grids)))  # any order: rows come out sorted by size
+    shipped = json.loads((ROOT / "model_cards/toolmamba-addition/eval_results.json").read_text())
+    assert merged["results"] == shipped["results"] and [r["size"] for r in merged["results"]][-1] == 10000
+    with pytest.raises(ValueError, match="no results files"):
+        merge_eval_results([])
+
+
 def _shipped_scores(name: str, size: int, samples: int):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

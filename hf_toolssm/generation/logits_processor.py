@@ -162,8 +162,8 @@ def generate_with_logits_processor(
     generate_kwargs.setdefault("do_sample", False)
     if getattr(model, "_can_compile_fullgraph", False):
         # transformers' attention models (GPT-NeoX, Mistral): a preallocated KV cache. The default dynamic
-        # cache concatenates every layer's keys and values at every step; on a long tool decode of 25 rows
-        # that copying made generate() 2.7x slower, for the same tokens (tests/test_generation.py)
+        # cache concatenates every layer's keys and values at every step, a copy that grows with the trace and
+        # the batch; the static cache decodes the same tokens (tests/test_generation.py)
         generate_kwargs.setdefault("cache_implementation", "static")
     sequences = model.generate(
         input_ids=input_ids, attention_mask=attention_mask, logits_processor=[processor],
