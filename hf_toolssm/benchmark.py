@@ -7,7 +7,9 @@
             with the fused C++ mixer step (ops/mamba_step.py) vs the unfused step; one-token forwards of
             the model (steps/s), fused vs unfused, at batch 1 and 16; and forwards of 2, 4 and 8 tokens on
             a cache (a command token plus a short observation), the one-token step loop vs the chunked
-            conv + scan: what ToolMambaMixer.STEP_LOOP_MAX_LENGTH is set from.
+            conv + scan: what ToolMambaMixer.STEP_LOOP_MAX_LENGTH is set from. Given an attention
+            baseline's checkpoint (GPT-NeoX, Mistral) instead: its generate() decode with the preallocated
+            static KV cache that generate_with_logits_processor picks vs transformers' default dynamic one.
     train   one training step's forward+backward on the batches of the repo's Mamba configs (Hanoi, logical
             graph, coding, multiplication, addition), whole vs cut into micro-batches padded to their own
             longest row (TrainConfig.micro_batch_tokens).
@@ -82,7 +84,12 @@ def _fused_step(enabled: bool):
 
 def bench_decode(model_path: str, quick: bool = False) -> dict:
     """Two shapes: a batch of medium additions, and one long addition (where generate()'s growing
-    input_ids and per-step overhead show); then one-token forwards alone."""
+    input_ids and per-step overhead show); then one-token forwards alone. An attention checkpoint gets the
+    KV-cache comparison instead (:func:`_bench_kv_cache`)."""
+    from transformers import AutoConfig
+
+    if AutoConfig.from_pretrained(model_path).model_type != "tool_mamba":
+        return {"kv_cache": _bench_kv_cache(model_path, rows=2 if quick else 8, rounds=1 if quick else 3)}
     shapes = [(4, 10), (1, 30)] if quick else [(16, 50), (1, 500)]
     report = {f"{rows}x{digits}_digits": _bench_decode_shape(model_path, rows, digits, rounds=1 if quick else 3)
               for rows, digits in shapes}
@@ -210,6 +217,54 @@ def _bench_decode_shape(model_path: str, rows: int, digits: int, rounds: int = 3
             "fast_loop": round(fast_s, 3), "fast_loop_unfused_step": round(unfused_s, 3),
             "generate_with_processor": round(slow_s, 3),
         },
+    }
+
+
+def _bench_kv_cache(model_path: str, rows: int, rounds: int) -> dict:
+    """An attention baseline's tool decode through generate(), static KV cache vs dynamic, on ``rows`` instances
+    of its task at twice its largest training size (traces must be identical)."""
+    import random
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .evaluation import decode_budget
+    from .generation import generate_with_logits_processor
+    from .tasks import get_task
+
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tool_config = model.config.tool_config
+    task = get_task(tool_config["task"], **tool_config.get("task_kwargs", {}))
+    size = 2 * tool_config["train_max_size"]
+    instances = [task.sample(random.Random(f"bench-kv-cache-{row}"), size) for row in range(rows)]
+    budget = max(decode_budget(instance) for instance in instances)
+
+    def decode(cache: str, prompts, max_new_tokens):
+        started = time.perf_counter()
+        with torch.inference_mode():
+            results = generate_with_logits_processor(model, tokenizer, prompts, task.make_environment,
+                                                     max_new_tokens=max_new_tokens, cache_implementation=cache)
+        return results, time.perf_counter() - started
+
+    caches = ("static", "dynamic")
+    short = [task.sample(random.Random("warm-up"), tool_config["train_max_size"]).prompt]
+    for cache in caches:
+        decode(cache, short, 64)  # first-call costs
+    seconds, results = {cache: [] for cache in caches}, {}
+    for _ in range(rounds):  # alternating rounds, the median counts (see _bench_decode_shape)
+        for cache in caches:
+            results[cache], elapsed = decode(cache, [i.prompt for i in instances], budget)
+            seconds[cache].append(elapsed)
+    static_s, dynamic_s = (statistics.median(seconds[cache]) for cache in caches)
+    tokens = sum(len(r.generated_tokens) for r in results["static"])
+    return {
+        "what": f"greedy tool decoding through generate() of {rows} {task.name} instances of size {size} (twice the "
+                f"training size), batch {rows}, median of {rounds} alternating rounds after a warm-up",
+        "model_type": model.config.model_type,
+        "traces_identical": [r.tokens for r in results["static"]] == [r.tokens for r in results["dynamic"]],
+        "trace_tokens": tokens,
+        "speedup_static_vs_dynamic_cache": round(dynamic_s / static_s, 2),
+        "seconds": {"static": round(static_s, 3), "dynamic": round(dynamic_s, 3)},
     }
 
 

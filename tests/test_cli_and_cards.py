@@ -70,6 +70,22 @@ def test_the_short_chunk_benchmark_times_both_paths(checkpoint):
     assert all(report[key]["speedup_step_loop_vs_chunked"] > 0 for key in shapes)
 
 
+def test_the_decode_benchmark_of_an_attention_baseline_compares_kv_caches(tmp_path):
+    """Given a GPT-NeoX checkpoint, `toolssm bench decode` times generate() with the static KV cache against the
+    dynamic one, on the same prompts, and says whether the traces agree."""
+    from hf_toolssm.benchmark import bench_decode
+
+    model = build_model(TrainConfig(output_dir=str(tmp_path), task="addition", train_max_size=3, model_type="gpt_neox",
+                                    model_kwargs={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                  "intermediate_size": 32}), build_char_tokenizer())
+    model.save_pretrained(tmp_path)
+    build_char_tokenizer().save_pretrained(tmp_path)
+    report = bench_decode(str(tmp_path), quick=True)["kv_cache"]
+    assert report["model_type"] == "gpt_neox" and "addition instances of size 6" in report["what"]
+    assert report["traces_identical"] is True and report["trace_tokens"] > 0
+    assert report["speedup_static_vs_dynamic_cache"] > 0
+
+
 def test_solve_prints_the_answer_alone_as_the_last_stdout_line(checkpoint):
     result = subprocess.run(
         [sys.executable, "-m", "hf_toolssm.cli", "solve", str(checkpoint), "12+34", "--max-new-tokens", "60", "--no-colour"],
