@@ -228,8 +228,12 @@ NOTES = {
     ("logical_graph", "gpt_neox"): "The Mamba cell's config (2 x 64, 4 heads, RoPE on every dimension; 2,000 steps x "
     "32, 35 min), `print_output` layout: the loss plateaus at 0.45-0.3 (the Mamba's: 0.004 by step 1,200), and the "
     "model is not fitted in distribution: 4/100 traces exact at 10 nodes (13 right answers, token accuracy 0.88), "
-    "1/100 at 20. Evaluated at 10 and 20 nodes so far (`SIZES=50,100` adds the rest; attention baselines stop at "
-    "100). The paper's 130M Pythia: 10→1K (5%).",
+    "1/100 at 20, 0/100 at 50 (9 right answers, token accuracy 0.76). Retrained from scratch in a later session, "
+    "the same config and seed gave a model whose results at 10 and 20 nodes match the first's to the last digit. "
+    "Not evaluated at 100 nodes: with 0/100 at 50, it would take over an hour of one core here (50 nodes took 17 "
+    "min; at 100 both the trace and the KV cache each step attends over double); a sample of 20: "
+    "`toolssm eval runs/logical_graph_gpt_neox_seed0/final --sizes 100 --samples 20 --seed 1234 --out "
+    "eval/results/logical_graph/gpt_neox_seed0_100.json`. The paper's 130M Pythia: 10→1K (5%).",
     ("logical_graph_reread_gate", "tool_mamba"): "2,000 steps x 32 (96 min, beside other work on the second core), "
     "mean loss over the last 100 steps 2.5e-6 (the cell above: 4e-4 to 2e-3): **100/100 traces exact at every size "
     "from 10 to 1,000 nodes**, one seed so far (`bash eval/run_experiment.sh logical_graph_reread_gate tool_mamba 1` "
