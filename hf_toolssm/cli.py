@@ -113,7 +113,10 @@ def _excerpt(text: str, limit: int = 200) -> str:
 
 
 def cmd_eval(args) -> int:
-    from .evaluation import evaluate_length_generalization, first_mistakes, plot_accuracy_vs_size, write_results
+    from .evaluation import (
+        evaluate_length_generalization, finished_sizes, first_mistakes, partial_results_path, plot_accuracy_vs_size,
+        write_results,
+    )
 
     model, tokenizer, task = load_checkpoint(args.model, args.task, "eval")
     sizes = args.sizes
@@ -122,17 +125,30 @@ def cmd_eval(args) -> int:
             task.validate_size(size, "--sizes")
     except ValueError as error:  # e.g. a logical graph of 3 nodes: a usage error, not a traceback
         raise SystemExit(f"toolssm eval: {error}") from None
-    results = evaluate_length_generalization(
-        model, tokenizer, task, sizes, samples=args.samples, seed=args.seed, batch_size=args.batch_size,
-        token_accuracy=not args.no_token_accuracy,
+    # Each finished size is saved at once to OUT.partial.json; a rerun of the same command scores only the sizes
+    # it lacks (an hour-long size lost to an interruption is not run twice), and OUT.json appears complete.
+    header = dict(model=str(args.model), task=task.name, seed=args.seed, **_provenance(args.argv))
+    partial = partial_results_path(args.out)
+    done = finished_sizes(partial, model=header["model"], task=task.name, seed=args.seed, samples=args.samples,
+                          token_accuracy=not args.no_token_accuracy)
+    if done:  # the file says which rows an earlier run (its own date and machine) scored
+        header["sizes_kept_from_an_interrupted_run"] = sorted(done)
+    for size in sizes:
+        if size in done:
+            _print_size_result(done[size], note="  [kept from an interrupted run]")
+
+    def save(result) -> None:
+        done[result.size] = result
+        write_results(partial, [done[size] for size in sizes if size in done], **header)
+        _print_size_result(result)
+
+    evaluate_length_generalization(
+        model, tokenizer, task, [size for size in sizes if size not in done], samples=args.samples, seed=args.seed,
+        batch_size=args.batch_size, token_accuracy=not args.no_token_accuracy, on_result=save,
     )
-    write_results(args.out, results, model=str(args.model), task=task.name, seed=args.seed, **_provenance(args.argv))
-    for r in results:
-        passed = "" if r.pass_rate is None else f"pass {r.pass_rate:.3f}  "
-        token = "-" if r.token_accuracy is None else f"{r.token_accuracy:.4f}"  # None: --no-token-accuracy
-        print(f"size {r.size:>6}: {passed}answer {r.answer_exact_match:.3f}  trace {r.trace_exact_match:.3f}  "
-              f"token {token}  ({r.samples} samples, {r.mean_trace_tokens:.0f} tok/trace, "
-              f"{r.decode_tokens_per_s:.0f} tok/s)")
+    results = [done[size] for size in sizes]
+    write_results(args.out, results, **header)
+    partial.unlink(missing_ok=True)
     if args.plot:
         plot_accuracy_vs_size({Path(args.model).name: results}, args.plot, title=f"{task.name}: length generalization")
     if args.show_mistakes:
@@ -141,6 +157,14 @@ def cmd_eval(args) -> int:
                 print(f"size {size} token {mistake.position} ({mistake.segment}): ...{mistake.context!r} -> expected "
                       f"{mistake.expected!r}, predicted {mistake.predicted!r}", file=sys.stderr)
     return 0
+
+
+def _print_size_result(r, note: str = "") -> None:
+    passed = "" if r.pass_rate is None else f"pass {r.pass_rate:.3f}  "
+    token = "-" if r.token_accuracy is None else f"{r.token_accuracy:.4f}"  # None: --no-token-accuracy
+    print(f"size {r.size:>6}: {passed}answer {r.answer_exact_match:.3f}  trace {r.trace_exact_match:.3f}  "
+          f"token {token}  ({r.samples} samples, {r.mean_trace_tokens:.0f} tok/trace, "
+          f"{r.decode_tokens_per_s:.0f} tok/s){note}", flush=True)
 
 
 def cmd_train(args) -> int:
@@ -238,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Decode fresh test instances at every size with tools in the loop and write a JSON "
                        "object whose `results` list holds, per size: size, samples, answer_exact_match, "
                        "trace_exact_match, token_accuracy (fractions), mean_trace_tokens, decode_tokens_per_s; for the coding "
-                       "tasks also pass_rate (the sandbox's files after the decode run with the reference fix's output).")
+                       "tasks also pass_rate (the sandbox's files after the decode run with the reference fix's output). "
+                       "Each size is saved as it finishes (OUT.partial.json): rerun an interrupted command and it scores "
+                       "only the sizes left.")
     p.add_argument("model", help="checkpoint folder")
     p.add_argument("--task", help="task name (default: the checkpoint's)")
     p.add_argument("--sizes", type=size_list, default="5,10,20,50,100", help="comma-separated sizes (default: %(default)s)")

@@ -17,7 +17,7 @@ import platform
 import re
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -192,10 +192,12 @@ def score_instances(
 def evaluate_length_generalization(
     model, tokenizer, task, sizes: Sequence[int], *, samples: int = 100, seed: int = 1234,
     batch_size: int = 50, token_accuracy: bool = True, progress: bool = True, split: str = "test",
+    on_result: Callable[[SizeResult], None] | None = None,
 ) -> list[SizeResult]:
     """Score ``model`` on ``task`` at every size; see the module docstring. ``split`` names the random
     stream of test instances (``hf_toolssm.data.heldout_instances``). Every size is checked before the first
-    decode: a bad last size must not cost the hours the others took."""
+    decode: a bad last size must not cost the hours the others took. ``on_result`` sees each size's result
+    as soon as it is scored (``toolssm eval`` saves it there, so an interrupted run keeps its finished sizes)."""
     for size in sizes:
         task.validate_size(size, "test size")
     metric = load_tool_trace_accuracy()
@@ -208,7 +210,30 @@ def evaluate_length_generalization(
             metric=metric, progress=progress,
         )
         results.append(result)
+        if on_result is not None:
+            on_result(result)
     return results
+
+
+def partial_results_path(out: str | Path) -> Path:
+    """Where ``toolssm eval --out FILE.json`` keeps the sizes finished so far: FILE.partial.json, renamed to
+    FILE.json when the last size is done (so that FILE.json existing means the whole grid was scored)."""
+    out = Path(out)
+    return out.with_name(out.stem + ".partial.json")
+
+
+def finished_sizes(partial: str | Path, *, model: str, task: str, seed: int, samples: int,
+                   token_accuracy: bool) -> dict[int, SizeResult]:
+    """The sizes an interrupted ``toolssm eval`` of the same model, task, seed, samples and token-accuracy
+    setting already scored (read from its partial file); empty when there is none or it was another run's."""
+    partial = Path(partial)
+    if not partial.exists():
+        return {}
+    payload = json.loads(partial.read_text())
+    if (payload.get("model"), payload.get("task"), payload.get("seed")) != (model, task, seed):
+        return {}
+    rows = [SizeResult(**row) for row in payload["results"]]
+    return {r.size: r for r in rows if r.samples == samples and (r.token_accuracy is not None) == token_accuracy}
 
 
 def provenance(command: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ import sys
 import textwrap
 import venv
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -202,6 +203,46 @@ def test_eval_writes_the_documented_json(checkpoint, tmp_path):
         for key in ("answer_exact_match", "trace_exact_match", "token_accuracy"):
             assert 0.0 <= row[key] <= 1.0
     assert (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_an_interrupted_eval_keeps_its_finished_sizes_and_a_rerun_scores_only_the_rest(checkpoint, tmp_path, capsys):
+    """Each size is saved to OUT.partial.json as it finishes; OUT.json appears only when the grid is done."""
+    from hf_toolssm.evaluation import score_instances
+
+    out = tmp_path / "r.json"
+    argv = ["eval", str(checkpoint), "--sizes", "2,3", "--samples", "2", "--seed", "7", "--out", str(out)]
+    scored_sizes = []
+
+    def dies_at_size_3(*args, size, **kwargs):
+        scored_sizes.append(size)
+        if size == 3:
+            raise KeyboardInterrupt
+        return score_instances(*args, size=size, **kwargs)
+
+    with mock.patch("hf_toolssm.evaluation.score_instances", dies_at_size_3), pytest.raises(KeyboardInterrupt):
+        main(argv)
+    partial = tmp_path / "r.partial.json"
+    assert not out.exists() and [r["size"] for r in json.loads(partial.read_text())["results"]] == [2]
+    first = json.loads(partial.read_text())["results"][0]
+
+    scored_sizes.clear()
+    with mock.patch("hf_toolssm.evaluation.score_instances", dies_at_size_3):
+        with pytest.raises(KeyboardInterrupt):  # still dies at 3, and did not score 2 again
+            main(argv)
+    assert scored_sizes == [3]
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "[kept from an interrupted run]" in capsys.readouterr().out
+    results = json.loads(out.read_text())["results"]
+    assert [r["size"] for r in results] == [2, 3] and results[0] == first and not partial.exists()
+    assert json.loads(out.read_text())["sizes_kept_from_an_interrupted_run"] == [2]
+
+    # a partial file of another seed (or sample count) is not someone else's result to keep
+    partial.write_text(json.dumps(dict(json.loads(out.read_text()), seed=8)))
+    scored_sizes.clear()
+    with mock.patch("hf_toolssm.evaluation.score_instances", dies_at_size_3), pytest.raises(KeyboardInterrupt):
+        main(argv)
+    assert scored_sizes == [2, 3]
 
 
 def test_mistakes_are_the_complement_of_token_accuracy_and_the_cli_prints_them(checkpoint, tmp_path, capsys):
