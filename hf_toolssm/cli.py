@@ -114,8 +114,8 @@ def _excerpt(text: str, limit: int = 200) -> str:
 
 def cmd_eval(args) -> int:
     from .evaluation import (
-        evaluate_length_generalization, finished_sizes, first_mistakes, partial_results_path, plot_accuracy_vs_size,
-        write_results,
+        checkpoint_modified, evaluate_length_generalization, finished_sizes, first_mistakes, partial_results_path,
+        plot_accuracy_vs_size, write_results,
     )
 
     model, tokenizer, task = load_checkpoint(args.model, args.task, "eval")
@@ -127,10 +127,11 @@ def cmd_eval(args) -> int:
         raise SystemExit(f"toolssm eval: {error}") from None
     # Each finished size is saved at once to OUT.partial.json; a rerun of the same command scores only the sizes
     # it lacks (an hour-long size lost to an interruption is not run twice), and OUT.json appears complete.
-    header = dict(model=str(args.model), task=task.name, seed=args.seed, **_provenance(args.argv))
+    header = dict(model=str(args.model), checkpoint_modified=checkpoint_modified(args.model), task=task.name,
+                  seed=args.seed, **_provenance(args.argv))
     partial = partial_results_path(args.out)
     done = finished_sizes(partial, model=header["model"], task=task.name, seed=args.seed, samples=args.samples,
-                          token_accuracy=not args.no_token_accuracy)
+                          token_accuracy=not args.no_token_accuracy, modified=header["checkpoint_modified"])
     if done:  # the file says which rows an earlier run (its own date and machine) scored
         header["sizes_kept_from_an_interrupted_run"] = sorted(done)
     for size in sizes:

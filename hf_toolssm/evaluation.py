@@ -216,21 +216,30 @@ def evaluate_length_generalization(
 
 
 def partial_results_path(out: str | Path) -> Path:
-    """Where ``toolssm eval --out FILE.json`` keeps the sizes finished so far: FILE.partial.json, renamed to
-    FILE.json when the last size is done (so that FILE.json existing means the whole grid was scored)."""
+    """Where ``toolssm eval --out FILE.json`` keeps the sizes finished so far: FILE.partial.json, removed once
+    FILE.json is written after the last size (so that FILE.json existing means the whole grid was scored)."""
     out = Path(out)
     return out.with_name(out.stem + ".partial.json")
 
 
-def finished_sizes(partial: str | Path, *, model: str, task: str, seed: int, samples: int,
-                   token_accuracy: bool) -> dict[int, SizeResult]:
-    """The sizes an interrupted ``toolssm eval`` of the same model, task, seed, samples and token-accuracy
-    setting already scored (read from its partial file); empty when there is none or it was another run's."""
+def checkpoint_modified(folder: str | Path) -> str:
+    """When the newest file of a checkpoint folder was written (UTC): tells a retrained model at the same path
+    from the one an earlier evaluation scored."""
+    newest = max((f.stat().st_mtime for f in Path(folder).iterdir() if f.is_file()), default=0.0)
+    return datetime.datetime.fromtimestamp(newest, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def finished_sizes(partial: str | Path, *, model: str, task: str, seed: int, samples: int, token_accuracy: bool,
+                   modified: str) -> dict[int, SizeResult]:
+    """The sizes an interrupted ``toolssm eval`` of the same model (path and ``checkpoint_modified``), task,
+    seed, samples and token-accuracy setting already scored (read from its partial file); empty when there is
+    none or it was another run's."""
     partial = Path(partial)
     if not partial.exists():
         return {}
     payload = json.loads(partial.read_text())
-    if (payload.get("model"), payload.get("task"), payload.get("seed")) != (model, task, seed):
+    key = (payload.get("model"), payload.get("checkpoint_modified"), payload.get("task"), payload.get("seed"))
+    if key != (model, modified, task, seed):
         return {}
     rows = [SizeResult(**row) for row in payload["results"]]
     return {r.size: r for r in rows if r.samples == samples and (r.token_accuracy is not None) == token_accuracy}

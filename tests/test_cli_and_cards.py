@@ -237,12 +237,13 @@ def test_an_interrupted_eval_keeps_its_finished_sizes_and_a_rerun_scores_only_th
     assert [r["size"] for r in results] == [2, 3] and results[0] == first and not partial.exists()
     assert json.loads(out.read_text())["sizes_kept_from_an_interrupted_run"] == [2]
 
-    # a partial file of another seed (or sample count) is not someone else's result to keep
-    partial.write_text(json.dumps(dict(json.loads(out.read_text()), seed=8)))
-    scored_sizes.clear()
-    with mock.patch("hf_toolssm.evaluation.score_instances", dies_at_size_3), pytest.raises(KeyboardInterrupt):
-        main(argv)
-    assert scored_sizes == [2, 3]
+    # a partial file of another seed, or of an older model at the same path, is not a result to keep
+    for other in ({"seed": 8}, {"checkpoint_modified": "2020-01-01T00:00:00+00:00"}):
+        partial.write_text(json.dumps(dict(json.loads(out.read_text()), **other)))
+        scored_sizes.clear()
+        with mock.patch("hf_toolssm.evaluation.score_instances", dies_at_size_3), pytest.raises(KeyboardInterrupt):
+            main(argv)
+        assert scored_sizes == [2, 3]
 
 
 def test_mistakes_are_the_complement_of_token_accuracy_and_the_cli_prints_them(checkpoint, tmp_path, capsys):
