@@ -156,17 +156,38 @@ def _cached_forward_medians(model, rows: int, length: int, *, calls: int, warmup
     return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
-def _bench_decode_shape(model_path: str, rows: int, digits: int, rounds: int = 3) -> dict:
-    import random
-
+def _load_with_task(model_path: str):
+    """(model, tokenizer, task) of a checkpoint folder: the task its config was trained on."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .generation import generate_with_logits_processor, generate_with_tools
     from .tasks import get_task
 
     model = AutoModelForCausalLM.from_pretrained(model_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    task = get_task(model.config.tool_config["task"], **model.config.tool_config.get("task_kwargs", {}))
+    tool_config = model.config.tool_config
+    return model, tokenizer, get_task(tool_config["task"], **tool_config.get("task_kwargs", {}))
+
+
+def _alternating_decodes(decode, variants: tuple[str, ...], warm_up, rounds: int) -> tuple[dict, dict]:
+    """``decode(variant)`` -> (results, seconds) for each variant: a short warm-up decode each (``warm_up(variant)``,
+    first-call costs), then the variants alternate, ``rounds`` times each, and the median counts: a first run or
+    load drifting on a shared machine would otherwise favour one. Returns (results, median seconds) by variant."""
+    for variant in variants:
+        warm_up(variant)
+    seconds, results = {variant: [] for variant in variants}, {}
+    for _ in range(rounds):
+        for variant in variants:
+            results[variant], elapsed = decode(variant)
+            seconds[variant].append(elapsed)
+    return results, {variant: statistics.median(times) for variant, times in seconds.items()}
+
+
+def _bench_decode_shape(model_path: str, rows: int, digits: int, rounds: int = 3) -> dict:
+    import random
+
+    from .generation import generate_with_logits_processor, generate_with_tools
+
+    model, tokenizer, task = _load_with_task(model_path)
     rng = random.Random("bench-decode")
     instances = [task.sample(rng, digits) for _ in range(rows)]
     budget = 2 * len(instances[0].full_tokens())
@@ -189,18 +210,10 @@ def _bench_decode_shape(model_path: str, rows: int, digits: int, rounds: int = 3
                                               max_new_tokens=max_new_tokens, progress=False)
         return results, time.perf_counter() - started
 
-    # A short warm-up decode per path (first-call costs), then the paths alternate, `rounds` times each, and the
-    # median counts: a first run or load drifting on a shared machine would otherwise favour one path.
     paths = ("fast_loop", "fast_loop_unfused_step", "generate_with_processor")
     short = [task.sample(random.Random("warm-up"), 5).prompt]
-    for path in paths:
-        decode(path, short, 400)
-    seconds, results = {path: [] for path in paths}, {}
-    for _ in range(rounds):
-        for path in paths:
-            results[path], elapsed = decode(path)
-            seconds[path].append(elapsed)
-    fast_s, unfused_s, slow_s = (statistics.median(seconds[path]) for path in paths)
+    results, seconds = _alternating_decodes(decode, paths, lambda path: decode(path, short, 400), rounds)
+    fast_s, unfused_s, slow_s = (seconds[path] for path in paths)
     fast, unfused, slow = (results[path] for path in paths)
     tokens = sum(len(r.generated_tokens) for r in fast)
     return {
@@ -225,37 +238,28 @@ def _bench_kv_cache(model_path: str, rows: int, rounds: int) -> dict:
     of its task at twice its largest training size (traces must be identical)."""
     import random
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from .evaluation import decode_budget
     from .generation import generate_with_logits_processor
-    from .tasks import get_task
 
-    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    tool_config = model.config.tool_config
-    task = get_task(tool_config["task"], **tool_config.get("task_kwargs", {}))
-    size = 2 * tool_config["train_max_size"]
+    model, tokenizer, task = _load_with_task(model_path)
+    train_max_size = model.config.tool_config["train_max_size"]
+    size = 2 * train_max_size
     instances = [task.sample(random.Random(f"bench-kv-cache-{row}"), size) for row in range(rows)]
     budget = max(decode_budget(instance) for instance in instances)
 
-    def decode(cache: str, prompts, max_new_tokens):
+    prompts = [i.prompt for i in instances]
+
+    def decode(cache: str, batch_prompts=prompts, max_new_tokens=budget):
         started = time.perf_counter()
         with torch.inference_mode():
-            results = generate_with_logits_processor(model, tokenizer, prompts, task.make_environment,
+            results = generate_with_logits_processor(model, tokenizer, batch_prompts, task.make_environment,
                                                      max_new_tokens=max_new_tokens, cache_implementation=cache)
         return results, time.perf_counter() - started
 
     caches = ("static", "dynamic")
-    short = [task.sample(random.Random("warm-up"), tool_config["train_max_size"]).prompt]
-    for cache in caches:
-        decode(cache, short, 64)  # first-call costs
-    seconds, results = {cache: [] for cache in caches}, {}
-    for _ in range(rounds):  # alternating rounds, the median counts (see _bench_decode_shape)
-        for cache in caches:
-            results[cache], elapsed = decode(cache, [i.prompt for i in instances], budget)
-            seconds[cache].append(elapsed)
-    static_s, dynamic_s = (statistics.median(seconds[cache]) for cache in caches)
+    short = [task.sample(random.Random("warm-up"), train_max_size).prompt]
+    results, seconds = _alternating_decodes(decode, caches, lambda cache: decode(cache, short, 64), rounds)
+    static_s, dynamic_s = (seconds[cache] for cache in caches)
     tokens = sum(len(r.generated_tokens) for r in results["static"])
     return {
         "what": f"greedy tool decoding through generate() of {rows} {task.name} instances of size {size} (twice the "
