@@ -88,7 +88,10 @@ def bench_decode(model_path: str, quick: bool = False) -> dict:
     KV-cache comparison instead (:func:`_bench_kv_cache`)."""
     from transformers import AutoConfig
 
-    if AutoConfig.from_pretrained(model_path).model_type != "tool_mamba":
+    from .evaluation import RECURRENT_MODEL_TYPES
+
+    # the split the harness decodes by: the fast loop for recurrent models, generate() and a KV cache for the rest
+    if AutoConfig.from_pretrained(model_path).model_type not in RECURRENT_MODEL_TYPES:
         return {"kv_cache": _bench_kv_cache(model_path, rows=2 if quick else 16, rounds=1 if quick else 3)}
     shapes = [(4, 10), (1, 30)] if quick else [(16, 50), (1, 500)]
     report = {f"{rows}x{digits}_digits": _bench_decode_shape(model_path, rows, digits, rounds=1 if quick else 3)
