@@ -49,11 +49,14 @@ def load_checkpoint(model_path: str, task_name: str | None, command: str):
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     tool_config = getattr(model.config, "tool_config", None) or _tool_config_from_training(path)
-    if task_name:
-        return model, tokenizer, get_task(task_name)
-    if "task" not in tool_config:
+    if not task_name and "task" not in tool_config:
         raise SystemExit(f"toolssm {command}: the checkpoint's config names no task; pass --task")
-    return model, tokenizer, get_task(tool_config["task"], **tool_config.get("task_kwargs", {}))
+    try:  # an unknown --task, or task arguments the task does not take: a usage error, not a traceback
+        if task_name:
+            return model, tokenizer, get_task(task_name)
+        return model, tokenizer, get_task(tool_config["task"], **tool_config.get("task_kwargs", {}))
+    except ValueError as error:
+        raise SystemExit(f"toolssm {command}: {error}") from None
 
 
 def _tool_config_from_training(checkpoint: Path) -> dict:

@@ -122,6 +122,13 @@ def test_solve_rejects_a_folder_that_is_not_a_checkpoint(tmp_path):
         main(["solve", str(tmp_path), "1+1"])
 
 
+@pytest.mark.parametrize("command", ["solve", "eval"])
+def test_an_unknown_task_is_a_usage_error_that_lists_the_known_ones(command, checkpoint):
+    argv = {"solve": ["1+1"], "eval": ["--sizes", "5", "--out", "never.json"]}[command]
+    with pytest.raises(SystemExit, match=f"toolssm {command}: unknown task 'nosuch'; known tasks: addition, "):
+        main([command, str(checkpoint), *argv, "--task", "nosuch"])
+
+
 @pytest.mark.parametrize("argv", [["demo", "--model"], ["card"], ["bench", "decode", "--model"]])
 def test_every_command_that_loads_a_checkpoint_rejects_a_folder_that_is_not_one(argv, tmp_path):
     """Not from_pretrained's "Repo id must be in the form ..." about a typo in a local path."""
