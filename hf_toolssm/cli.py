@@ -174,7 +174,10 @@ def _print_size_result(r, note: str = "") -> None:
 def cmd_train(args) -> int:
     from .training import TrainConfig, train
 
-    config = TrainConfig.from_yaml(args.config, output_dir=args.output_dir, steps=args.steps, seed=args.seed)
+    try:  # a missing file or a bad option: a usage error that names it, not a traceback
+        config = TrainConfig.from_yaml(args.config, output_dir=args.output_dir, steps=args.steps, seed=args.seed)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"toolssm train: {error}") from None
     final = train(config, resume=args.resume)
     print(final)
     return 0
@@ -197,7 +200,11 @@ def cmd_card(args) -> int:
     from .model_card import write_model_card
 
     require_checkpoint_folder(args.model)
-    path = write_model_card(args.model, eval_results=args.eval_results, reproduce=args.reproduce, repo_id=args.repo_id)
+    try:
+        path = write_model_card(args.model, eval_results=args.eval_results, reproduce=args.reproduce,
+                                repo_id=args.repo_id)
+    except (OSError, ValueError) as error:  # e.g. an --eval-results file that `toolssm eval` did not write
+        raise SystemExit(f"toolssm card: {error}") from None
     print(path)
     return 0
 

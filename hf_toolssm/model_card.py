@@ -66,6 +66,9 @@ def write_model_card(
     tool_config = config.get("tool_config") or {}
     task = tool_config.get("task", "unknown")
     results = json.loads(Path(eval_results).read_text()) if eval_results else None
+    if results is not None and not (isinstance(results, dict) and isinstance(results.get("results"), list)):
+        raise ValueError(f"{eval_results}: not a `toolssm eval` results file (a JSON object with a `results` list "
+                         f"of per-size scores); write one with `toolssm eval {checkpoint} --out FILE.json`")
 
     model_index = []
     if results:

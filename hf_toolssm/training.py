@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
+import inspect
 import json
 import math
 import random
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from accelerate import Accelerator
+from huggingface_hub.errors import StrictDataclassError
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 
@@ -90,6 +93,27 @@ class TrainConfig:
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         get_task(self.task, **self.task_kwargs)  # raises a clear error for an unknown task or bad arguments
+        check_model_kwargs(self.model_type, self.model_kwargs)
+
+
+def check_model_kwargs(model_type: str, model_kwargs: dict) -> None:
+    """A clear error for a model_kwargs key the model's config does not know. transformers' configs keep any
+    unknown keyword as a plain attribute, so a typo (``hidden_sise``) would train the default size in silence.
+    Known: the config class's arguments and default attributes, and legacy names it converts on the way in
+    (GPT-NeoX's ``rotary_pct`` goes into ``rope_parameters``: it is not stored under its own name)."""
+    try:  # an unknown model_type raises transformers' own ValueError, which lists the known ones
+        built = AutoConfig.for_model(model_type, **model_kwargs)
+    except StrictDataclassError as error:  # a validated config's complaint (heads that do not divide the width)
+        raise ValueError(f"model_kwargs of {model_type}: {error.__cause__ or error}") from None
+    config_class = type(built)
+    known = set(inspect.signature(config_class.__init__).parameters) | set(config_class().to_dict())
+    stored = built.to_dict()
+    unknown = sorted(key for key in model_kwargs if key not in known and key in stored)
+    if unknown:
+        hints = "".join(f"; {key!r}: did you mean {close[0]!r}?" for key in unknown
+                        if (close := difflib.get_close_matches(key, sorted(known), n=1)))
+        raise ValueError(f"model_kwargs: {config_class.__name__} has no option(s) {unknown}{hints} (options: "
+                         f"the arguments of {config_class.__name__})")
 
 
 def build_model(config: TrainConfig, tokenizer) -> PreTrainedModel:

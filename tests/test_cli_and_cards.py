@@ -292,6 +292,13 @@ def test_model_card_carries_model_index_metadata(checkpoint, tmp_path):
     assert "trained from scratch" in card.text and "pass rate" not in card.text
 
 
+def test_card_rejects_an_eval_results_file_that_toolssm_eval_did_not_write(checkpoint, tmp_path):
+    results = tmp_path / "other.json"
+    results.write_text(json.dumps({"accuracy": 1.0}))
+    with pytest.raises(SystemExit, match="toolssm card: .*other.json: not a `toolssm eval` results file"):
+        main(["card", str(checkpoint), "--eval-results", str(results)])
+
+
 def test_model_card_of_a_coding_run_started_from_another_checkpoint(checkpoint, tmp_path):
     """A coding run's card leads with the pass rate, says which checkpoint it continued, and points at the
     training config shipped beside the weights."""
