@@ -160,15 +160,18 @@ def _cached_forward_medians(model, rows: int, length: int, *, calls: int, warmup
 
 
 def _load_with_task(model_path: str):
-    """(model, tokenizer, task) of a checkpoint folder: the task its config was trained on."""
+    """(model, tokenizer, task, tool_config) of a checkpoint folder: the task it was trained on."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .tasks import get_task
+    from .tasks import checkpoint_tool_config, get_task
 
     model = AutoModelForCausalLM.from_pretrained(model_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    tool_config = model.config.tool_config
-    return model, tokenizer, get_task(tool_config["task"], **tool_config.get("task_kwargs", {}))
+    tool_config = checkpoint_tool_config(model_path, model.config)
+    if "task" not in tool_config:
+        raise ValueError(f"{model_path}: the checkpoint names no task (no tool_config in its config.json, no "
+                         "train_config.yaml beside it); benchmark a checkpoint written by `toolssm train`")
+    return model, tokenizer, get_task(tool_config["task"], **tool_config.get("task_kwargs", {})), tool_config
 
 
 def _alternating_decodes(decode, variants: tuple[str, ...], warm_up, rounds: int) -> tuple[dict, dict]:
@@ -190,7 +193,7 @@ def _bench_decode_shape(model_path: str, rows: int, digits: int, rounds: int = 3
 
     from .generation import generate_with_logits_processor, generate_with_tools
 
-    model, tokenizer, task = _load_with_task(model_path)
+    model, tokenizer, task, _ = _load_with_task(model_path)
     rng = random.Random("bench-decode")
     instances = [task.sample(rng, digits) for _ in range(rows)]
     budget = 2 * len(instances[0].full_tokens())
@@ -244,8 +247,8 @@ def _bench_kv_cache(model_path: str, rows: int, rounds: int) -> dict:
     from .evaluation import decode_budget
     from .generation import generate_with_logits_processor
 
-    model, tokenizer, task = _load_with_task(model_path)
-    train_max_size = model.config.tool_config["train_max_size"]
+    model, tokenizer, task, tool_config = _load_with_task(model_path)
+    train_max_size = tool_config.get("train_max_size") or task.default_train_max_size
     size = 2 * train_max_size
     instances = [task.sample(random.Random(f"bench-kv-cache-{row}"), size) for row in range(rows)]
     budget = max(decode_budget(instance) for instance in instances)

@@ -43,12 +43,12 @@ def load_checkpoint(model_path: str, task_name: str | None, command: str):
 
     hf_logging.disable_progress_bar()  # stderr carries the trace; a loading bar there is noise
 
-    from .tasks import get_task
+    from .tasks import checkpoint_tool_config, get_task
 
     path = require_checkpoint_folder(model_path)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    tool_config = getattr(model.config, "tool_config", None) or _tool_config_from_training(path)
+    tool_config = checkpoint_tool_config(path, model.config)
     if not task_name and "task" not in tool_config:
         raise SystemExit(f"toolssm {command}: the checkpoint's config names no task; pass --task")
     try:  # an unknown --task, or task arguments the task does not take: a usage error, not a traceback
@@ -57,18 +57,6 @@ def load_checkpoint(model_path: str, task_name: str | None, command: str):
         return model, tokenizer, get_task(tool_config["task"], **tool_config.get("task_kwargs", {}))
     except ValueError as error:
         raise SystemExit(f"toolssm {command}: {error}") from None
-
-
-def _tool_config_from_training(checkpoint: Path) -> dict:
-    """Older checkpoints of transformers' own models (GPT-NeoX, Mistral) may lack ``tool_config``: read the
-    task from the training run's ``train_config.yaml`` next to them (or one folder up) instead."""
-    import yaml
-
-    for candidate in (checkpoint / "train_config.yaml", checkpoint.parent / "train_config.yaml"):
-        if candidate.is_file():
-            run = yaml.safe_load(candidate.read_text())
-            return {"task": run["task"], "task_kwargs": run.get("task_kwargs") or {}}
-    return {}
 
 
 def cmd_solve(args) -> int:

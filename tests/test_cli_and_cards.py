@@ -71,14 +71,19 @@ def test_the_short_chunk_benchmark_times_both_paths(checkpoint):
     assert all(report[key]["speedup_step_loop_vs_chunked"] > 0 for key in shapes)
 
 
-def test_the_decode_benchmark_of_an_attention_baseline_compares_kv_caches(tmp_path):
+@pytest.mark.parametrize("names_its_task_in", ["config.json", "train_config.yaml"])
+def test_the_decode_benchmark_of_an_attention_baseline_compares_kv_caches(tmp_path, names_its_task_in):
     """Given a GPT-NeoX checkpoint, `toolssm bench decode` times generate() with the static KV cache against the
-    dynamic one, on the same prompts, and says whether the traces agree."""
+    dynamic one, on the same prompts, and says whether the traces agree. An older checkpoint without tool_config
+    in its config.json is read through the train_config.yaml beside it, as `toolssm eval` reads it."""
     from hf_toolssm.benchmark import bench_decode
 
     model = build_model(TrainConfig(output_dir=str(tmp_path), task="addition", train_max_size=3, model_type="gpt_neox",
                                     model_kwargs={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
                                                   "intermediate_size": 32}), build_char_tokenizer())
+    if names_its_task_in == "train_config.yaml":
+        del model.config.tool_config
+        (tmp_path / "train_config.yaml").write_text("task: addition\ntrain_max_size: 3\n")
     model.save_pretrained(tmp_path)
     build_char_tokenizer().save_pretrained(tmp_path)
     report = bench_decode(str(tmp_path), quick=True)["kv_cache"]

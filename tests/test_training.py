@@ -307,6 +307,23 @@ def test_two_processes_follow_the_single_process_loss_trajectory(tmp_path):
     assert world["num_processes"] == 2
 
 
+def test_checkpoint_tool_config_prefers_the_config_then_the_run_beside_it(tmp_path):
+    from transformers import GPTNeoXConfig
+
+    from hf_toolssm.tasks import checkpoint_tool_config
+
+    config = GPTNeoXConfig(hidden_size=16, num_attention_heads=2)  # an older baseline: no tool_config
+    (tmp_path / "final").mkdir()
+    (tmp_path / "train_config.yaml").write_text(yaml.safe_dump(
+        {"task": "multiplication", "task_kwargs": {"k": 2}, "train_max_size": 10, "steps": 3}))
+    expected = {"task": "multiplication", "task_kwargs": {"k": 2}, "train_max_size": 10}
+    assert checkpoint_tool_config(tmp_path / "final", config) == expected  # the run folder, one up
+    assert checkpoint_tool_config(tmp_path, config) == expected  # beside it
+    assert checkpoint_tool_config(tmp_path / "final" / "elsewhere", config) == {}
+    config.tool_config = {"task": "addition"}
+    assert checkpoint_tool_config(tmp_path / "final", config) == {"task": "addition"}
+
+
 def test_a_transformers_baseline_checkpoint_names_its_task(tmp_path):
     """GPT-NeoX configs have no tool_config field; the checkpoint must still tell `toolssm eval` its task."""
     from transformers import AutoConfig

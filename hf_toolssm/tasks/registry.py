@@ -1,9 +1,13 @@
-"""Tasks by name, for configs and the command line: ``get_task("multiplication", k=1)``."""
+"""Tasks by name, for configs and the command line: ``get_task("multiplication", k=1)``; and the task a
+checkpoint was trained on: ``checkpoint_tool_config``."""
 
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from .addition import AdditionTask
 from .addition_ablations import (
@@ -51,3 +55,19 @@ def get_task(name: str, **options: Any) -> Task:
             + (f"its options are {', '.join(accepted)}" if accepted else "it takes no options")
         )
     return task_class(**options)
+
+
+def checkpoint_tool_config(folder: str | Path, config) -> dict:
+    """What a checkpoint was trained on: ``{"task", "task_kwargs", "train_max_size", ...}`` from its model
+    config's ``tool_config`` (written by ``hf_toolssm.training``). Older checkpoints of transformers' own models
+    (GPT-NeoX, Mistral) may lack it: then the training run's ``train_config.yaml`` in the folder or one up;
+    ``{}`` when neither says."""
+    tool_config = getattr(config, "tool_config", None)  # transformers' own config classes may lack the attribute
+    if tool_config:
+        return dict(tool_config)
+    folder = Path(folder)
+    for candidate in (folder / "train_config.yaml", folder.parent / "train_config.yaml"):
+        if candidate.is_file():
+            run = yaml.safe_load(candidate.read_text()) or {}
+            return {key: run[key] for key in ("task", "task_kwargs", "train_max_size") if run.get(key) is not None}
+    return {}
