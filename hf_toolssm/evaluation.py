@@ -284,7 +284,8 @@ def plot_accuracy_vs_size(
     for name, results in curves.items():
         ax.plot([r.size for r in results], [getattr(r, metric) for r in results], marker="o", label=name)
     if train_max_size is not None:
-        ax.axvline(train_max_size, color="red", linestyle="--", linewidth=1, label="largest training size")
+        # black, not a colour of the cycle: the fourth curve is red
+        ax.axvline(train_max_size, color="black", linestyle="--", linewidth=1, label="largest training size")
     ax.set(xscale="log", ylim=(-0.03, 1.03), xlabel="size (log scale)", ylabel=ylabel or metric.replace("_", " "))
     ax.set_title(textwrap.fill(title, 70), fontsize="medium")  # the results page's titles are long: wrap, not cut
     # Ticks at the tested sizes, written out ("1,000", not "10^3"; no minor labels such as "4 x 10^0").
