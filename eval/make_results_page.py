@@ -33,7 +33,7 @@ def in_words(field: str) -> str:
 @dataclass(frozen=True)
 class Experiment:
     title: str
-    train_size: int  # the largest size seen in training (the red line of the plot)
+    train_size: int  # the largest size seen in training (the dashed line of the plot)
     paper: dict[str, str]  # model -> the paper's cell
     note: str = ""
     #: the accuracy the cells and the plot use: exact trace for the algorithmic tasks; for the coding task the
