@@ -133,6 +133,8 @@ MIXTURE_BUDGETS = {
           0.6: "better than w = 0"},
     250: {0: "the baseline; at 250 steps the mixtures help only slightly", 0.33: "slightly better than w = 0",
           0.5: "slightly better than w = 0", 0.6: "slightly better than w = 0"},
+    800: {weight: "every weight converges to strong generalization; auxiliary data add nothing"
+          for weight in (0, 0.33, 0.5, 0.6)},
 }
 EXPERIMENTS.update({
     f"mixture_w{str(weight).replace('.', '')}" + ("" if steps == 500 else f"_{steps}steps"): Experiment(
@@ -162,6 +164,9 @@ GROUPS = {
                          "The same cells as above at half the training steps (`training/configs/mixture_w*_250steps_"
                          "tool_mamba.yaml`). The paper: at 250 steps auxiliary addition helps multiplication only "
                          "slightly."),
+    "mixture_800steps": ("Mixture (App. D.8), the paper's largest budget: 800 steps",
+                         "The same cells at 800 steps (`training/configs/mixture_w*_800steps_tool_mamba.yaml`). The "
+                         "paper: at 800 steps every weight converges to strong generalization."),
 }
 
 
