@@ -61,9 +61,11 @@ def write_model_card(
     repo_id: str | None = None,
 ) -> Path:
     """Write ``checkpoint/README.md``; returns its path."""
+    from .tasks.registry import TASKS, checkpoint_tool_config
+
     checkpoint = Path(checkpoint)
     config = json.loads((checkpoint / "config.json").read_text())
-    tool_config = config.get("tool_config") or {}
+    tool_config = checkpoint_tool_config(checkpoint, config)
     task = tool_config.get("task", "unknown")
     results = json.loads(Path(eval_results).read_text()) if eval_results else None
     if results is not None and not (isinstance(results, dict) and isinstance(results.get("results"), list)):
@@ -104,8 +106,6 @@ def write_model_card(
         training_text = "Reproduce with `toolssm train --config train_config.yaml` (the config in this folder)."
     else:
         training_text = "Regenerate this card with `toolssm card --reproduce COMMAND` to say how it was trained."
-    from .tasks.registry import TASKS
-
     check = "print(result.answer, task.check(instance, result.answer))"
     if task in TASKS and TASKS[task].checks_final_state:  # judged by the tools' final state (coding: the files)
         check = "print(result.answer, task.check_final_state(instance, result.tools))  # do the files now pass?"

@@ -320,6 +320,7 @@ def test_checkpoint_tool_config_prefers_the_config_then_the_run_beside_it(tmp_pa
     assert checkpoint_tool_config(tmp_path / "final", config) == expected  # the run folder, one up
     assert checkpoint_tool_config(tmp_path, config) == expected  # beside it
     assert checkpoint_tool_config(tmp_path / "final" / "elsewhere", config) == {}
+    assert checkpoint_tool_config(tmp_path / "final", {"model_type": "gpt_neox"}) == expected  # a config.json dict
     config.tool_config = {"task": "addition"}
     assert checkpoint_tool_config(tmp_path / "final", config) == {"task": "addition"}
 

@@ -59,10 +59,11 @@ def get_task(name: str, **options: Any) -> Task:
 
 def checkpoint_tool_config(folder: str | Path, config) -> dict:
     """What a checkpoint was trained on: ``{"task", "task_kwargs", "train_max_size", ...}`` from its model
-    config's ``tool_config`` (written by ``hf_toolssm.training``). Older checkpoints of transformers' own models
-    (GPT-NeoX, Mistral) may lack it: then the training run's ``train_config.yaml`` in the folder or one up;
-    ``{}`` when neither says."""
-    tool_config = getattr(config, "tool_config", None)  # transformers' own config classes may lack the attribute
+    config's ``tool_config`` (written by ``hf_toolssm.training``; ``config``: the loaded config or its config.json
+    as a dict). Older checkpoints of transformers' own models (GPT-NeoX, Mistral) may lack it: then the training
+    run's ``train_config.yaml`` in the folder or one up; ``{}`` when neither says."""
+    # transformers' own config classes may lack the attribute
+    tool_config = config.get("tool_config") if isinstance(config, dict) else getattr(config, "tool_config", None)
     if tool_config:
         return dict(tool_config)
     folder = Path(folder)
