@@ -249,10 +249,8 @@ NOTES = {
     "model is not fitted in distribution: 4/100 traces exact at 10 nodes (13 right answers, token accuracy 0.88), "
     "1/100 at 20, 0/100 at 50 (9 right answers, token accuracy 0.76). Retrained from scratch in a later session, "
     "the same config and seed gave a model whose results at 10 and 20 nodes match the first's to the last digit. "
-    "Not evaluated at 100 nodes: with 0/100 at 50, it would take over an hour of one core here (50 nodes took 17 "
-    "min; at 100 both the trace and the KV cache each step attends over double); a sample of 20: "
-    "`toolssm eval runs/logical_graph_gpt_neox_seed0/final --sizes 100 --samples 20 --seed 1234 --out "
-    "eval/results/logical_graph/gpt_neox_seed0_100.json`. The paper's 130M Pythia: 10→1K (5%).",
+    "At 100 nodes a sample of 20 (`gpt_neox_seed0_100.json`, 7 min on a core; 100 would be over half an hour, "
+    "as the trace and the KV cache each step attends over both double): 0/20, no right answer, token accuracy 0.58. The paper's 130M Pythia: 10→1K (5%).",
     ("mixture_w0", "tool_mamba"): "500 steps x 32 of n x 2 multiplication alone (10 min, mean loss over the last 10 "
     "logged steps 1.5e-3): 94/100 at 20 digits, 77/100 at 500; the auxiliary addition, never trained on, 0 at every "
     "size. Read with the rows below (one seed each, two at w = 0.5): at this budget every weight w > 0 is worse at multiplication, "
