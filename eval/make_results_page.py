@@ -223,8 +223,12 @@ NOTES = {
     "attention baselines are evaluated up to 100 digits (they fail long before).",
     ("multiplication_k1", "lstm"): "2 layers x 256 (the paper's: 4 x 1536), the Mamba's 1,000 steps x 32 (18.5 min; loss "
     "0.37 at step 400, 0.19 at the end, still falling slowly): not fitted in distribution, 0/100 traces exact already at 10 digits "
-    "(token accuracy 0.93 at 10, 0.89 at 50, 0.46 at 1,000). As on addition, this LSTM is far smaller than the "
-    "paper's, which reaches 500 digits.",
+    "(token accuracy 0.93 at 10, 0.89 at 50, 0.46 at 1,000). Fed the reference prefix (`python "
+    "eval/mistake_positions.py runs/multiplication_k1_lstm_seed0/final --sizes 10,50 --samples 10`, "
+    "`multiplication_k1/mistake_positions_lstm.json`), at 10 digits it gets every pointer command right and 47% of "
+    "the thought tokens (the digit products and carries) and 18% of the output digits wrong: it has learnt the "
+    "trace's control, not its arithmetic; at 50 digits pointer commands go wrong too (up to 14% of `pointer1."
+    "move_right()`). As on addition, this LSTM is far smaller than the paper's, which reaches 500 digits.",
     ("multiplication_k2", "tool_mamba"): "The 15-minute budget ended training at step 772 of 1,000 for seed 0, 693 for "
     "seed 1 and 886 for seed 2 (loss 3e-5 each); seed 1 misses 1 of 100 at 1,000 digits.",
     ("logical_graph", "tool_mamba"): "2,000 steps x 32 (the paper's step count; 62-75 min each; mean loss over the last 100 steps "
