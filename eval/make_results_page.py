@@ -127,6 +127,11 @@ EXPERIMENTS.update({
         ("addition_calculator", "single-turn calculator call", "100% at 5 digits, little to no length generalization"),
     ]
 })
+def _budget_suffix(steps: int) -> str:
+    """How a mixture experiment's name (and its section's) says its budget: nothing for 500, else "_250steps"."""
+    return "" if steps == 500 else f"_{steps}steps"
+
+
 #: the paper's training budgets for the mixture (App. D.8) -> what it found there; 500 steps is the unsuffixed cell
 MIXTURE_BUDGETS = {
     500: {0: "the baseline the mixtures beat at 500 steps", 0.33: "better than w = 0", 0.5: "better than w = 0",
@@ -137,9 +142,10 @@ MIXTURE_BUDGETS = {
           for weight in (0, 0.33, 0.5, 0.6)},
 }
 EXPERIMENTS.update({
-    f"mixture_w{str(weight).replace('.', '')}" + ("" if steps == 500 else f"_{steps}steps"): Experiment(
-        "", 20, {"tool_mamba": paper}, models=("tool_mamba",), group="mixture" + ("" if steps == 500 else f"_{steps}steps"),
-        label=f"w = {weight}", auxiliary=("auxiliary_addition", "the auxiliary task, n+n addition (trained on n <= 20)"))
+    f"mixture_w{str(weight).replace('.', '')}{_budget_suffix(steps)}": Experiment(
+        "", 20, {"tool_mamba": paper}, models=("tool_mamba",), group=f"mixture{_budget_suffix(steps)}",
+        label=f"w = {weight}",
+        auxiliary=("auxiliary_addition", "the auxiliary task, n+n addition (trained on n <= 20)"))
     for steps, papers in MIXTURE_BUDGETS.items() for weight, paper in papers.items()
 })
 
@@ -222,7 +228,8 @@ NOTES = {
     ("addition", "gpt_neox"): "800 steps (4.1 min). Decoded through generate() + ToolCallingLogitsProcessor; "
     "attention baselines are evaluated up to 100 digits (they fail long before).",
     ("multiplication_k1", "lstm"): "2 layers x 256 (the paper's: 4 x 1536), the Mamba's 1,000 steps x 32 (18.5 min; loss "
-    "0.37 at step 400, 0.19 at the end, still falling slowly): not fitted in distribution, 0/100 traces exact already at 10 digits "
+    "0.37 at step 400, 0.19 at the end, still falling slowly): not fitted in distribution, 0/100 traces exact "
+    "already at 10 digits "
     "(token accuracy 0.93 at 10, 0.89 at 50, 0.46 at 1,000). Fed the reference prefix (`python "
     "eval/mistake_positions.py runs/multiplication_k1_lstm_seed0/final --sizes 10,50 --samples 10`, "
     "`multiplication_k1/mistake_positions_lstm.json`), at 10 digits it gets every pointer command right and 47% of "
@@ -254,12 +261,14 @@ NOTES = {
     "1/100 at 20, 0/100 at 50 (9 right answers, token accuracy 0.76). Retrained from scratch in a later session, "
     "the same config and seed gave a model whose results at 10 and 20 nodes match the first's to the last digit. "
     "At 100 nodes a sample of 20 (`gpt_neox_seed0_100.json`, 7 min on a core; 100 would be over half an hour, "
-    "as the trace and the KV cache each step attends over both double): 0/20, no right answer, token accuracy 0.58. The paper's 130M Pythia: 10→1K (5%).",
+    "as the trace and the KV cache each step attends over both double): 0/20, no right answer, token accuracy "
+    "0.58. The paper's 130M Pythia: 10→1K (5%).",
     ("mixture_w0", "tool_mamba"): "500 steps x 32 of n x 2 multiplication alone (10 min, mean loss over the last 10 "
     "logged steps 1.5e-3): 94/100 at 20 digits, 77/100 at 500; the auxiliary addition, never trained on, 0 at every "
     "size. Seed 1 (11 min, loss 2.4e-3): 99/100 at 20 digits, 96/100 at 500; addition 0. Read with the rows below "
     "(two seeds each): at this budget every weight w > 0 is worse at multiplication, the more so the larger w (at 500 "
-    "digits: 25% and 4% at w = 0.33, 3% at 0.5 and 0.6), while addition is learnt (71-100% at 200 digits). The paper's 500-step result is the opposite (auxiliary addition clearly helps); here w = 0 has "
+    "digits: 25% and 4% at w = 0.33, 3% at 0.5 and 0.6), while addition is learnt (71-100% at 200 digits). The "
+    "paper's 500-step result is the opposite (auxiliary addition clearly helps); here w = 0 has "
     "already nearly fitted multiplication in 500 steps, so the addition rows take budget from it rather than teach "
     "it. At the paper's 250 steps (the section below) no weight has fitted either task yet. The 800-step cells "
     "and seeds 1-2 of most weights are not run yet: `eval/queue.txt` lists them, ~15-25 min per cell here.",

@@ -112,8 +112,9 @@ def check_model_kwargs(model_type: str, model_kwargs: dict) -> None:
     if unknown:
         hints = "".join(f"; {key!r}: did you mean {close[0]!r}?" for key in unknown
                         if (close := difflib.get_close_matches(key, sorted(known), n=1)))
-        raise ValueError(f"model_kwargs: {config_class.__name__} has no option(s) {unknown}{hints} (options: "
-                         f"the arguments of {config_class.__name__})")
+        arguments = sorted(set(inspect.signature(config_class.__init__).parameters) - {"self", "kwargs"})
+        raise ValueError(f"model_kwargs: {config_class.__name__} has no option(s) {unknown}{hints}; its arguments "
+                         f"are {arguments}")
 
 
 def build_model(config: TrainConfig, tokenizer) -> PreTrainedModel:

@@ -100,18 +100,21 @@ def test_bad_training_options_say_what_is_wrong(tmp_path):
 def test_a_model_kwargs_typo_is_an_error_not_a_default_sized_model(model_type, tmp_path):
     """transformers' configs keep unknown keywords as attributes: without the check, `hidden_sise` trains the
     default width in silence."""
-    with pytest.raises(ValueError, match=r"has no option\(s\) \['hidden_sise'\]; 'hidden_sise': did you mean 'hidden_size'"):
+    typo = r"has no option\(s\) \['hidden_sise'\]; 'hidden_sise': did you mean 'hidden_size'"
+    with pytest.raises(ValueError, match=typo):
         tiny_config(tmp_path, model_type=model_type, model_kwargs={"hidden_sise": 8}).validate()
 
 
 def test_legacy_model_kwargs_that_transformers_converts_are_accepted(tmp_path):
     """GPT-NeoX's rotary_pct is stored as rope_parameters["partial_rotary_factor"], not under its own name."""
-    tiny_config(tmp_path, model_type="gpt_neox", model_kwargs={"rotary_pct": 0.25, "hidden_size": 16, "num_attention_heads": 2}).validate()
+    neox = {"rotary_pct": 0.25, "hidden_size": 16, "num_attention_heads": 2}
+    tiny_config(tmp_path, model_type="gpt_neox", model_kwargs=neox).validate()
 
 
 def test_model_kwargs_a_config_rejects_give_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="model_kwargs of gpt_neox: .*not divisible by the number of attention heads"):
-        tiny_config(tmp_path, model_type="gpt_neox", model_kwargs={"hidden_size": 16, "num_attention_heads": 3}).validate()
+        tiny_config(tmp_path, model_type="gpt_neox", model_kwargs={"hidden_size": 16, "num_attention_heads": 3}
+                    ).validate()
 
 
 def test_train_command_errors_name_the_problem_without_a_traceback(tmp_path):
