@@ -311,8 +311,8 @@ NOTES = {
     ("addition_cot_no_tool", "tool_mamba"): "1,000 steps x 64 (10.7 min), loss 0.067 at the end; teacher-forced token "
     "accuracy 0.94 at 5 digits, yet no trace exact: its mistakes (`--show-mistakes`) are the digits the pointer reads "
     "would have returned, which this variant must predict from memory. As the paper: poor even in distribution. "
-    "Seed 1 (6.3 min; mean loss over the last 10 logged steps 0.084): 0/100 at every size, token accuracy 0.94 at 5 "
-    "digits.",
+    "Seeds 1 and 2 (6.3 and 5.8 min; mean loss over the last 10 logged steps 0.084 and 0.099): 0/100 at every size, "
+    "token accuracy 0.94 and 0.92 at 5 digits.",
     ("addition_calculator", "tool_mamba"): "1,000 steps x 64 (3.1 min), loss 0.0045; 96/100 at 5 digits, 0 from 10 on: "
     "at 10 digits it copies the first operand into `add(...)` wrongly from the third digit on "
     "(`--show-mistakes`): one call moves the whole problem into the tool, so the model must copy operands longer "
