@@ -163,15 +163,12 @@ def _load_with_task(model_path: str):
     """(model, tokenizer, task, tool_config) of a checkpoint folder: the task it was trained on."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .tasks import checkpoint_tool_config, get_task
+    from .tasks import checkpoint_task, checkpoint_tool_config
 
     model = AutoModelForCausalLM.from_pretrained(model_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tool_config = checkpoint_tool_config(model_path, model.config)
-    if "task" not in tool_config:
-        raise ValueError(f"{model_path}: the checkpoint names no task (no tool_config in its config.json, no "
-                         "train_config.yaml beside it); benchmark a checkpoint written by `toolssm train`")
-    return model, tokenizer, get_task(tool_config["task"], **tool_config.get("task_kwargs", {})), tool_config
+    return model, tokenizer, checkpoint_task(tool_config), tool_config
 
 
 def _alternating_decodes(decode, variants: tuple[str, ...], warm_up, rounds: int) -> tuple[dict, dict]:

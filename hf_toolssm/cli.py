@@ -43,20 +43,17 @@ def load_checkpoint(model_path: str, task_name: str | None, command: str):
 
     hf_logging.disable_progress_bar()  # stderr carries the trace; a loading bar there is noise
 
-    from .tasks import checkpoint_tool_config, get_task
+    from .tasks import checkpoint_task, checkpoint_tool_config, get_task
 
     path = require_checkpoint_folder(model_path)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    tool_config = checkpoint_tool_config(path, model.config)
-    if not task_name and "task" not in tool_config:
-        raise SystemExit(f"toolssm {command}: the checkpoint's config names no task; pass --task")
-    try:  # an unknown --task, or task arguments the task does not take: a usage error, not a traceback
-        if task_name:
-            return model, tokenizer, get_task(task_name)
-        return model, tokenizer, get_task(tool_config["task"], **tool_config.get("task_kwargs", {}))
+    # an unknown --task, task arguments the task does not take, a checkpoint that names no task: usage errors
+    try:
+        task = get_task(task_name) if task_name else checkpoint_task(checkpoint_tool_config(path, model.config))
     except ValueError as error:
-        raise SystemExit(f"toolssm {command}: {error}") from None
+        raise SystemExit(f"toolssm {command}: {error}" + ("" if task_name else "; or pass --task")) from None
+    return model, tokenizer, task
 
 
 def cmd_solve(args) -> int:

@@ -18,12 +18,12 @@ def run_demo(model_path: str, *, sizes: list[int], samples: int, out: str) -> in
     from .data import heldout_instances
     from .evaluation import plot_accuracy_vs_size, score_instances, write_results
     from .metrics import load_tool_trace_accuracy
-    from .tasks import checkpoint_tool_config, get_task
+    from .tasks import checkpoint_task, checkpoint_tool_config
 
     model = AutoModelForCausalLM.from_pretrained(model_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tool_config = checkpoint_tool_config(model_path, model.config)
-    task = get_task(tool_config.get("task", "addition"), **tool_config.get("task_kwargs", {}))
+    task = checkpoint_task({"task": "addition", **tool_config})  # one that names no task: the demo's addition
     params = sum(p.numel() for p in model.parameters())
     train_max_size = tool_config.get("train_max_size", task.default_train_max_size)
     print(f"{Path(model_path).name}: {model.config.model_type}, {params:,} parameters, trained on {task.name} "

@@ -106,15 +106,15 @@ def check_model_kwargs(model_type: str, model_kwargs: dict) -> None:
     except StrictDataclassError as error:  # a validated config's complaint (heads that do not divide the width)
         raise ValueError(f"model_kwargs of {model_type}: {error.__cause__ or error}") from None
     config_class = type(built)
-    known = set(inspect.signature(config_class.__init__).parameters) | set(config_class().to_dict())
+    arguments = set(inspect.signature(config_class.__init__).parameters) - {"self", "kwargs"}
+    known = arguments | set(config_class().to_dict())
     stored = built.to_dict()
     unknown = sorted(key for key in model_kwargs if key not in known and key in stored)
     if unknown:
         hints = "".join(f"; {key!r}: did you mean {close[0]!r}?" for key in unknown
                         if (close := difflib.get_close_matches(key, sorted(known), n=1)))
-        arguments = sorted(set(inspect.signature(config_class.__init__).parameters) - {"self", "kwargs"})
         raise ValueError(f"model_kwargs: {config_class.__name__} has no option(s) {unknown}{hints}; its arguments "
-                         f"are {arguments}")
+                         f"are {sorted(arguments)}")
 
 
 def build_model(config: TrainConfig, tokenizer) -> PreTrainedModel:

@@ -328,6 +328,14 @@ def test_checkpoint_tool_config_prefers_the_config_then_the_run_beside_it(tmp_pa
     assert checkpoint_tool_config(tmp_path / "final", config) == {"task": "addition"}
 
 
+def test_checkpoint_task_builds_the_named_task_or_says_none_is_named():
+    from hf_toolssm.tasks import checkpoint_task
+
+    assert checkpoint_task({"task": "multiplication", "task_kwargs": {"k": 2}}).k == 2
+    with pytest.raises(ValueError, match="the checkpoint names no task .*`toolssm train` records it"):
+        checkpoint_task({})
+
+
 def test_a_transformers_baseline_checkpoint_names_its_task(tmp_path):
     """GPT-NeoX configs have no tool_config field; the checkpoint must still tell `toolssm eval` its task."""
     from transformers import AutoConfig

@@ -6,7 +6,7 @@ example. Each instance carries its role-tagged trace, and :func:`replay` checks 
 """
 
 from .base import Instance, ReplayMismatch, ReplayResult, Segment, Task, Trace, replay
-from .registry import TASKS, checkpoint_tool_config, get_task
+from .registry import TASKS, checkpoint_task, checkpoint_tool_config, get_task
 
 __all__ = [
     "TASKS",
@@ -16,6 +16,7 @@ __all__ = [
     "Segment",
     "Task",
     "Trace",
+    "checkpoint_task",
     "checkpoint_tool_config",
     "get_task",
     "replay",

@@ -1,5 +1,5 @@
 """Tasks by name, for configs and the command line: ``get_task("multiplication", k=1)``; and the task a
-checkpoint was trained on: ``checkpoint_tool_config``."""
+checkpoint was trained on: ``checkpoint_task(checkpoint_tool_config(folder, config))``."""
 
 from __future__ import annotations
 
@@ -72,3 +72,11 @@ def checkpoint_tool_config(folder: str | Path, config) -> dict:
             run = yaml.safe_load(candidate.read_text()) or {}
             return {key: run[key] for key in ("task", "task_kwargs", "train_max_size") if run.get(key) is not None}
     return {}
+
+
+def checkpoint_task(tool_config: dict) -> Task:
+    """The task a :func:`checkpoint_tool_config` names, built with its options; a ValueError when it names none."""
+    if "task" not in tool_config:
+        raise ValueError("the checkpoint names no task (no tool_config in its config.json, no train_config.yaml "
+                         "beside it); `toolssm train` records it")
+    return get_task(tool_config["task"], **tool_config.get("task_kwargs", {}))
