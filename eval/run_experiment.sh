@@ -28,7 +28,7 @@ main() {
     coding_*)          default_sizes=4,8,16,20,24,30; default_samples=50 ;;  # the paper's Fig. 1 axis
     *)                 default_sizes=5,10,20 ;;
   esac
-  case "$model" in  # attention baselines decode through generate() with a growing KV cache: stop earlier
+  case "$model" in  # attention baselines attend over a KV cache as long as the trace at every step: stop earlier
     gpt_neox|mistral_swa) default_sizes=$(echo "$default_sizes" | tr ',' '\n' | awk '$1 <= 100' | paste -sd, -) ;;
   esac
   sizes=${SIZES:-$default_sizes}

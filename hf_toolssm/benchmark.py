@@ -9,7 +9,9 @@
             a cache (a command token plus a short observation), the one-token step loop vs the chunked
             conv + scan: what ToolMambaMixer.STEP_LOOP_MAX_LENGTH is set from. Given an attention
             baseline's checkpoint (GPT-NeoX, Mistral) instead: its generate() decode with the preallocated
-            static KV cache that generate_with_logits_processor picks vs transformers' default dynamic one.
+            static KV cache that generate_with_logits_processor picks vs transformers' default dynamic one,
+            and the fast tool loop on the same model (a dynamic KV cache, observations fed as one forward
+            when every row has one pending, finished rows dropped from the batch).
     train   one training step's forward+backward on the batches of the repo's Mamba configs (Hanoi, logical
             graph, coding, multiplication, addition), whole vs cut into micro-batches padded to their own
             longest row (TrainConfig.micro_batch_tokens).
@@ -82,16 +84,17 @@ def _fused_step(enabled: bool):
         yield
 
 
+#: Our models, whose decode step is a fixed-size recurrent update (fused or not); the rest keep a KV cache.
+_RECURRENT_MODEL_TYPES = {"tool_mamba", "tool_rnn"}
+
+
 def bench_decode(model_path: str, quick: bool = False) -> dict:
     """Two shapes: a batch of medium additions, and one long addition (where generate()'s growing
     input_ids and per-step overhead show); then one-token forwards alone. An attention checkpoint gets the
     KV-cache comparison instead (:func:`_bench_kv_cache`)."""
     from transformers import AutoConfig
 
-    from .evaluation import RECURRENT_MODEL_TYPES
-
-    # the split the harness decodes by: the fast loop for recurrent models, generate() and a KV cache for the rest
-    if AutoConfig.from_pretrained(model_path).model_type not in RECURRENT_MODEL_TYPES:
+    if AutoConfig.from_pretrained(model_path).model_type not in _RECURRENT_MODEL_TYPES:
         return {"kv_cache": _bench_kv_cache(model_path, rows=2 if quick else 16, rounds=1 if quick else 3)}
     shapes = [(4, 10), (1, 30)] if quick else [(16, 50), (1, 500)]
     report = {f"{rows}x{digits}_digits": _bench_decode_shape(model_path, rows, digits, rounds=1 if quick else 3)
@@ -237,12 +240,12 @@ def _bench_decode_shape(model_path: str, rows: int, digits: int, rounds: int = 3
 
 
 def _bench_kv_cache(model_path: str, rows: int, rounds: int) -> dict:
-    """An attention baseline's tool decode through generate(), static KV cache vs dynamic, on ``rows`` instances
-    of its task at twice its largest training size (traces must be identical)."""
+    """An attention baseline's tool decode through generate(), static KV cache vs dynamic, and through the fast
+    tool loop, on ``rows`` instances of its task at twice its largest training size (traces must be identical)."""
     import random
 
     from .evaluation import decode_budget
-    from .generation import generate_with_logits_processor
+    from .generation import generate_with_logits_processor, generate_with_tools
 
     model, tokenizer, task, tool_config = _load_with_task(model_path)
     train_max_size = tool_config.get("train_max_size") or task.default_train_max_size
@@ -252,26 +255,35 @@ def _bench_kv_cache(model_path: str, rows: int, rounds: int) -> dict:
 
     prompts = [i.prompt for i in instances]
 
-    def decode(cache: str, batch_prompts=prompts, max_new_tokens=budget):
+    def decode(path: str, batch_prompts=prompts, max_new_tokens=budget):
         started = time.perf_counter()
-        with torch.inference_mode():
-            results = generate_with_logits_processor(model, tokenizer, batch_prompts, task.make_environment,
-                                                     max_new_tokens=max_new_tokens, cache_implementation=cache)
+        if path == "fast_loop":
+            results = generate_with_tools(model, tokenizer, batch_prompts, task.make_environment,
+                                          max_new_tokens=max_new_tokens, progress=False)
+        else:
+            with torch.inference_mode():
+                results = generate_with_logits_processor(model, tokenizer, batch_prompts, task.make_environment,
+                                                         max_new_tokens=max_new_tokens, cache_implementation=path)
         return results, time.perf_counter() - started
 
-    caches = ("static", "dynamic")
+    paths = ("static", "dynamic", "fast_loop")
     short = [task.sample(random.Random("warm-up"), train_max_size).prompt]
-    results, seconds = _alternating_decodes(decode, caches, lambda cache: decode(cache, short, 64), rounds)
-    static_s, dynamic_s = (seconds[cache] for cache in caches)
+    results, seconds = _alternating_decodes(decode, paths, lambda path: decode(path, short, 64), rounds)
+    static_s, dynamic_s, fast_s = (seconds[path] for path in paths)
     tokens = sum(len(r.generated_tokens) for r in results["static"])
     return {
-        "what": f"greedy tool decoding through generate() of {rows} {task.name} instances of size {size} (twice the "
-                f"training size), batch {rows}, median of {rounds} alternating rounds after a warm-up",
+        "what": f"greedy tool decoding of {rows} {task.name} instances of size {size} (twice the training size), "
+                f"batch {rows}, median of {rounds} alternating rounds after a warm-up: generate() with a static and "
+                "a dynamic KV cache, and the fast tool loop",
         "model_type": model.config.model_type,
         "traces_identical": [r.tokens for r in results["static"]] == [r.tokens for r in results["dynamic"]],
+        "traces_identical_fast_loop_vs_generate": [r.tokens for r in results["static"]]
+        == [r.tokens for r in results["fast_loop"]],
         "trace_tokens": tokens,
+        "observation_fraction": round(sum(r.num_observation_tokens for r in results["static"]) / max(tokens, 1), 2),
         "speedup_static_vs_dynamic_cache": round(dynamic_s / static_s, 2),
-        "seconds": {"static": round(static_s, 3), "dynamic": round(dynamic_s, 3)},
+        "speedup_fast_loop_vs_static_generate": round(static_s / fast_s, 2),
+        "seconds": {"static": round(static_s, 3), "dynamic": round(dynamic_s, 3), "fast_loop": round(fast_s, 3)},
     }
 
 

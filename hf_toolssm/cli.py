@@ -288,8 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed benchmarks: scan paths, decode loops, a training step (ratios, JSON)",
                        description="Measure the CPU scan paths against their references, the fast tool loop against "
-                       "generate(), and a training step whole against micro-batched; writes ratios measured in one "
-                       "run to a JSON file with the machine and date.")
+                       "generate() (on a GPT-NeoX or Mistral checkpoint: generate() with a static and a dynamic KV "
+                       "cache against the fast loop), and a training step whole against micro-batched; writes ratios "
+                       "measured in one run to a JSON file with the machine and date.")
     p.add_argument("what", choices=["scan", "decode", "train", "all"], help="what to measure")
     p.add_argument("--model", default=str(DEFAULT_CHECKPOINT), help="checkpoint for the decode benchmark")
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")

@@ -74,7 +74,7 @@ def test_the_short_chunk_benchmark_times_both_paths(checkpoint):
 @pytest.mark.parametrize("names_its_task_in", ["config.json", "train_config.yaml"])
 def test_the_decode_benchmark_of_an_attention_baseline_compares_kv_caches(tmp_path, names_its_task_in):
     """Given a GPT-NeoX checkpoint, `toolssm bench decode` times generate() with the static KV cache against the
-    dynamic one, on the same prompts, and says whether the traces agree. An older checkpoint without tool_config
+    dynamic one and against the fast tool loop, on the same prompts, and says whether the traces agree. An older checkpoint without tool_config
     in its config.json is read through the train_config.yaml beside it, as `toolssm eval` reads it."""
     from hf_toolssm.benchmark import bench_decode
 
@@ -89,7 +89,33 @@ def test_the_decode_benchmark_of_an_attention_baseline_compares_kv_caches(tmp_pa
     report = bench_decode(str(tmp_path), quick=True)["kv_cache"]
     assert report["model_type"] == "gpt_neox" and "addition instances of size 6" in report["what"]
     assert report["traces_identical"] is True and report["trace_tokens"] > 0
-    assert report["speedup_static_vs_dynamic_cache"] > 0
+    assert report["traces_identical_fast_loop_vs_generate"] is True
+    assert report["speedup_static_vs_dynamic_cache"] > 0 and report["speedup_fast_loop_vs_static_generate"] > 0
+    assert 0 <= report["observation_fraction"] <= 1
+
+
+def test_the_harness_decodes_an_attention_baseline_as_generate_does(tmp_path):
+    """`toolssm eval` decodes a GPT-NeoX through the fast loop, not generate(): row by row the same traces (one
+    row at a time, so generate() pads nothing and both paths see the same positions)."""
+    from hf_toolssm.evaluation import score_instances
+    from hf_toolssm.generation import generate_with_logits_processor
+    from hf_toolssm.tasks import get_task
+
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(output_dir=str(tmp_path), task="addition", train_max_size=3, model_type="gpt_neox",
+                                    model_kwargs={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                  "intermediate_size": 32, "initializer_range": 0.5}),
+                        tokenizer := build_char_tokenizer()).eval()
+    task = get_task("addition")
+    instances = [task.sample(random.Random(row), 3) for row in range(3)]
+    with mock.patch.object(type(model), "generate", side_effect=AssertionError("the harness called generate()")):
+        result, decoded = score_instances(model, tokenizer, task, instances, size=3, batch_size=3,
+                                          token_accuracy=False, progress=False)
+    assert result.samples == 3 and result.mean_trace_tokens > 0
+    for instance, fast in zip(instances, decoded):
+        (slow,) = generate_with_logits_processor(model, tokenizer, [instance.prompt], task.make_environment,
+                                                 max_new_tokens=len(fast.generated_tokens) + 64)
+        assert fast.tokens == slow.tokens[: len(fast.tokens)]
 
 
 def test_solve_prints_the_answer_alone_as_the_last_stdout_line(checkpoint):

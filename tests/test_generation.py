@@ -415,23 +415,7 @@ def test_random_model_row_in_a_batch_equals_row_alone(path, kind):
         assert summary(alone) == summary(result)
 
 
-# --- 8. a non-recurrent model from transformers ----------------------------------------------------------
-@pytest.mark.parametrize("seed", [0, 1])
-def test_gpt_neox_with_the_logits_processor_and_the_fast_loop(seed):
-    model = tiny_gpt_neox(seed)
-    slow = decode_generate(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40)
-    for prompt, result in zip(RANDOM_PROMPTS, slow):
-        assert_consistent_roles(result, prompt)
-    assert sum(r.num_tool_calls for r in slow) > 0
-    # The fast loop only needs forward(input_ids, cache, use_cache) -> .logits, .cache and
-    # cache.reorder_cache, which a KV cache has too. Rows are never padded there, so for prompts of one
-    # length both paths see the same positions and agree exactly.
-    prompts = ["7+5=", "9*8=", "ab\nc"]
-    fast = decode_fast(model, prompts, random_environment, max_new_tokens=40)
-    slow = decode_generate(model, prompts, random_environment, max_new_tokens=40)
-    assert [summary(r) for r in fast] == [summary(r) for r in slow]
-
-
+# --- 8. attention models from transformers -----------------------------------------------------------------
 def tiny_mistral(seed: int, sliding_window: int = 8):
     from transformers import MistralConfig
 
@@ -457,6 +441,27 @@ def test_the_static_kv_cache_decodes_what_the_dynamic_one_does(make):
                               cache_implementation="dynamic")
     assert [summary(r) for r in static] == [summary(r) for r in dynamic]
     assert sum(len(r.generated_tokens) for r in static) > 8 * len(RANDOM_PROMPTS)  # beyond the window
+
+
+@pytest.mark.parametrize("make", [tiny_gpt_neox, tiny_mistral], ids=["gpt_neox", "mistral_swa"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_attention_models_with_the_logits_processor_and_the_fast_loop(make, seed):
+    """The fast loop (what ``toolssm eval`` decodes with) only needs forward(input_ids, cache, use_cache) ->
+    .logits, .cache and cache.reorder_cache, which transformers' KV caches have too; observations go in as
+    multi-token forwards on the cache, finished rows leave it, and a sliding window is crossed."""
+    model = make(seed)
+    slow = decode_generate(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40)
+    for prompt, result in zip(RANDOM_PROMPTS, slow):
+        assert_consistent_roles(result, prompt)
+    assert sum(r.num_tool_calls for r in slow) > 0
+    # Rows are never padded in the fast loop, so for prompts of one length both paths see the same positions
+    # and agree exactly.
+    prompts = ["7+5=", "9*8=", "ab\nc"]
+    fast = decode_fast(model, prompts, random_environment, max_new_tokens=40)
+    slow = decode_generate(model, prompts, random_environment, max_new_tokens=40)
+    assert [summary(r) for r in fast] == [summary(r) for r in slow]
+    assert sum(r.num_observation_tokens for r in fast) > 0
+    assert max(len(r.generated_tokens) for r in fast) > 8  # past the sliding window
 
 
 class NoCacheOutput(dict):
