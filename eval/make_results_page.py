@@ -309,7 +309,7 @@ NOTES = {
     "(token accuracy 0.88), 0 from 10 on, as the paper (100% at 5 digits, little to no length generalization). "
     "The reversed answer is easier to fit than the plain one (loss 0.025 against 0.18 in the same budget). Seed 1 "
     "(11.3 min; mean loss over the last 10 logged steps 0.043): 20/100 at 5 digits (token accuracy 0.84), 0 from 10 "
-    "on.",
+    "on. Seed 2 (10.4 min; 0.020): 26/100 at 5 digits (token accuracy 0.87), 0 from 10 on.",
     ("addition_cot_no_tool", "tool_mamba"): "1,000 steps x 64 (10.7 min), loss 0.067 at the end; teacher-forced token "
     "accuracy 0.94 at 5 digits, yet no trace exact: its mistakes (`--show-mistakes`) are the digits the pointer reads "
     "would have returned, which this variant must predict from memory. As the paper: poor even in distribution. "
