@@ -74,8 +74,9 @@ def test_the_short_chunk_benchmark_times_both_paths(checkpoint):
 @pytest.mark.parametrize("names_its_task_in", ["config.json", "train_config.yaml"])
 def test_the_decode_benchmark_of_an_attention_baseline_compares_kv_caches(tmp_path, names_its_task_in):
     """Given a GPT-NeoX checkpoint, `toolssm bench decode` times generate() with the static KV cache against the
-    dynamic one and against the fast tool loop, on the same prompts, and says whether the traces agree. An older checkpoint without tool_config
-    in its config.json is read through the train_config.yaml beside it, as `toolssm eval` reads it."""
+    dynamic one and against the fast tool loop, on the same prompts, and says whether the traces agree. An older
+    checkpoint without tool_config in its config.json is read through the train_config.yaml beside it, as
+    `toolssm eval` reads it."""
     from hf_toolssm.benchmark import bench_decode
 
     model = build_model(TrainConfig(output_dir=str(tmp_path), task="addition", train_max_size=3, model_type="gpt_neox",
@@ -96,7 +97,8 @@ def test_the_decode_benchmark_of_an_attention_baseline_compares_kv_caches(tmp_pa
 
 def test_the_harness_decodes_an_attention_baseline_as_generate_does(tmp_path):
     """`toolssm eval` decodes a GPT-NeoX through the fast loop, not generate(): row by row the same traces (one
-    row at a time, so generate() pads nothing and both paths see the same positions)."""
+    row at a time, so generate() pads nothing and both paths see the same positions). Traces with commands and
+    observations: tests/test_generation.py::test_attention_models_with_the_logits_processor_and_the_fast_loop."""
     from hf_toolssm.evaluation import score_instances
     from hf_toolssm.generation import generate_with_logits_processor
     from hf_toolssm.tasks import get_task
