@@ -140,8 +140,10 @@ def _decode(model, tokenizer, task, instances, max_new_tokens: int, progress: bo
     # The fast loop for every model, attention baselines included: it decodes what generate() +
     # ToolCallingLogitsProcessor decodes (tests/test_generation.py), but feeds an observation as one forward
     # and drops finished rows, where generate() forces one token a step and carries every row to the end. On
-    # the GPT-NeoX baselines it is 1.45x faster on the logical graph (25% of the trace observations) and 8x on
-    # coding (82%): `toolssm bench decode --model ...`, eval/results/bench_decode_gpt_neox*.json.
+    # the GPT-NeoX baselines it is 1.45x faster on 16 logical-graph rows (25% of the trace observations) and
+    # 8x on 2 coding rows (82%): `toolssm bench decode --model ...`, eval/results/bench_decode_gpt_neox*.json.
+    # The more rows, the less it gains from observations: a multi-token forward needs every row to have one
+    # pending, and otherwise the rows advance a token at a time.
     return generate_with_tools(
         model, tokenizer, [inst.prompt for inst in instances], task.make_environment,
         max_new_tokens=max_new_tokens, progress=progress and max_new_tokens > 50_000,
