@@ -287,7 +287,8 @@ NOTES = {
     "0.94-0.95; addition 0/100, token accuracy 0.977.",
     ("mixture_w033", "tool_mamba"): "500 steps x 32, a third of the examples n+n additions (8 min; loss over the mixed "
     "batches 8.9e-3): 71/100 at 20 digits, 25/100 at 500; addition 97% at 20 digits, 71% at 200. Seed 1 (9 min, loss "
-    "9.6e-3): 39/100 at 20 digits, 4/100 at 500; addition 98% at 20 digits, 92% at 200.",
+    "9.6e-3): 39/100 at 20 digits, 4/100 at 500; addition 98% at 20 digits, 92% at 200. Seed 2 (7.7 min, loss "
+    "7.5e-3): 72/100 at 20 digits, 36/100 at 100, 4/100 at 500; addition 98-100% to 200 digits.",
     ("mixture_w05", "tool_mamba"): "500 steps x 32, half of the examples additions (8 min; loss 1.1e-2): 24/100 at 20 "
     "digits, 3/100 at 500 (token accuracy 0.996 at every size: a few wrong tokens per trace, spread along it); "
     "addition 100% to 100 digits, 95% at 200. Seed 1 (7 min, loss 1.5e-2): 6/100 at 20 digits, 3/100 at 500; "
