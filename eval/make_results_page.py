@@ -266,12 +266,13 @@ NOTES = {
     ("mixture_w0", "tool_mamba"): "500 steps x 32 of n x 2 multiplication alone (10 min, mean loss over the last 10 "
     "logged steps 1.5e-3): 94/100 at 20 digits, 77/100 at 500; the auxiliary addition, never trained on, 0 at every "
     "size. Seed 1 (11 min, loss 2.4e-3): 99/100 at 20 digits, 96/100 at 500; addition 0. Seed 2 (9.4 min, loss "
-    "2.2e-3): 89/100 at 20 digits, 82/100 at 500; addition 0. Read with the rows below (two or three seeds each): at this budget every weight w > 0 is worse at multiplication, the more so the larger w (at 500 "
-    "digits: 25% and 4% at w = 0.33, 3% at 0.5 and 0.6), while addition is learnt (71-100% at 200 digits). The "
-    "paper's 500-step result is the opposite (auxiliary addition clearly helps); here w = 0 has "
-    "already nearly fitted multiplication in 500 steps, so the addition rows take budget from it rather than teach "
-    "it. At the paper's 250 steps (the section below) no weight has fitted either task yet. The 800-step cells "
-    "are not run yet: `eval/queue.txt` lists them, ~15-25 min per cell here.",
+    "2.2e-3): 89/100 at 20 digits, 82/100 at 500; addition 0. Read with the rows below (three seeds each): at this "
+    "budget every weight w > 0 is worse at multiplication, the more so the larger w (at 500 digits: 25%, 4% and 4% "
+    "at w = 0.33, 3% for every seed of 0.5 and 0.6), while addition is learnt (71-100% at 200 digits). The paper's "
+    "500-step result is the opposite (auxiliary addition clearly helps); here w = 0 has already nearly fitted "
+    "multiplication in 500 steps, so the addition rows take budget from it rather than teach it. At the paper's 250 "
+    "steps (the section below) no weight has fitted either task yet. The 800-step cells are not run yet: "
+    "`eval/queue.txt` lists them, ~15-25 min per cell here.",
     ("mixture_w0_250steps", "tool_mamba"): "250 steps x 32 of multiplication alone (5.1 min; mean loss over the last "
     "10 logged steps 0.098): 2/100 at 20 digits, 3/100 at 500, token accuracy 0.95-0.96: not fitted in distribution. "
     "Read with the rows below (one seed each): at 250 steps no weight fits either task. The mixed losses end at "
@@ -296,7 +297,8 @@ NOTES = {
     "digits, 30/100 at 100, 3/100 at 500; addition 100% to 200 digits.",
     ("mixture_w06", "tool_mamba"): "500 steps x 32, 60% of the examples additions (8 min; loss 1.3e-2): 15/100 at 20 "
     "digits, 3/100 at 500; addition 100% at every size to 200 digits. Seed 1 (8 min, loss 1.7e-2): 10/100 at 20 digits, "
-    "3/100 at 500; addition 100% to 200 digits.",
+    "3/100 at 500; addition 100% to 200 digits. Seed 2 (8 min, loss 1.7e-2): 14/100 at 20 digits, 3/100 at 500; "
+    "addition 100% to 200 digits.",
     ("logical_graph_reread_gate", "tool_mamba"): "2,000 steps x 32 (96 min, beside other work on the second core), "
     "mean loss over the last 100 steps 2.5e-6 (the cell above: 4e-4 to 2e-3): **100/100 traces exact at every size "
     "from 10 to 1,000 nodes**, one seed so far (`bash eval/run_experiment.sh logical_graph_reread_gate tool_mamba 1` "
