@@ -400,8 +400,9 @@ def load_runs(pattern: str = "*/*.json") -> dict[str, dict[str, list[dict]]]:
     eval/results/ (an experiment is a file's first folder)."""
     merged: dict[tuple[str, str, int], dict] = {}
     for path in sorted(RESULTS.glob(pattern)):
-        # MODEL_seedS.json, plus optional extra grids MODEL_seedS_SUFFIX.json (e.g. a 10,000-digit run)
-        match = re.fullmatch(r"(.+?)_seed(\d+)(_.+)?", path.stem)
+        # MODEL_seedS.json, plus optional extra grids MODEL_seedS_SUFFIX.json (e.g. a 10,000-digit run); not the
+        # OUT.partial.json an interrupted `toolssm eval` keeps its finished sizes in until it is rerun
+        match = re.fullmatch(r"(.+?)_seed(\d+)(_[^.]+)?", path.stem)
         if not match:
             continue
         payload = json.loads(path.read_text())

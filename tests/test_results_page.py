@@ -45,6 +45,15 @@ def test_table_cell_is_the_largest_size_at_five_percent_best_and_mean_over_seeds
     assert "| GRU | 10→1K (100%) | not run yet | `bash eval/run_experiment.sh logical_graph gru 0` |" in text
 
 
+def test_an_interrupted_evaluations_partial_file_is_not_a_result(page, tmp_path):
+    """`toolssm eval --out X.json` keeps finished sizes in X.partial.json until it completes: not on the page."""
+    write_run(tmp_path, "logical_graph", "tool_mamba", 0, {10: (1.0, 1.0), 100: (0.5, 0.06)})
+    partial = tmp_path / "logical_graph" / "tool_mamba_seed0_1000.partial.json"
+    partial.write_text((tmp_path / "logical_graph" / "tool_mamba_seed0.json").read_text())
+    text = page.render()
+    assert "partial" not in text and "over 1 seed(s); per seed: 100 (6%)" in text
+
+
 def test_coding_cell_is_the_pass_rate_inside_and_beyond_the_training_sizes(page, tmp_path):
     # The pass rate (the files the decode left), not trace exact match (a model may fix the code along another
     # path) nor the answer (a model may fix the code and miscopy the status line's hash).
