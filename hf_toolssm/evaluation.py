@@ -136,20 +136,6 @@ def decode_budget(instance) -> int:
     return 2 * (len(instance.full_tokens()) - len(instance.prompt)) + 16
 
 
-def _decode(model, tokenizer, task, instances, max_new_tokens: int, progress: bool = False):
-    # The fast loop for every model, attention baselines included: it decodes what generate() +
-    # ToolCallingLogitsProcessor decodes (tests/test_generation.py), but feeds an observation as one forward
-    # and drops finished rows, where generate() forces one token a step and carries every row to the end. On
-    # the GPT-NeoX baselines it is 1.45x faster on 16 logical-graph rows (25% of the trace observations) and
-    # 8x on 2 coding rows (82%): `toolssm bench decode --model ...`, eval/results/bench_decode_gpt_neox*.json.
-    # The more rows, the less it gains from observations: a multi-token forward needs every row to have one
-    # pending, and otherwise the rows advance a token at a time.
-    return generate_with_tools(
-        model, tokenizer, [inst.prompt for inst in instances], task.make_environment,
-        max_new_tokens=max_new_tokens, progress=progress and max_new_tokens > 50_000,
-    )
-
-
 def score_instances(
     model, tokenizer, task, instances: Sequence, *, size: int, batch_size: int = 50, token_accuracy: bool = True,
     metric=None, progress: bool = True,
@@ -167,7 +153,17 @@ def score_instances(
     for start in tqdm(range(0, len(instances), batch_size), desc=f"size {size}", leave=False, disable=not progress):
         chunk = instances[start : start + batch_size]
         budget = max(decode_budget(inst) for inst in chunk)
-        decoded += _decode(model, tokenizer, task, chunk, budget, progress)
+        # The fast loop for every model, attention baselines included: it decodes what generate() +
+        # ToolCallingLogitsProcessor decodes (tests/test_generation.py), but feeds an observation as one forward
+        # and drops finished rows, where generate() forces one token a step and carries every row to the end. On
+        # the GPT-NeoX baselines it is 1.45x faster on 16 logical-graph rows (25% of the trace observations) and
+        # 8x on 2 coding rows (82%): `toolssm bench decode --model ...`, eval/results/bench_decode_gpt_neox*.json.
+        # The more rows, the less it gains from observations: a multi-token forward needs every row to have one
+        # pending, and otherwise the rows advance a token at a time.
+        decoded += generate_with_tools(
+            model, tokenizer, [inst.prompt for inst in chunk], task.make_environment,
+            max_new_tokens=budget, progress=progress and budget > 50_000,
+        )
     seconds = time.monotonic() - started
     trace_tokens = [len(r.generated_tokens) for r in decoded]
     scores = metric.compute(
