@@ -10,8 +10,9 @@
             conv + scan: what ToolMambaMixer.STEP_LOOP_MAX_LENGTH is set from. Given an attention
             baseline's checkpoint (GPT-NeoX, Mistral) instead: its generate() decode with the preallocated
             static KV cache that generate_with_logits_processor picks vs transformers' default dynamic one,
-            and the fast tool loop on the same model (a dynamic KV cache, observations fed as one forward
-            when every row has one pending, finished rows dropped from the batch).
+            and the fast tool loop on the same model (observations fed as one forward when every row has
+            one pending, finished rows dropped from the batch), whose KV cache appends in place
+            (generation/kv_cache.py) vs transformers' DynamicLayer, which copies the cache per token.
     train   one training step's forward+backward on the batches of the repo's Mamba configs (Hanoi, logical
             graph, coding, multiplication, addition), whole vs cut into micro-batches padded to their own
             longest row (TrainConfig.micro_batch_tokens).
@@ -241,11 +242,12 @@ def _bench_decode_shape(model_path: str, rows: int, digits: int, rounds: int = 3
 
 def _bench_kv_cache(model_path: str, rows: int, rounds: int) -> dict:
     """An attention baseline's tool decode through generate(), static KV cache vs dynamic, and through the fast
-    tool loop, on ``rows`` instances of its task at twice its largest training size (traces must be identical)."""
+    tool loop, on its in-place KV layers (generation/kv_cache.py) and on transformers' DynamicLayer, on ``rows``
+    instances of its task at twice its largest training size (traces must be identical)."""
     import random
 
     from .evaluation import decode_budget
-    from .generation import generate_with_logits_processor, generate_with_tools
+    from .generation import generate_with_logits_processor, generate_with_tools, tool_loop
 
     model, tokenizer, task, tool_config = _load_with_task(model_path)
     train_max_size = tool_config.get("train_max_size") or task.default_train_max_size
@@ -257,33 +259,37 @@ def _bench_kv_cache(model_path: str, rows: int, rounds: int) -> dict:
 
     def decode(path: str, batch_prompts=prompts, max_new_tokens=budget):
         started = time.perf_counter()
-        if path == "fast_loop":
-            results = generate_with_tools(model, tokenizer, batch_prompts, task.make_environment,
-                                          max_new_tokens=max_new_tokens, progress=False)
+        if path.startswith("fast_loop"):
+            # fast_loop_dynamic_kv: the loop on transformers' own DynamicLayer, which copies the cache per token
+            keep_layers = mock.patch.object(tool_loop, "use_growing_kv_layers", lambda cache: 0)
+            with keep_layers if path == "fast_loop_dynamic_kv" else contextlib.nullcontext():
+                results = generate_with_tools(model, tokenizer, batch_prompts, task.make_environment,
+                                              max_new_tokens=max_new_tokens, progress=False)
         else:
             with torch.inference_mode():
                 results = generate_with_logits_processor(model, tokenizer, batch_prompts, task.make_environment,
                                                          max_new_tokens=max_new_tokens, cache_implementation=path)
         return results, time.perf_counter() - started
 
-    paths = ("static", "dynamic", "fast_loop")
+    paths = ("static", "dynamic", "fast_loop", "fast_loop_dynamic_kv")
     short = [task.sample(random.Random("warm-up"), train_max_size).prompt]
     results, seconds = _alternating_decodes(decode, paths, lambda path: decode(path, short, 64), rounds)
-    static_s, dynamic_s, fast_s = (seconds[path] for path in paths)
+    static_s, dynamic_s, fast_s, fast_dynamic_kv_s = (seconds[path] for path in paths)
     tokens = sum(len(r.generated_tokens) for r in results["static"])
     return {
         "what": f"greedy tool decoding of {rows} {task.name} instances of size {size} (twice the training size), "
                 f"batch {rows}, median of {rounds} alternating rounds after a warm-up: generate() with a static and "
-                "a dynamic KV cache, and the fast tool loop",
+                "a dynamic KV cache, and the fast tool loop on in-place and on transformers' KV layers",
         "model_type": model.config.model_type,
         "traces_identical": [r.tokens for r in results["static"]] == [r.tokens for r in results["dynamic"]],
         "traces_identical_fast_loop_vs_generate": [r.tokens for r in results["static"]]
-        == [r.tokens for r in results["fast_loop"]],
+        == [r.tokens for r in results["fast_loop"]] == [r.tokens for r in results["fast_loop_dynamic_kv"]],
         "trace_tokens": tokens,
         "observation_fraction": round(sum(r.num_observation_tokens for r in results["static"]) / max(tokens, 1), 2),
         "speedup_static_vs_dynamic_cache": round(dynamic_s / static_s, 2),
         "speedup_fast_loop_vs_static_generate": round(static_s / fast_s, 2),
-        "seconds": {"static": round(static_s, 3), "dynamic": round(dynamic_s, 3), "fast_loop": round(fast_s, 3)},
+        "speedup_growing_vs_dynamic_kv_layers_in_the_fast_loop": round(fast_dynamic_kv_s / fast_s, 2),
+        "seconds": {path: round(seconds[path], 3) for path in paths},
     }
 
 

@@ -74,7 +74,8 @@ def test_the_short_chunk_benchmark_times_both_paths(checkpoint):
 @pytest.mark.parametrize("names_its_task_in", ["config.json", "train_config.yaml"])
 def test_the_decode_benchmark_of_an_attention_baseline_compares_kv_caches(tmp_path, names_its_task_in):
     """Given a GPT-NeoX checkpoint, `toolssm bench decode` times generate() with the static KV cache against the
-    dynamic one and against the fast tool loop, on the same prompts, and says whether the traces agree. An older
+    dynamic one and against the fast tool loop (on in-place KV layers and on transformers' own), on the same
+    prompts, and says whether the traces agree. An older
     checkpoint without tool_config in its config.json is read through the train_config.yaml beside it, as
     `toolssm eval` reads it."""
     from hf_toolssm.benchmark import bench_decode
@@ -92,6 +93,8 @@ def test_the_decode_benchmark_of_an_attention_baseline_compares_kv_caches(tmp_pa
     assert report["traces_identical"] is True and report["trace_tokens"] > 0
     assert report["traces_identical_fast_loop_vs_generate"] is True
     assert report["speedup_static_vs_dynamic_cache"] > 0 and report["speedup_fast_loop_vs_static_generate"] > 0
+    assert report["speedup_growing_vs_dynamic_kv_layers_in_the_fast_loop"] > 0
+    assert set(report["seconds"]) == {"static", "dynamic", "fast_loop", "fast_loop_dynamic_kv"}
     assert 0 <= report["observation_fraction"] <= 1
 
 

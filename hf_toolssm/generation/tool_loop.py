@@ -5,7 +5,8 @@ sampled, after a command also the tool's observation. Each iteration feeds the s
 every active row (the shortest queue), so all rows share one forward; when every row has an observation
 pending, it goes in as one multi-token forward that continues the cache. Finished rows are dropped from
 the batch (and the cache) so long tails cost only what they use. Memory is flat in the trace length: the
-model keeps its fixed-size state, the tool environment keeps the trace as token strings.
+model keeps its fixed-size state, the tool environment keeps the trace as token strings. Attention models
+(transformers' KV caches) work too; their full-attention cache layers append in place (``kv_cache.py``).
 
 Greedy decoding here and through :class:`ToolCallingLogitsProcessor` in ``model.generate()`` give the
 same traces (tested).
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..tools.base import EnvironmentFactory, StopReason
+from .kv_cache import use_growing_kv_layers
 from .result import ToolGenerationResult
 from .vocabulary import ProtocolVocabulary
 
@@ -81,6 +83,7 @@ def generate_with_tools(
         # 1. Feed every active row the same number of queued tokens (all of them if the queues are equal).
         width = min(len(queues[row]) for row in active)
         feed = torch.tensor([[queues[row].popleft() for _ in range(width)] for row in active], device=device)
+        first_forward = cache is None
         outputs = model(input_ids=feed, cache=cache, use_cache=True)
         cache = getattr(outputs, "cache", None)
         if cache is None:  # the next forward would silently start over from the new tokens alone
@@ -88,6 +91,8 @@ def generate_with_tools(
                 f"generate_with_tools: {type(model).__name__}.forward(input_ids, cache=..., use_cache=True) "
                 "returned no cache; the fast loop needs one. Use model.generate() with ToolCallingLogitsProcessor."
             )
+        if first_forward:  # attention models: append to the KV cache in place, not by copying all of it
+            use_growing_kv_layers(cache)
         logits = vocabulary.only_tokenizer_ids(outputs.logits[:, -1, :].float())  # (active, vocab)
 
         # 2. Rows whose queue is now empty sample their next token and hand it to their tool environment.
