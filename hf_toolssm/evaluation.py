@@ -155,11 +155,12 @@ def score_instances(
         budget = max(decode_budget(inst) for inst in chunk)
         # The fast loop for every model, attention baselines included: it decodes what generate() +
         # ToolCallingLogitsProcessor decodes (tests/test_generation.py), but feeds an observation as one forward
-        # and drops finished rows, where generate() forces one token a step and carries every row to the end. On
-        # the GPT-NeoX baselines it is 1.45x faster on 16 logical-graph rows (25% of the trace observations) and
-        # 8x on 2 coding rows (82%): `toolssm bench decode --model ...`, eval/results/bench_decode_gpt_neox*.json.
-        # The more rows, the less it gains from observations: a multi-token forward needs every row to have one
-        # pending, and otherwise the rows advance a token at a time.
+        # and drops finished rows, where generate() forces one token a step and carries every row to the end, and
+        # its KV cache appends in place (generation/kv_cache.py). On the GPT-NeoX baselines it is 2.47x faster on
+        # 16 logical-graph rows (25% of the trace observations; 1.59x of it from the KV appends) and 8x on 2
+        # coding rows (82%, before the KV appends): `toolssm bench decode --model ...`,
+        # eval/results/bench_decode_gpt_neox*.json. The more rows, the less it gains from observations: a
+        # multi-token forward needs every row to have one pending, and otherwise the rows advance a token at a time.
         decoded += generate_with_tools(
             model, tokenizer, [inst.prompt for inst in chunk], task.make_environment,
             max_new_tokens=budget, progress=progress and budget > 50_000,
