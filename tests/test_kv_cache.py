@@ -21,7 +21,7 @@ def tiny_gpt_neox(seed: int = 0):
     return AutoModelForCausalLM.from_config(config).eval()
 
 
-def decode(model, chunks, *, grow: bool, drops: dict[int, list[int]] | None = None, crops: dict[int, int] | None = None):
+def decode(model, chunks, *, grow: bool, drops: dict | None = None, crops: dict | None = None):
     """Feed token chunks one forward each; return the logits of every forward. ``drops``: before chunk i, keep
     only these batch rows (as the tool loop does when rows finish); ``crops``: before chunk i, crop n tokens."""
     drops, crops, cache, logits, rows = drops or {}, crops or {}, None, [], None
@@ -82,6 +82,19 @@ def test_appends_copy_the_cache_only_when_the_buffer_doubles():
     assert keys.data_ptr() == layer._key_buffer.data_ptr()  # a view, not a copy
 
 
+def test_dropping_rows_keeps_the_buffers_capacity():
+    layer = GrowingKVLayer()
+    for _ in range(100):
+        layer.update(torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4))
+    assert layer._key_buffer.shape == (3, 2, 128, 4)
+    kept = layer.keys[[0, 2]]
+    layer.reorder_cache(torch.tensor([0, 2]))  # as the tool loop does when row 1 finishes
+    keys, _ = layer.update(torch.zeros(2, 2, 1, 4), torch.zeros(2, 2, 1, 4))
+    assert layer._key_buffer.shape == (2, 2, 128, 4)  # adopted into one new buffer, not regrown
+    torch.testing.assert_close(keys[:, :, :100], kept)
+    assert keys.shape == (2, 2, 101, 4) and not keys[:, :, 100].any()
+
+
 def test_a_growing_layer_keeps_what_the_dynamic_layer_held():
     dynamic = DynamicLayer()
     dynamic.update(torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4))
@@ -113,12 +126,14 @@ def test_the_fast_loop_decodes_attention_models_on_growing_layers(monkeypatch):
     from hf_toolssm.tokenization import build_char_tokenizer
 
     swapped = []
-    monkeypatch.setattr(tool_loop, "use_growing_kv_layers", lambda cache: swapped.append(kv_cache.use_growing_kv_layers(cache)))
+    swap = kv_cache.use_growing_kv_layers
+    monkeypatch.setattr(tool_loop, "use_growing_kv_layers", lambda cache: swapped.append(swap(cache)))
     task = get_task("addition")
     tokenizer = build_char_tokenizer()
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(GPTNeoXConfig(
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
     )).eval()
-    generate_with_tools(model, tokenizer, [task.prompt_from_text("12+34")] * 2, task.make_environment, max_new_tokens=20)
+    prompts = [task.prompt_from_text("12+34")] * 2
+    generate_with_tools(model, tokenizer, prompts, task.make_environment, max_new_tokens=20)
     assert swapped == [2]

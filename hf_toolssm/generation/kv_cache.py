@@ -47,7 +47,7 @@ class GrowingKVLayer(DynamicLayer):
         length = self.get_seq_length()
         needed = length + key_states.shape[-2]
         if not self._keys_are_buffer_views() or needed > self._key_buffer.shape[-2]:
-            self._regrow(length, needed, key_states, value_states)
+            self._reallocate(length, needed, key_states, value_states)
         self._key_buffer[:, :, length:needed].copy_(key_states)
         self._value_buffer[:, :, length:needed].copy_(value_states)
         self.keys = self._key_buffer[:, :, :needed]  # (b, h, l + new, e), a view of the buffer
@@ -66,10 +66,11 @@ class GrowingKVLayer(DynamicLayer):
             and self.keys.shape[0] == self._key_buffer.shape[0]
         )
 
-    def _regrow(self, length: int, needed: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        """New buffers of at least ``needed`` tokens (twice the old capacity), holding the ``length`` cached ones."""
-        old_capacity = self._key_buffer.shape[-2] if self._keys_are_buffer_views() else 0
-        capacity = max(needed, 2 * old_capacity, self.MIN_CAPACITY)
+    def _reallocate(self, length: int, needed: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """New buffers holding the ``length`` cached tokens: of the old capacity when ``keys`` was replaced and
+        ``needed`` still fits, else of twice the old one (or ``needed``, if more)."""
+        old_capacity = 0 if self._key_buffer is None else self._key_buffer.shape[-2]
+        capacity = old_capacity if needed <= old_capacity else max(needed, 2 * old_capacity, self.MIN_CAPACITY)
         self._key_buffer = _buffer_holding(self.keys, key_states, capacity, length)
         self._value_buffer = _buffer_holding(self.values, value_states, capacity, length)
 
