@@ -491,18 +491,20 @@ def curve_table(payloads: list[dict], metric: str) -> str:
 
 
 def plot(section: Section, runs: dict[str, dict[str, list[dict]]]) -> Path | None:
-    """The section's metric vs size, one line per row and seed."""
+    """The section's metric vs size, one line per row and seed; a row's seeds share its colour."""
     from hf_toolssm.evaluation import SizeResult, plot_accuracy_vs_size
 
-    curves = {
-        f"{label} (seed {p['_seed']})": [SizeResult(**row) for row in p["results"]]
-        for name, model, label in section.rows for p in runs.get(name, {}).get(model, [])
-    }
+    curves, models = {}, {}
+    for name, model, label in section.rows:
+        for p in runs.get(name, {}).get(model, []):
+            curve = f"{label} (seed {p['_seed']})"
+            curves[curve] = [SizeResult(**row) for row in p["results"]]
+            models[curve] = label  # one colour per model, a line style per seed
     if not curves:
         return None
     png = RESULTS / section.slug / "accuracy.png"
     plot_accuracy_vs_size(curves, png, metric=section.first.metric, ylabel=section.first.metric_label, title=section.title,
-                          train_max_size=section.first.train_size)
+                          train_max_size=section.first.train_size, colour_groups=models)
     return png
 
 

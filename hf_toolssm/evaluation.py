@@ -11,6 +11,7 @@ whether the tools' final state (the sandbox's files) solves the instance.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import json
@@ -262,11 +263,19 @@ def write_results(path: str | Path, results: Sequence[SizeResult], **header) -> 
     Path(path).write_text(json.dumps(payload, indent=2) + "\n")
 
 
+#: (line style, marker) of the first, second, ... curve that shares a colour: seeds of one model stay apart
+#: even where they lie on top of each other.
+_STYLES_WITHIN_A_COLOUR = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
+
+
 def plot_accuracy_vs_size(
     curves: dict[str, Sequence[SizeResult]], png_path: str | Path, *, metric: str = "trace_exact_match",
     title: str = "", train_max_size: int | None = None, ylabel: str | None = None,
+    colour_groups: dict[str, str] | None = None,
 ) -> None:
-    """Accuracy against size on a log x axis, one line per model (``ylabel``: default, the metric's name)."""
+    """Accuracy against size on a log x axis, one line per curve (``ylabel``: default, the metric's name).
+    ``colour_groups`` maps a curve's name to a group (e.g. its model, with one curve per seed): a group's curves
+    share a colour and differ in line style and marker. By default every curve is its own group."""
     import matplotlib
     import matplotlib.ticker
 
@@ -279,8 +288,14 @@ def plot_accuracy_vs_size(
     legend_columns = 2 if legend_entries > 4 and max(map(len, curves), default=0) <= 40 else 1
     legend_rows = -(-legend_entries // legend_columns)
     fig, ax = plt.subplots(figsize=(6.5, 3.6 + 0.22 * legend_rows), layout="constrained")
+    colours, drawn_in_group = {}, collections.Counter()
     for name, results in curves.items():
-        ax.plot([r.size for r in results], [getattr(r, metric) for r in results], marker="o", label=name)
+        group = (colour_groups or {}).get(name, name)
+        colour = colours.setdefault(group, f"C{len(colours) % 10}")
+        linestyle, marker = _STYLES_WITHIN_A_COLOUR[drawn_in_group[group] % len(_STYLES_WITHIN_A_COLOUR)]
+        drawn_in_group[group] += 1
+        ax.plot([r.size for r in results], [getattr(r, metric) for r in results], color=colour, linestyle=linestyle,
+                marker=marker, label=name)
     if train_max_size is not None:
         # black, not a colour of the cycle: the fourth curve is red
         ax.axvline(train_max_size, color="black", linestyle="--", linewidth=1, label="largest training size")

@@ -45,6 +45,27 @@ def test_table_cell_is_the_largest_size_at_five_percent_best_and_mean_over_seeds
     assert "| GRU | 10→1K (100%) | not run yet | `bash eval/run_experiment.sh logical_graph gru 0` |" in text
 
 
+def test_the_plot_gives_each_model_a_colour_and_each_seed_a_line_style(page, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    figures, save = [], matplotlib.figure.Figure.savefig
+
+    def keep_figure(figure, *args, **kwargs):
+        figures.append(figure)
+        return save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep_figure)
+    for seed in (0, 1):
+        write_run(tmp_path, "logical_graph", "tool_mamba", seed, {10: (1.0, 1.0), 100: (1.0, 1.0)})
+    write_run(tmp_path, "logical_graph", "lstm", 0, {10: (1.0, 1.0), 100: (0.0, 0.0)})
+    page.render()
+    (figure,) = figures
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    mamba_0, mamba_1, lstm = lines["Mamba (seed 0)"], lines["Mamba (seed 1)"], lines["LSTM (seed 0)"]
+    assert mamba_0.get_color() == mamba_1.get_color() != lstm.get_color()
+    assert mamba_0.get_linestyle() != mamba_1.get_linestyle() and mamba_0.get_marker() != mamba_1.get_marker()
+
+
 def test_an_interrupted_evaluations_partial_file_is_not_a_result(page, tmp_path):
     """`toolssm eval --out X.json` keeps finished sizes in X.partial.json until it completes: not on the page."""
     write_run(tmp_path, "logical_graph", "tool_mamba", 0, {10: (1.0, 1.0), 100: (0.5, 0.06)})
