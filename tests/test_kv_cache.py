@@ -71,14 +71,20 @@ def test_crop_then_append_matches_the_dynamic_layer():
         torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_appends_copy_the_cache_only_when_the_buffer_doubles():
+def test_appends_copy_the_cache_only_when_the_buffer_doubles(monkeypatch):
+    capacities = []
+    reallocate = GrowingKVLayer._reallocate
+
+    def counted(layer, *args):
+        reallocate(layer, *args)
+        capacities.append(layer._key_buffer.shape[-2])
+
+    monkeypatch.setattr(GrowingKVLayer, "_reallocate", counted)
     layer = GrowingKVLayer()
-    buffers = set()
     for _ in range(500):
         keys, values = layer.update(torch.randn(2, 4, 1, 8), torch.randn(2, 4, 1, 8))
-        buffers.add(layer._key_buffer.data_ptr())
     assert keys.shape == values.shape == (2, 4, 500, 8)
-    assert len(buffers) == 4  # capacities 64, 128, 256, 512
+    assert capacities == [64, 128, 256, 512]
     assert keys.data_ptr() == layer._key_buffer.data_ptr()  # a view, not a copy
 
 
