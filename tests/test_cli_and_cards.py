@@ -75,9 +75,8 @@ def test_the_short_chunk_benchmark_times_both_paths(checkpoint):
 def test_the_decode_benchmark_of_an_attention_baseline_compares_kv_caches(tmp_path, names_its_task_in):
     """Given a GPT-NeoX checkpoint, `toolssm bench decode` times generate() with the static KV cache against the
     dynamic one and against the fast tool loop (on in-place KV layers and on transformers' own), on the same
-    prompts, and says whether the traces agree. An older
-    checkpoint without tool_config in its config.json is read through the train_config.yaml beside it, as
-    `toolssm eval` reads it."""
+    prompts, and says whether the traces agree. An older checkpoint without tool_config in its config.json is
+    read through the train_config.yaml beside it, as `toolssm eval` reads it."""
     from hf_toolssm.benchmark import bench_decode
 
     model = build_model(TrainConfig(output_dir=str(tmp_path), task="addition", train_max_size=3, model_type="gpt_neox",
