@@ -302,19 +302,22 @@ NOTES = {
     "`eval/queue.txt` lists them, ~15-25 min per cell here.",
     ("mixture_w0_250steps", "tool_mamba"): "250 steps x 32 of multiplication alone (5.1 min; mean loss over the last "
     "10 logged steps 0.098): 2/100 at 20 digits, 3/100 at 500, token accuracy 0.95-0.96: not fitted in distribution. "
-    "Read with the rows below (one or two seeds each): at 250 steps no weight fits either task. The mixed losses "
+    "Read with the rows below (three seeds each): at 250 steps no weight fits either task. The mixed losses "
     "end at 0.092-0.099, every multiplication row of w > 0 is 0/100 at every size (token accuracy 0.94-0.95) and so is "
     "every addition row (token accuracy 0.97-0.98). So the auxiliary addition shows no help at this budget, where "
     "the paper finds a slight one. Here 250 steps is simply too few for this model and learning rate; at 500 steps "
     "w = 0 has fitted (the section above). Seed 1 (4.5 min; loss 0.091): 0/100 at every size, token accuracy "
-    "0.96; addition 0.",
+    "0.96; addition 0. Seed 2 (5.4 min; loss 0.10): the same, 0/100 at every size (token accuracy 0.95-0.96).",
     ("mixture_w033_250steps", "tool_mamba"): "250 steps x 32 (4.6 min; loss 0.099): 0/100 at every size, token "
     "accuracy 0.95; addition 0/100, token accuracy 0.97. Seed 1 (3.7 min; loss 0.10): the same, 0/100 everywhere "
-    "(token accuracy 0.95-0.96; addition 0.97).",
+    "(token accuracy 0.95-0.96; addition 0.97). Seed 2 (4.3 min; loss 0.11): 1-2/100 to 100 digits, 0 from 200 "
+    "(token accuracy 0.94-0.95); addition 0/100 (token accuracy 0.97).",
     ("mixture_w05_250steps", "tool_mamba"): "250 steps x 32 (4.1 min; loss 0.094): 0/100 at every size, token accuracy "
-    "0.94-0.95; addition 0/100, token accuracy 0.975.",
+    "0.94-0.95; addition 0/100, token accuracy 0.975. Seeds 1 and 2 (5.2 and 4.0 min; loss 0.11 and 0.10): 0-1/100 "
+    "at every size (token accuracy 0.94-0.95); addition 0/100 (token accuracy 0.97-0.98).",
     ("mixture_w06_250steps", "tool_mamba"): "250 steps x 32 (4.2 min; loss 0.092): 0/100 at every size, token accuracy "
-    "0.94-0.95; addition 0/100, token accuracy 0.977.",
+    "0.94-0.95; addition 0/100, token accuracy 0.977. Seed 1 (4.5 min; loss 0.098): the same, 0/100 everywhere "
+    "(token accuracy 0.94-0.95; addition 0.975).",
     ("mixture_w033", "tool_mamba"): "500 steps x 32, a third of the examples n+n additions (8 min; loss over the mixed "
     "batches 8.9e-3): 71/100 at 20 digits, 25/100 at 500; addition 97% at 20 digits, 71% at 200. Seed 1 (9 min, loss "
     "9.6e-3): 39/100 at 20 digits, 4/100 at 500; addition 98% at 20 digits, 92% at 200. Seed 2 (7.7 min, loss "
