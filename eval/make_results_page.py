@@ -316,8 +316,8 @@ NOTES = {
     "0.94-0.95; addition 0/100, token accuracy 0.975. Seeds 1 and 2 (5.2 and 4.0 min; loss 0.11 and 0.10): 0-1/100 "
     "at every size (token accuracy 0.94-0.95); addition 0/100 (token accuracy 0.97-0.98).",
     ("mixture_w06_250steps", "tool_mamba"): "250 steps x 32 (4.2 min; loss 0.092): 0/100 at every size, token accuracy "
-    "0.94-0.95; addition 0/100, token accuracy 0.977. Seed 1 (4.5 min; loss 0.098): the same, 0/100 everywhere "
-    "(token accuracy 0.94-0.95; addition 0.975).",
+    "0.94-0.95; addition 0/100, token accuracy 0.977. Seeds 1 and 2 (4.5 and 3.8 min; loss 0.098 and 0.088): the "
+    "same, 0/100 everywhere (token accuracy 0.94-0.95; addition 0.975-0.978).",
     ("mixture_w033", "tool_mamba"): "500 steps x 32, a third of the examples n+n additions (8 min; loss over the mixed "
     "batches 8.9e-3): 71/100 at 20 digits, 25/100 at 500; addition 97% at 20 digits, 71% at 200. Seed 1 (9 min, loss "
     "9.6e-3): 39/100 at 20 digits, 4/100 at 500; addition 98% at 20 digits, 92% at 200. Seed 2 (7.7 min, loss "
