@@ -261,8 +261,8 @@ def _bench_kv_cache(model_path: str, rows: int, rounds: int) -> dict:
         started = time.perf_counter()
         if path.startswith("fast_loop"):
             # fast_loop_dynamic_kv: the loop on transformers' own DynamicLayer, which copies the cache per token
-            keep_layers = mock.patch.object(tool_loop, "use_growing_kv_layers", lambda cache: 0)
-            with keep_layers if path == "fast_loop_dynamic_kv" else contextlib.nullcontext():
+            with (mock.patch.object(tool_loop, "use_growing_kv_layers", lambda cache: 0)
+                  if path == "fast_loop_dynamic_kv" else contextlib.nullcontext()):
                 results = generate_with_tools(model, tokenizer, batch_prompts, task.make_environment,
                                               max_new_tokens=max_new_tokens, progress=False)
         else:
