@@ -20,7 +20,8 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ["tool_mamba", "lstm", "gru", "gpt_neox", "mistral_swa"]
 MODEL_NAMES = {
-    "tool_mamba": "Mamba", "lstm": "LSTM", "gru": "GRU", "gpt_neox": "Pythia (GPT-NeoX, RoPE)", "mistral_swa": "Mistral (SWA)",
+    "tool_mamba": "Mamba", "lstm": "LSTM", "gru": "GRU", "gpt_neox": "Pythia (GPT-NeoX, RoPE)",
+    "mistral_swa": "Mistral (SWA)",
     "tool_mamba_from_logical_graph": "Mamba started from the logical-graph Mamba",  # init_from, see training/README.md
     "gpt_neox_from_logical_graph": "Pythia (GPT-NeoX, RoPE) started from the logical-graph GPT-NeoX",
 }
@@ -138,8 +139,8 @@ MIXTURE_BUDGETS = {
           0.6: "better than w = 0"},
     250: {0: "the baseline; at 250 steps the mixtures help only slightly", 0.33: "slightly better than w = 0",
           0.5: "slightly better than w = 0", 0.6: "slightly better than w = 0"},
-    800: {weight: "every weight converges to strong generalization; auxiliary data add nothing"
-          for weight in (0, 0.33, 0.5, 0.6)},
+    800: dict.fromkeys((0, 0.33, 0.5, 0.6),
+                       "every weight converges to strong generalization; auxiliary data add nothing"),
 }
 EXPERIMENTS.update({
     f"mixture_w{str(weight).replace('.', '')}{_budget_suffix(steps)}": Experiment(
@@ -152,15 +153,16 @@ EXPERIMENTS.update({
 #: group -> (heading, note)
 GROUPS = {
     "coding": ("Fig. 1: coding, trained on codebases of at most 16 functions",
-               "The interactive agent runs the code, opens the traceback's last frame and fixes it, and runs again; the "
-               "single-turn agent prints every file, then emits every edit. Pass rate: after the decode, with the real "
-               "sandbox in the loop, the sandbox's files run and exit 0 with exactly the reference fix's output "
+               "The interactive agent runs the code, opens the traceback's last frame and fixes it, and runs again; "
+               "the single-turn agent prints every file, then emits every edit. Pass rate: after the decode, with the "
+               "real sandbox in the loop, the sandbox's files run and exit 0 with exactly the reference fix's output "
                "(`CodingTask.check_final_state`), whatever status line the model wrote; the answer exact match (the "
                "status line, hash included) is the second table under each row. The paper fine-tunes pretrained 1.4B "
                "models (8k context, 200 steps x 512 traces); ours are trained from scratch on a 2-core CPU "
                "(`training/configs/coding_*.yaml`)."),
     "ablations": ("Ablations (App. D.7): Mamba on addition, trained on operands of at most 5 digits",
-                  "The paper reports these in words only, after extensive tuning; each variant changes the trace alone."),
+                  "The paper reports these in words only, after extensive tuning; each variant changes the trace "
+                  "alone."),
     "mixture": ("Mixture (App. D.8): Mamba on n x 2 multiplication (n <= 20) with auxiliary addition at weight w, "
                 "500 steps",
                 "The paper plots curves only: at 500 steps auxiliary addition clearly helps and some weights extend "
@@ -210,19 +212,19 @@ def sections() -> list[Section]:
 
 #: What a reader must know about a run that its JSON does not say.
 NOTES = {
-    ("addition", "tool_mamba"): "Seed 0 is the shipped checkpoint (model_cards/toolmamba-addition): 1,000 steps in 13.6 min. "
-    "Seeds 1 and 2: the same config, 1,000 steps in 11.2 and 10.7 min (the faster scan kernel; the CPU shared with "
-    "other work).",
-    ("addition", "lstm"): "2 layers x 256, 2,000 steps x 64 (51 min, loss 6e-4; the paper's: 4 x 1536): 100/100 exact at "
-    "5 digits, 62 at 10, 0 from 20 on (token accuracy 0.95 at 20, 0.66 at 1,000). Teacher-forced on 10 additions each "
-    "(`python eval/mistake_positions.py runs/addition_lstm_seed0/final --sizes 10,20,50 --samples 10`, "
+    ("addition", "tool_mamba"): "Seed 0 is the shipped checkpoint (model_cards/toolmamba-addition): 1,000 steps in "
+    "13.6 min. Seeds 1 and 2: the same config, 1,000 steps in 11.2 and 10.7 min (the faster scan kernel; the CPU "
+    "shared with other work).",
+    ("addition", "lstm"): "2 layers x 256, 2,000 steps x 64 (51 min, loss 6e-4; the paper's: 4 x 1536): 100/100 exact "
+    "at 5 digits, 62 at 10, 0 from 20 on (token accuracy 0.95 at 20, 0.66 at 1,000). Teacher-forced on 10 additions "
+    "each (`python eval/mistake_positions.py runs/addition_lstm_seed0/final --sizes 10,20,50 --samples 10`, "
     "`addition/mistake_positions_lstm.json`), every first mistake at 20 digits is in the walk along an operand, "
     "after 6-11 digits: where the trace steps the same pointer on and reads again, the LSTM moves the other "
     "pointer or writes a thought, as if the operand had ended where the training operands (<= 5 digits) end. "
     "The paper's 4 x 1536 LSTM: 100% to 1,000. The 1 x 256, 800-step run (17/100 at 5 digits, "
     "sum digits wrong) is in addition/history/.",
-    ("addition", "gru"): "2 layers x 256, 2,000 steps x 64 (the paper's: 4 x 1536, ~80% at 1,000). The earlier 1 x 256, "
-    "800-step run: 64/100 exact at 5 digits, 0 from 50 on (addition/history/).",
+    ("addition", "gru"): "2 layers x 256, 2,000 steps x 64 (the paper's: 4 x 1536, ~80% at 1,000). The earlier "
+    "1 x 256, 800-step run: 64/100 exact at 5 digits, 0 from 50 on (addition/history/).",
     ("addition", "mistral_swa"): "800 steps (4.9 min). Decoded through generate() + ToolCallingLogitsProcessor; "
     "attention baselines are evaluated up to 100 digits (they fail long before). Seeds 1 and 2 (5.3 min of running "
     "for seed 1, whose log's 14.7 min include a 9.4-minute pause for a benchmark, and 5.2 min; mean loss over the "
@@ -240,12 +242,12 @@ NOTES = {
     "GPT-NeoX rows of other tables were run; the same traces as generate(), tests/test_generation.py); tested up "
     "to 100 digits, as every attention baseline.",
     ("multiplication_k1", "mistral_swa"): "2 layers x 64, 4 heads, a 512-token sliding window (the paper's: 24 x 768), "
-    "the Mamba's 1,000 steps x 32 (4.2 min; mean loss over the last 10 logged steps 3.7e-4): 100/100 traces exact at 10 "
-    "digits, 17/100 at 13 (token accuracy 0.995), 0 from 20 on (token accuracy 0.97 at 20, 0.72 at 100). The "
+    "the Mamba's 1,000 steps x 32 (4.2 min; mean loss over the last 10 logged steps 3.7e-4): 100/100 traces exact at "
+    "10 digits, 17/100 at 13 (token accuracy 0.995), 0 from 20 on (token accuracy 0.97 at 20, 0.72 at 100). The "
     "paper's: 10→13 (25%). Fitted in distribution, unlike the GPT-NeoX above, and it fails just past it, as the "
     "paper's. Decoded with the fast tool loop; tested up to 100 digits, as every attention baseline.",
-    ("multiplication_k1", "lstm"): "2 layers x 256 (the paper's: 4 x 1536), the Mamba's 1,000 steps x 32 (18.5 min; loss "
-    "0.37 at step 400, 0.19 at the end, still falling slowly): not fitted in distribution, 0/100 traces exact "
+    ("multiplication_k1", "lstm"): "2 layers x 256 (the paper's: 4 x 1536), the Mamba's 1,000 steps x 32 (18.5 min; "
+    "loss 0.37 at step 400, 0.19 at the end, still falling slowly): not fitted in distribution, 0/100 traces exact "
     "already at 10 digits "
     "(token accuracy 0.93 at 10, 0.89 at 50, 0.46 at 1,000). Fed the reference prefix (`python "
     "eval/mistake_positions.py runs/multiplication_k1_lstm_seed0/final --sizes 10,50 --samples 10`, "
@@ -265,9 +267,9 @@ NOTES = {
     "Tested to 50 digits, as the GPT-NeoX beside it.",
     ("multiplication_k2", "tool_mamba"): "The 15-minute budget ended training at step 772 of 1,000 for seed 0, 693 for "
     "seed 1 and 886 for seed 2 (loss 3e-5 each); seed 1 misses 1 of 100 at 1,000 digits.",
-    ("logical_graph", "tool_mamba"): "2,000 steps x 32 (the paper's step count; 62-75 min each; mean loss over the last 100 steps "
-    "4e-4 for seed 0, 2e-3 for seed 1, 5e-4 for seed 2; seed 1 is also the weaker model in distribution: 74% at 10 "
-    "nodes against 91% and 98%; seed 2, the best, keeps 35% at 500 and 1,000 nodes), "
+    ("logical_graph", "tool_mamba"): "2,000 steps x 32 (the paper's step count; 62-75 min each; mean loss over the "
+    "last 100 steps 4e-4 for seed 0, 2e-3 for seed 1, 5e-4 for seed 2; seed 1 is also the weaker model in "
+    "distribution: 74% at 10 nodes against 91% and 98%; seed 2, the best, keeps 35% at 500 and 1,000 nodes), "
     "in the `print_output` layout (`training/configs/logical_graph_tool_mamba.yaml`): the prompt ends with "
     "`print(OUTPUT)` and the trace opens with the fixed command `[find]print(`, so the output's label is copied "
     "from an observation like every later copy. In the default layout, where that first label is copied from the "
@@ -329,9 +331,9 @@ NOTES = {
     "addition 99-100%: the low multiplication is not one seed's accident. Seed 2 (8 min, loss 1.1e-2): 41/100 at 20 "
     "digits, 30/100 at 100, 3/100 at 500; addition 100% to 200 digits.",
     ("mixture_w06", "tool_mamba"): "500 steps x 32, 60% of the examples additions (8 min; loss 1.3e-2): 15/100 at 20 "
-    "digits, 3/100 at 500; addition 100% at every size to 200 digits. Seed 1 (8 min, loss 1.7e-2): 10/100 at 20 digits, "
-    "3/100 at 500; addition 100% to 200 digits. Seed 2 (8 min, loss 1.7e-2): 14/100 at 20 digits, 3/100 at 500; "
-    "addition 100% to 200 digits.",
+    "digits, 3/100 at 500; addition 100% at every size to 200 digits. Seed 1 (8 min, loss 1.7e-2): 10/100 at 20 "
+    "digits, 3/100 at 500; addition 100% to 200 digits. Seed 2 (8 min, loss 1.7e-2): 14/100 at 20 digits, 3/100 at "
+    "500; addition 100% to 200 digits.",
     ("logical_graph_reread_gate", "tool_mamba"): "2,000 steps x 32 (96 min, beside other work on the second core), "
     "mean loss over the last 100 steps 2.5e-6 (the cell above: 4e-4 to 2e-3): **100/100 traces exact at every size "
     "from 10 to 1,000 nodes**, one seed so far (`bash eval/run_experiment.sh logical_graph_reread_gate tool_mamba 1` "
@@ -342,8 +344,8 @@ NOTES = {
     "without a trace is a harder function than the tool trace's one digit at a time. Seeds 1 and 2 (9.4 and 10.6 min; "
     "mean loss over the last 10 logged steps 0.16 and 0.29): 1/100 at 5 digits each (token accuracy 0.72 and 0.64), "
     "0 beyond, as seed 0.",
-    ("addition_reversed_no_cot", "tool_mamba"): "8,000 steps x 64 (10.3 min), loss 0.025 at the end: 27/100 at 5 digits "
-    "(token accuracy 0.88), 0 from 10 on, as the paper (100% at 5 digits, little to no length generalization). "
+    ("addition_reversed_no_cot", "tool_mamba"): "8,000 steps x 64 (10.3 min), loss 0.025 at the end: 27/100 at 5 "
+    "digits (token accuracy 0.88), 0 from 10 on, as the paper (100% at 5 digits, little to no length generalization). "
     "The reversed answer is easier to fit than the plain one (loss 0.025 against 0.18 in the same budget). Seed 1 "
     "(11.3 min; mean loss over the last 10 logged steps 0.043): 20/100 at 5 digits (token accuracy 0.84), 0 from 10 "
     "on. Seed 2 (10.4 min; 0.020): 26/100 at 5 digits (token accuracy 0.87), 0 from 10 on.",
@@ -357,8 +359,8 @@ NOTES = {
     "(`--show-mistakes`): one call moves the whole problem into the tool, so the model must copy operands longer "
     "than any it saw. As the paper: in distribution, no length generalization. Seeds 1 and 2 (2.9 min each; mean "
     "loss over the last 10 logged steps 5.0e-3 and 7.3e-3): 79/100 and 76/100 at 5 digits, 0 from 10 on.",
-    ("coding_interactive", "tool_mamba"): "1,000 steps x 8 traces (47 min), loss 0.17 at the end: the config and data of "
-    "the answer-judged run in `eval/results/coding_interactive/history/`, trained afresh (that checkpoint was not "
+    ("coding_interactive", "tool_mamba"): "1,000 steps x 8 traces (47 min), loss 0.17 at the end: the config and data "
+    "of the answer-judged run in `eval/results/coding_interactive/history/`, trained afresh (that checkpoint was not "
     "kept). Pass rate 4/50 at n = 4, 0/50 at 8, 1/50 at 16, 2/50 at 20, 0/50 at 24 and 30; the answer check is 0 "
     "everywhere, because every passing decode miscopies the hash of the status line it answers with (`exit 0 hash "
     "ffaccfff` after the sandbox printed `exit 0 hash adfafffc`): the model has learnt to fix a few codebases, two "
@@ -378,12 +380,12 @@ NOTES = {
     "9.6%, 10.7%, 10.9% and 10.6%. Every wrong command token is a copied name, line number or argument (the "
     "interactive agent's `open` and `edit`, the single-turn agent's `replace`; none in `run` or `cat`), and at "
     "every size a third of the answer's tokens, most of the status line's 8 hash digits, are miscopied. Both error "
-    "rates rise inside the training range and level off beyond it; the interactive model's is 2-3 times lower at every size, but at 5% "
-    "of tokens a decode of hundreds of command tokens rarely survives: copying identifiers, not length, is what "
-    "these models have not learnt from random weights in this budget. Started from the logical-graph Mamba, the same "
-    "recipe learns them (the next row).",
-    ("coding_interactive", "tool_mamba_from_logical_graph"): "The interactive cell's recipe (1,000 steps x 8 traces, 45 "
-    "min, loss 0.04 at the end against 0.17) started from the logical-graph Mamba's weights (`init_from`, "
+    "rates rise inside the training range and level off beyond it; the interactive model's is 2-3 times lower at every "
+    "size, but at 5% of tokens a decode of hundreds of command tokens rarely survives: copying identifiers, not "
+    "length, is what these models have not learnt from random weights in this budget. Started from the logical-graph "
+    "Mamba, the same recipe learns them (the next row).",
+    ("coding_interactive", "tool_mamba_from_logical_graph"): "The interactive cell's recipe (1,000 steps x 8 traces, "
+    "45 min, loss 0.04 at the end against 0.17) started from the logical-graph Mamba's weights (`init_from`, "
     "`training/configs/coding_interactive_tool_mamba_from_logical_graph.yaml`) instead of random ones, as the paper "
     "fine-tunes pretrained models. Pass rate 98% at n = 4 and 8, 86% at 16, then 60%, 54% and 40% at 20, 24 and 30 "
     "functions, where the model started from random weights fixes 0-4 in 50 at every size. Fed the reference prefix "
@@ -507,8 +509,8 @@ def plot(section: Section, runs: dict[str, dict[str, list[dict]]]) -> Path | Non
     if not curves:
         return None
     png = RESULTS / section.slug / "accuracy.png"
-    plot_accuracy_vs_size(curves, png, metric=section.first.metric, ylabel=section.first.metric_label, title=section.title,
-                          train_max_size=section.first.train_size, colour_groups=models)
+    plot_accuracy_vs_size(curves, png, metric=section.first.metric, ylabel=section.first.metric_label,
+                          title=section.title, train_max_size=section.first.train_size, colour_groups=models)
     return png
 
 
@@ -569,7 +571,8 @@ def render() -> str:
                     folder, what = EXPERIMENTS[name].auxiliary
                     auxiliary = load_runs(f"{name}/{folder}/*.json").get(name, {}).get(model, [])
                     if auxiliary:
-                        out += [f"On {what}, {section.first.metric_label} by size ({', '.join(p['_file'] for p in auxiliary)}; "
+                        out += [f"On {what}, {section.first.metric_label} by size "
+                                f"({', '.join(p['_file'] for p in auxiliary)}; "
                                 f"evaluated with " + "; ".join(f"`{p.get('command', '?')}`" for p in auxiliary) + "):",
                                 "", curve_table(auxiliary, metric), ""]
         png = plot(section, runs)

@@ -73,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", help="override the checkpoint's task")
     parser.add_argument("--sizes", required=True, help="comma-separated test sizes, e.g. 50,100")
     parser.add_argument("--samples", type=int, default=20, help="test instances per size (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=1234, help="test-set seed, as toolssm eval's (default: %(default)s)")
-    parser.add_argument("--head", type=int, default=100, help="trace tokens counted as the start (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=1234,
+                        help="test-set seed, as toolssm eval's (default: %(default)s)")
+    parser.add_argument("--head", type=int, default=100,
+                        help="trace tokens counted as the start (default: %(default)s)")
     parser.add_argument("--context", type=int, default=80,
                         help="characters before each mistake kept in the JSON (default: %(default)s)")
     parser.add_argument("--out", help="write the rows and the summary to this JSON file")

@@ -22,6 +22,10 @@ _register(ToolMambaConfig, ToolMambaModel, ToolMambaForCausalLM)
 _register(ToolRNNConfig, ToolRNNModel, ToolRNNForCausalLM)
 
 __all__ = [
-    "ToolMambaConfig", "ToolMambaModel", "ToolMambaForCausalLM",
-    "ToolRNNConfig", "ToolRNNModel", "ToolRNNForCausalLM",
+    "ToolMambaConfig",
+    "ToolMambaForCausalLM",
+    "ToolMambaModel",
+    "ToolRNNConfig",
+    "ToolRNNForCausalLM",
+    "ToolRNNModel",
 ]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "model_cards" / "toolmamba-addition"
 
-_ROLE_COLOURS = {"prompt": "\033[37m", "thought": "\033[36m", "command": "\033[33m", "observation": "\033[35m", "output": "\033[32;1m"}
+_ROLE_COLOURS = {"prompt": "\033[37m", "thought": "\033[36m", "command": "\033[33m", "observation": "\033[35m",
+                 "output": "\033[32;1m"}
 _RESET = "\033[0m"
 
 
@@ -76,13 +77,15 @@ def cmd_solve(args) -> int:
         sys.stderr.write("".join(prompt) if not colour else f"{_ROLE_COLOURS['prompt']}{''.join(prompt)}{_RESET}")
     started = time.monotonic()
     (result,) = generate_with_tools(
-        model, tokenizer, [prompt], task.make_environment, max_new_tokens=args.max_new_tokens or decode_budget(reference),
-        time_budget=args.time_budget, on_token=None if args.quiet else stream, progress=False,
+        model, tokenizer, [prompt], task.make_environment,
+        max_new_tokens=args.max_new_tokens or decode_budget(reference), time_budget=args.time_budget,
+        on_token=None if args.quiet else stream, progress=False,
     )
     sys.stderr.write(
         ("" if args.quiet else "\n")  # end the streamed trace's line
         + f"[{len(result.generated_tokens)} trace tokens, {result.num_tool_calls} tool calls, "
-        f"stopped: {result.stop_reason.value if result.stop_reason else 'unknown'}, {time.monotonic() - started:.1f}s]\n"
+        f"stopped: {result.stop_reason.value if result.stop_reason else 'unknown'}, "
+        f"{time.monotonic() - started:.1f}s]\n"
     )
     right = task.check(reference, result.answer)
     sys.stderr.write(f"[the answer is {'right' if right else 'wrong'}"
@@ -102,8 +105,13 @@ def _excerpt(text: str, limit: int = 200) -> str:
 
 def cmd_eval(args) -> int:
     from .evaluation import (
-        checkpoint_modified, evaluate_length_generalization, finished_sizes, first_mistakes, partial_results_path,
-        plot_accuracy_vs_size, write_results,
+        checkpoint_modified,
+        evaluate_length_generalization,
+        finished_sizes,
+        first_mistakes,
+        partial_results_path,
+        plot_accuracy_vs_size,
+        write_results,
     )
 
     model, tokenizer, task = load_checkpoint(args.model, args.task, "eval")
@@ -220,7 +228,9 @@ def size_list(text: str) -> list[int]:
     try:
         return [positive_int(part) for part in text.split(",")]
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers >= 1, e.g. 10,100,1000; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated whole numbers >= 1, e.g. 10,100,1000; got {text!r}"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,9 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("solve", help="solve one problem with the tools in the loop, streaming the trace",
                        description="Decode one problem greedily with tools. The trace streams to stderr with roles "
                        "coloured (prompt, thought, command, observation, output); the final answer alone is the last "
-                       "line of stdout. Exit code 0 when the model produced an answer. stderr ends by saying whether the "
-                       "answer is right (against the task's reference trace), and for the coding tasks (a repository "
-                       "SIZE-SEED, e.g. 8-123) whether the sandbox's files now pass.")
+                       "line of stdout. Exit code 0 when the model produced an answer. stderr ends by saying whether "
+                       "the answer is right (against the task's reference trace), and for the coding tasks (a "
+                       "repository SIZE-SEED, e.g. 8-123) whether the sandbox's files now pass.")
     p.add_argument("model", help="checkpoint folder (save_pretrained format), e.g. model_cards/toolmamba-addition")
     p.add_argument("problem", help='the problem as text, e.g. "123+4567" (the task comes from the checkpoint); '
                    "- reads it from stdin (a logical graph's lines)")
@@ -257,15 +267,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="length-generalization evaluation over a grid of sizes, to JSON (+ PNG)",
                        description="Decode fresh test instances at every size with tools in the loop and write a JSON "
                        "object whose `results` list holds, per size: size, samples, answer_exact_match, "
-                       "trace_exact_match, token_accuracy (fractions), mean_trace_tokens, decode_tokens_per_s; for the coding "
-                       "tasks also pass_rate (the sandbox's files after the decode run with the reference fix's output). "
-                       "Each size is saved as it finishes (OUT.partial.json): rerun an interrupted command and it scores "
-                       "only the sizes left.")
+                       "trace_exact_match, token_accuracy (fractions), mean_trace_tokens, decode_tokens_per_s; for "
+                       "the coding tasks also pass_rate (the sandbox's files after the decode run with the reference "
+                       "fix's output). Each size is saved as it finishes (OUT.partial.json): rerun an interrupted "
+                       "command and it scores only the sizes left.")
     p.add_argument("model", help="checkpoint folder")
     p.add_argument("--task", help="task name (default: the checkpoint's)")
-    p.add_argument("--sizes", type=size_list, default="5,10,20,50,100", help="comma-separated sizes (default: %(default)s)")
+    p.add_argument("--sizes", type=size_list, default="5,10,20,50,100",
+                   help="comma-separated sizes (default: %(default)s)")
     p.add_argument("--samples", type=positive_int, default=100, help="test instances per size (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=1234, help="test seed, disjoint from training streams (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1234,
+                   help="test seed, disjoint from training streams (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=50, help="rows decoded together (default: %(default)s)")
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--plot", help="also write accuracy vs size to this PNG")
@@ -276,9 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("train", help="train on tool traces from a YAML config (resumable)",
-                       description="Train with Accelerate from a YAML config (see training/configs/). Checkpoints go to "
-                       "OUTPUT_DIR/checkpoint-STEP, the final model to OUTPUT_DIR/final; --resume continues from the last "
-                       "checkpoint with the same data order and optimizer state.")
+                       description="Train with Accelerate from a YAML config (see training/configs/). Checkpoints go "
+                       "to OUTPUT_DIR/checkpoint-STEP, the final model to OUTPUT_DIR/final; --resume continues from "
+                       "the last checkpoint with the same data order and optimizer state.")
     p.add_argument("--config", required=True, help="YAML training config")
     p.add_argument("--output-dir", help="override the config's output_dir")
     p.add_argument("--steps", type=positive_int, help="override the number of steps")
@@ -298,8 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("card", help="write a Hub-ready README.md model card for a checkpoint folder",
-                       description="Write CHECKPOINT/README.md with huggingface_hub's ModelCard and model-index metadata "
-                       "from an eval JSON. Push with one command: hf upload USER/NAME CHECKPOINT .")
+                       description="Write CHECKPOINT/README.md with huggingface_hub's ModelCard and model-index "
+                       "metadata from an eval JSON. Push with one command: hf upload USER/NAME CHECKPOINT .")
     p.add_argument("model", help="checkpoint folder")
     p.add_argument("--eval-results", help="JSON written by `toolssm eval`")
     p.add_argument("--reproduce", help="the exact command that reproduces the checkpoint")
@@ -307,9 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_card)
 
     p = sub.add_parser("demo", help="the README main job: the shipped model on fresh additions at growing sizes",
-                       description="Solve fresh random additions at each size with the tool in the loop, print accuracy, "
-                       "time and a trace excerpt, and write the accuracy plot (another checkpoint: its own task). Exit "
-                       "code 0 when every answer is right.")
+                       description="Solve fresh random additions at each size with the tool in the loop, print "
+                       "accuracy, time and a trace excerpt, and write the accuracy plot (another checkpoint: its own "
+                       "task). Exit code 0 when every answer is right.")
     p.add_argument("--model", default=str(DEFAULT_CHECKPOINT), help="checkpoint folder (default: the shipped one)")
     p.add_argument("--sizes", type=size_list, default="10,100,1000", help="digits per operand (default: %(default)s)")
     p.add_argument("--samples", type=positive_int, default=10, help="additions per size (default: %(default)s)")

@@ -12,8 +12,9 @@ from .tools.base import Role
 
 
 def run_demo(model_path: str, *, sizes: list[int], samples: int, out: str) -> int:
-    import hf_toolssm  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import hf_toolssm  # noqa: F401
 
     from .data import heldout_instances
     from .evaluation import plot_accuracy_vs_size, score_instances, write_results
@@ -43,7 +44,8 @@ def run_demo(model_path: str, *, sizes: list[int], samples: int, out: str) -> in
 
     print(f"\nTrace excerpt (first instance at size {sizes[0]}; [role] text), one window per phase:")
     segments = example.segments()
-    for title, role, width in (("prompt", Role.PROMPT, 4), ("first thoughts", Role.THOUGHT, 8), ("answer", Role.OUTPUT, 6)):
+    phases = (("prompt", Role.PROMPT, 4), ("first thoughts", Role.THOUGHT, 8), ("answer", Role.OUTPUT, 6))
+    for title, role, width in phases:
         first = next((i for i, (r, _) in enumerate(segments) if r is role), None)
         if first is None:
             continue

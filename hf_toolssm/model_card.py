@@ -35,7 +35,8 @@ def export_remote_code(checkpoint: str | Path) -> None:
     config_path = checkpoint / "config.json"
     config = json.loads(config_path.read_text())
     if config.get("model_type") != "tool_mamba":
-        raise ValueError(f"{checkpoint}: remote code export supports tool_mamba checkpoints, not {config.get('model_type')!r}")
+        raise ValueError(f"{checkpoint}: remote code export supports tool_mamba checkpoints, "
+                         f"not {config.get('model_type')!r}")
     for name, source in _REMOTE_CODE.items():
         text = source.read_text()
         for pattern, replacement in _IMPORT_REWRITES:
@@ -84,7 +85,8 @@ def write_model_card(
                     metric_value=round(row[metric], 4),
                 ))
     data = ModelCardData(
-        library_name="transformers", license="apache-2.0", tags=["hf_toolssm", "mamba", "tool-use", "length-generalization"],
+        library_name="transformers", license="apache-2.0",
+        tags=["hf_toolssm", "mamba", "tool-use", "length-generalization"],
         model_name=repo_id or checkpoint.name, eval_results=model_index or None, pipeline_tag="text-generation",
     )
     params = _count_parameters(checkpoint)
@@ -99,7 +101,8 @@ def write_model_card(
                 for r in results["results"]]
         table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
                           + ["| " + " | ".join(cells) + " |" for cells in rows])
-        table += f"\n\nMeasured with `{results.get('command', 'toolssm eval')}` on {results.get('machine', '?')}, {results.get('date', '?')}."
+        table += (f"\n\nMeasured with `{results.get('command', 'toolssm eval')}` on {results.get('machine', '?')}, "
+                  f"{results.get('date', '?')}.")
     if reproduce:
         training_text = f"Reproduce with:\n\n```bash\n{reproduce}\n```"
     elif (checkpoint / "train_config.yaml").is_file():
@@ -141,9 +144,9 @@ instance = task.sample(random.Random(0), {example_size})  # a fresh problem; tas
 ```
 
 or from the command line, on a local copy of this folder: `toolssm solve FOLDER PROBLEM` (one problem, the trace
-streamed) or `toolssm eval FOLDER --sizes {example_size} --samples 10 --out results.json`. Without hf_toolssm installed the weights
-still load with `trust_remote_code=True` (the modeling code ships in this folder); the tool loop itself needs
-hf_toolssm.
+streamed) or `toolssm eval FOLDER --sizes {example_size} --samples 10 --out results.json`.
+Without hf_toolssm installed the weights still load with `trust_remote_code=True` (the modeling code ships in this
+folder); the tool loop itself needs hf_toolssm.
 
 ## Results (greedy decoding, tool in the loop)
 

@@ -72,7 +72,7 @@ class TrainConfig:
     num_threads: int | None = None  # torch CPU threads; 1 is fastest for tiny models on a busy 2-core machine
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         raw = yaml.safe_load(Path(path).read_text()) or {}
         raw.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in dataclasses.fields(cls)}
@@ -175,7 +175,8 @@ def _initial_checkpoint(config: TrainConfig, tokenizer) -> PreTrainedModel:
 def batch_for_step(config: TrainConfig, task, tokenizer, step: int) -> dict[str, torch.Tensor]:
     """The global batch of ``step``: fresh training instances from an RNG seeded by (seed, step)."""
     rng = random.Random(f"{config.seed}:{step}")
-    examples = [encode_instance(task.sample_train(rng, config.train_max_size), tokenizer) for _ in range(config.batch_size)]
+    examples = [encode_instance(task.sample_train(rng, config.train_max_size), tokenizer)
+                for _ in range(config.batch_size)]
     return collate(examples, pad_token_id=tokenizer.pad_token_id)
 
 
@@ -305,7 +306,8 @@ def train(
             bar.close()
             return output_dir / f"checkpoint-{step}"
         if out_of_time:  # the time budget is spent: finish here (the final model is this step's)
-            accelerator.print(f"max_minutes={config.max_minutes} reached at step {step}; --resume continues the schedule")
+            accelerator.print(f"max_minutes={config.max_minutes} reached at step {step}; "
+                              "--resume continues the schedule")
             break
     bar.close()
 
@@ -327,7 +329,8 @@ def _logged_step(line: str) -> float:
 
 
 def learning_rate_at(step: int, config: TrainConfig) -> float:
-    """The rate of update ``step`` (0-based): linear warmup, then cosine decay from the peak to ``min_lr_ratio`` of it."""
+    """The rate of update ``step`` (0-based): linear warmup, then cosine decay from the peak to ``min_lr_ratio``
+    of it."""
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
     progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))

@@ -32,7 +32,8 @@ def checkpoint(tmp_path_factory):
     """A tiny random ToolMamba addition checkpoint (untrained: the CLI must cope with any output)."""
     path = tmp_path_factory.mktemp("ckpt")
     tokenizer = build_char_tokenizer()
-    config = TrainConfig(output_dir=str(path), model_kwargs={"hidden_size": 32, "num_hidden_layers": 1, "state_size": 8})
+    config = TrainConfig(output_dir=str(path),
+                         model_kwargs={"hidden_size": 32, "num_hidden_layers": 1, "state_size": 8})
     model = build_model(config, tokenizer)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -124,7 +125,8 @@ def test_the_harness_decodes_an_attention_baseline_as_generate_does(tmp_path):
 
 def test_solve_prints_the_answer_alone_as_the_last_stdout_line(checkpoint):
     result = subprocess.run(
-        [sys.executable, "-m", "hf_toolssm.cli", "solve", str(checkpoint), "12+34", "--max-new-tokens", "60", "--no-colour"],
+        [sys.executable, "-m", "hf_toolssm.cli", "solve", str(checkpoint), "12+34", "--max-new-tokens", "60",
+         "--no-colour"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode in (0, 1), result.stderr[-2000:]
@@ -178,7 +180,8 @@ def test_demo_on_a_transformers_checkpoint_without_tool_config(tmp_path, capsys)
     tokenizer = build_char_tokenizer()
     torch.manual_seed(0)
     config = GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                           intermediate_size=32, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                           intermediate_size=32, pad_token_id=tokenizer.pad_token_id,
+                           eos_token_id=tokenizer.eos_token_id)
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "neox")
     tokenizer.save_pretrained(tmp_path / "neox")
     assert main(["demo", "--model", str(tmp_path / "neox"), "--sizes", "1", "--samples", "1",
@@ -209,7 +212,7 @@ def test_solve_stops_a_runaway_decode_at_twice_the_reference_trace(checkpoint, c
 
 
 def test_solve_rejects_a_malformed_problem(checkpoint):
-    with pytest.raises(SystemExit, match="expected two positive integers .* got '12\\*34'"):
+    with pytest.raises(SystemExit, match=r"expected two positive integers .* got '12\*34'"):
         main(["solve", str(checkpoint), "12*34", "--quiet"])
 
 
@@ -226,7 +229,7 @@ def test_eval_rejects_bad_numbers_with_a_usage_error(checkpoint, argv, message, 
 
 
 def test_eval_rejects_a_size_the_task_has_no_instance_of_before_decoding_any(checkpoint, tmp_path):
-    with pytest.raises(SystemExit, match="toolssm eval: logical_graph: --sizes is the number of nodes .* got 3"):
+    with pytest.raises(SystemExit, match=r"toolssm eval: logical_graph: --sizes is the number of nodes .* got 3"):
         main(["eval", str(checkpoint), "--task", "logical_graph", "--sizes", "10,3", "--out", str(tmp_path / "r.json")])
     assert not (tmp_path / "r.json").exists()
 
@@ -268,9 +271,8 @@ def test_an_interrupted_eval_keeps_its_finished_sizes_and_a_rerun_scores_only_th
     first = json.loads(partial.read_text())["results"][0]
 
     scored_sizes.clear()
-    with mock.patch("hf_toolssm.evaluation.score_instances", dies_at_size_3):
-        with pytest.raises(KeyboardInterrupt):  # still dies at 3, and did not score 2 again
-            main(argv)
+    with mock.patch("hf_toolssm.evaluation.score_instances", dies_at_size_3), pytest.raises(KeyboardInterrupt):
+        main(argv)  # still dies at 3, and did not score 2 again
     assert scored_sizes == [3]
     capsys.readouterr()
     assert main(argv) == 0
@@ -330,7 +332,7 @@ def test_model_card_carries_model_index_metadata(checkpoint, tmp_path):
 def test_card_rejects_an_eval_results_file_that_toolssm_eval_did_not_write(checkpoint, tmp_path):
     results = tmp_path / "other.json"
     results.write_text(json.dumps({"accuracy": 1.0}))
-    with pytest.raises(SystemExit, match="toolssm card: .*other.json: not a `toolssm eval` results file"):
+    with pytest.raises(SystemExit, match=r"toolssm card: .*other\.json: not a `toolssm eval` results file"):
         main(["card", str(checkpoint), "--eval-results", str(results)])
 
 
@@ -349,8 +351,10 @@ def test_model_card_of_a_coding_run_started_from_another_checkpoint(checkpoint, 
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(write_model_card(folder, eval_results=results))
-    assert {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}[("size-20", "pass_rate")] == 0.62
-    assert "| size | samples | pass rate | answer exact |" in card.text and "| 20 | 50 | 0.620 | 0.500 | 0.100 | – |" in card.text
+    indexed = {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert indexed[("size-20", "pass_rate")] == 0.62
+    assert "| size | samples | pass rate | answer exact |" in card.text
+    assert "| 20 | 50 | 0.620 | 0.500 | 0.100 | – |" in card.text
     assert "fine-tuned from `runs/lg/final`" in card.text and "--config train_config.yaml" in card.text
 
 
@@ -460,14 +464,15 @@ def test_evaluate_checks_every_size_before_touching_the_model():
     from hf_toolssm.tasks import get_task
 
     # model=None: had any decode started first, this would be an AttributeError instead
-    with pytest.raises(ValueError, match="logical_graph: test size is the number of nodes .* got 3"):
+    with pytest.raises(ValueError, match=r"logical_graph: test size is the number of nodes .* got 3"):
         evaluate_length_generalization(None, None, get_task("logical_graph"), [10, 3], progress=False)
 
 
 def test_eval_without_token_accuracy_writes_standard_json(checkpoint, tmp_path, capsys):
     """--no-token-accuracy: the skipped metric is null (standard JSON, not NaN) and printed as '-'."""
     out = tmp_path / "r.json"
-    assert main(["eval", str(checkpoint), "--sizes", "2", "--samples", "2", "--no-token-accuracy", "--out", str(out)]) == 0
+    argv = ["eval", str(checkpoint), "--sizes", "2", "--samples", "2", "--no-token-accuracy", "--out", str(out)]
+    assert main(argv) == 0
 
     def refuse(constant):
         raise ValueError(f"non-standard JSON constant {constant}")
@@ -538,7 +543,8 @@ def test_merged_eval_grids_are_what_the_addition_card_ships():
     """merge_eval_results (used by both shipping scripts) joins the 100-sample grid and the 10,000-digit one."""
     from hf_toolssm.model_card import merge_eval_results
 
-    grids = [ROOT / "eval/results/addition/tool_mamba_seed0.json", ROOT / "eval/results/addition/tool_mamba_seed0_10k.json"]
+    grids = [ROOT / "eval/results/addition/tool_mamba_seed0.json",
+             ROOT / "eval/results/addition/tool_mamba_seed0_10k.json"]
     merged = merge_eval_results(list(reversed(grids)))  # any order: rows come out sorted by size
     shipped = json.loads((ROOT / "model_cards/toolmamba-addition/eval_results.json").read_text())
     assert merged["results"] == shipped["results"] and [r["size"] for r in merged["results"]][-1] == 10000

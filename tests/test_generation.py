@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from scripted_model import ScriptedConfig, ScriptedModel
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, GPTNeoXConfig, PreTrainedTokenizerFast
 from transformers.generation.streamers import BaseStreamer
@@ -44,11 +45,10 @@ from hf_toolssm.tools import (
     ToolEnvironment,
     error_observation,
 )
-from scripted_model import ScriptedConfig, ScriptedModel
 
 TOKENIZER = build_char_tokenizer()
 PAD_ID, EOS_ID = TOKENIZER.pad_token_id, TOKENIZER.eos_token_id
-P, T, C, O, A = Role.PROMPT, Role.THOUGHT, Role.COMMAND, Role.OBSERVATION, Role.OUTPUT
+P, T, C, OBS, A = Role.PROMPT, Role.THOUGHT, Role.COMMAND, Role.OBSERVATION, Role.OUTPUT
 
 
 # --- reference traces, written by hand --------------------------------------------------------------------
@@ -78,28 +78,28 @@ def left(k: int) -> str:
 # first as thoughts, then read back in reverse after [ANS].
 ADDITION = trace(
     (P, "7+5="),
-    (C, [read(1)]), (O, ["7"]),
-    (C, [right(2), right(2), read(2)]), (O, ["5"]),
+    (C, [read(1)]), (OBS, ["7"]),
+    (C, [right(2), right(2), read(2)]), (OBS, ["5"]),
     (T, "21"),
     (A, [ANS]),
-    (C, [right(2), right(2), right(2), read(2)]), (O, ["1"]),
+    (C, [right(2), right(2), right(2), read(2)]), (OBS, ["1"]),
     (A, "1"),
-    (C, [left(2), read(2)]), (O, ["2"]),
+    (C, [left(2), read(2)]), (OBS, ["2"]),
     (A, ["2", EOS]),
 )  # fmt: skip
-ADDITION_MEMORY = list("7+5=21") + [ANS] + list("12")
+ADDITION_MEMORY = [*"7+5=21", ANS, *"12"]
 
 # Variable chasing with [find] (max_lines=2): c=b, b=a, a=1, so c=1. The thought "c=1\n" becomes a
 # searchable line, a search with more than 2 matching lines is truncated, and a miss gives an empty [OBS].
 FIND_CHAIN = trace(
     (P, "a=1\nb=a\nc=b\n"),
-    (C, [FIND, *"c=", ARG_END]), (O, [OBS_OPEN, *"c=b", OBS_CLOSE]),
-    (C, [FIND, *"b=", ARG_END]), (O, [OBS_OPEN, *"b=a", OBS_CLOSE]),
-    (C, [FIND, *"a=", ARG_END]), (O, [OBS_OPEN, *"a=1", OBS_CLOSE]),
+    (C, [FIND, *"c=", ARG_END]), (OBS, [OBS_OPEN, *"c=b", OBS_CLOSE]),
+    (C, [FIND, *"b=", ARG_END]), (OBS, [OBS_OPEN, *"b=a", OBS_CLOSE]),
+    (C, [FIND, *"a=", ARG_END]), (OBS, [OBS_OPEN, *"a=1", OBS_CLOSE]),
     (T, "c=1\n"),
-    (C, [FIND, *"=1", ARG_END]), (O, [OBS_OPEN, *"a=1", "\n", *"c=1", OBS_CLOSE]),
-    (C, [FIND, "=", ARG_END]), (O, [OBS_OPEN, *"a=1", "\n", *"b=a", TRUNC, OBS_CLOSE]),
-    (C, [FIND, "z", ARG_END]), (O, [OBS_OPEN, OBS_CLOSE]),
+    (C, [FIND, *"=1", ARG_END]), (OBS, [OBS_OPEN, *"a=1", "\n", *"c=1", OBS_CLOSE]),
+    (C, [FIND, "=", ARG_END]), (OBS, [OBS_OPEN, *"a=1", "\n", *"b=a", TRUNC, OBS_CLOSE]),
+    (C, [FIND, "z", ARG_END]), (OBS, [OBS_OPEN, OBS_CLOSE]),
     (A, [ANS, "1", EOS]),
 )  # fmt: skip
 
@@ -107,17 +107,17 @@ FIND_CHAIN = trace(
 # protocol's error observation, then a good [calc] and an answer.
 MALFORMED = trace(
     (P, "x=1\n"),
-    (C, [OBS_OPEN]), (O, [ERR]),
-    (C, [EOM]), (O, [ERR]),
-    (C, [ARG_END]), (O, [ERR]),
-    (C, [FIND, *"xxxxxxxxx"]), (O, error_observation("argument too long")),  # at the 9th argument token
+    (C, [OBS_OPEN]), (OBS, [ERR]),
+    (C, [EOM]), (OBS, [ERR]),
+    (C, [ARG_END]), (OBS, [ERR]),
+    (C, [FIND, *"xxxxxxxxx"]), (OBS, error_observation("argument too long")),  # at the 9th argument token
     (T, "y"),  # the dropped command's tokens are over: this is an ordinary thought
-    (C, [ARG_END]), (O, [ERR]),  # a stray [/cmd]
-    (C, [CALC, *"2*3", ARG_END]), (O, error_observation("expected op(a,b)")),
-    (C, [CALC, ANS, ARG_END]), (O, error_observation("argument must be plain characters")),
-    (C, [CALC, *"add(1,x)", ARG_END]), (O, error_observation("operands must be non-negative decimal integers")),
-    (C, ["[code]"]), (O, error_observation("tool error: ZeroDivisionError")),  # a tool that raises
-    (C, [CALC, *"mul(6,7)", ARG_END]), (O, [OBS_OPEN, *"42", OBS_CLOSE]),
+    (C, [ARG_END]), (OBS, [ERR]),  # a stray [/cmd]
+    (C, [CALC, *"2*3", ARG_END]), (OBS, error_observation("expected op(a,b)")),
+    (C, [CALC, ANS, ARG_END]), (OBS, error_observation("argument must be plain characters")),
+    (C, [CALC, *"add(1,x)", ARG_END]), (OBS, error_observation("operands must be non-negative decimal integers")),
+    (C, ["[code]"]), (OBS, error_observation("tool error: ZeroDivisionError")),  # a tool that raises
+    (C, [CALC, *"mul(6,7)", ARG_END]), (OBS, [OBS_OPEN, *"42", OBS_CLOSE]),
     (A, [ANS, *"42", EOS]),
 )  # fmt: skip
 
@@ -183,7 +183,8 @@ def decode_fast(model, prompts, env_factory, tokenizer=TOKENIZER, **kwargs) -> l
 def decode_generate(
     model, prompts, env_factory, tokenizer=TOKENIZER, max_new_tokens=400, **kwargs
 ) -> list[ToolGenerationResult]:
-    return generate_with_logits_processor(model, tokenizer, prompts, env_factory, max_new_tokens=max_new_tokens, **kwargs)
+    return generate_with_logits_processor(model, tokenizer, prompts, env_factory, max_new_tokens=max_new_tokens,
+                                          **kwargs)
 
 
 PATHS = {"fast_loop": decode_fast, "generate": decode_generate}
@@ -206,8 +207,8 @@ def test_scripted_traces_are_reproduced_exactly(path):
         assert result.answer == ANSWERS[name]
         assert result.stop_reason is StopReason.EOS
         assert result.num_model_tokens == sum(r in (T, C, A) for r in roles)
-        assert result.num_observation_tokens == roles.count(O)
-    assert results[0].segments()[:3] == [(P, "7+5="), (C, read(1)), (O, "7")]
+        assert result.num_observation_tokens == roles.count(OBS)
+    assert results[0].segments()[:3] == [(P, "7+5="), (C, read(1)), (OBS, "7")]
     assert results[0].num_tool_calls == 10  # as in docs/protocol.md
 
 
@@ -269,7 +270,7 @@ def test_tool_call_limit_stops_the_row(path):
     assert result.stop_reason is StopReason.MAX_TOOL_CALLS
     # Three calls run; the fourth command is recorded but refused, with no observation, and nothing follows.
     assert result.tokens == [*"7+5=", read(1), "7", right(2), right(2), read(2)]
-    assert result.roles == [P] * 4 + [C, O, C, C, C]
+    assert result.roles == [P] * 4 + [C, OBS, C, C, C]
     assert result.num_tool_calls == 4
 
 
@@ -374,8 +375,8 @@ def assert_consistent_roles(result: ToolGenerationResult, prompt: str) -> None:
     assert result.tokens[: len(prompt)] == list(prompt) and result.roles[: len(prompt)] == [P] * len(prompt)
     assert P not in result.roles[len(prompt) :]
     for i, role in enumerate(result.roles):
-        if role is O:
-            assert result.roles[i - 1] in (C, O)
+        if role is OBS:
+            assert result.roles[i - 1] in (C, OBS)
     assert result.stop_reason in (StopReason.EOS, StopReason.MAX_TOKENS, StopReason.MAX_TOOL_CALLS)
     assert (result.stop_reason is StopReason.EOS) == (result.tokens[-1] == EOS)
 
@@ -398,10 +399,10 @@ def test_random_models_exercise_the_tools():
         for r in decode_fast(RANDOM_MODELS[kind](seed), RANDOM_PROMPTS, random_environment, max_new_tokens=40)
     ]  # fmt: skip
     roles = [role for r in results for role in r.roles]
-    assert roles.count(C) > 50 and roles.count(O) > 50 and roles.count(T) > 50
+    assert roles.count(C) > 50 and roles.count(OBS) > 50 and roles.count(T) > 50
     assert sum(r.num_tool_calls for r in results) > 30
     assert {r.stop_reason for r in results} >= {StopReason.MAX_TOKENS, StopReason.MAX_TOOL_CALLS}
-    observations = {t for r in results for t, role in zip(r.tokens, r.roles) if role is O}
+    observations = {t for r in results for t, role in zip(r.tokens, r.roles) if role is OBS}
     assert {ERR, OBS_OPEN} <= observations
 
 
@@ -533,7 +534,8 @@ def tokenizer_without_a_space() -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(vocabulary)}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     backend.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
+                                        unk_token="<unk>")
     add_tool_tokens(tokenizer)
     return tokenizer
 
@@ -549,7 +551,7 @@ def test_an_observation_the_vocabulary_cannot_spell_is_fed_as_unknown_tokens():
                for path in PATHS}
     fast, generate = results["fast_loop"], results["generate"]
     assert (fast.tokens, fast.roles, fast.stop_reason) == (generate.tokens, generate.roles, generate.stop_reason)
-    observation = [t for t, role in zip(fast.tokens, fast.roles) if role is O]
+    observation = [t for t, role in zip(fast.tokens, fast.roles) if role is OBS]
     assert " " in observation  # the environment's own text, kept in the trace as the tool wrote it
 
 

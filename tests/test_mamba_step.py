@@ -80,7 +80,8 @@ def test_fused_step_matches_reference(batch, d, k, conv_bias):
     assert_close(y_cpp, y_ref, "y")
     for name in STATES:  # updated in place, identically
         assert_close(cpp[name], ref[name], name)
-    assert not torch.equal(cpp["ssm_state"], inputs["ssm_state"]) and not torch.equal(cpp["conv_state"], inputs["conv_state"])
+    assert not torch.equal(cpp["ssm_state"], inputs["ssm_state"])
+    assert not torch.equal(cpp["conv_state"], inputs["conv_state"])
 
 
 def test_fused_step_at_the_shipped_model_size():
@@ -166,7 +167,8 @@ def test_dispatch_takes_the_fused_step_only_without_autograd_on_cpu_float32():
         assert not use_fused_step(**{**inputs, "activation": "relu"})
         assert not use_fused_step(**{name: v if v is None else v.double() for name, v in inputs.items()})
         assert not use_fused_step(**{**inputs, "conv_bias": inputs["conv_bias"].double()})
-        assert not use_fused_step(**{**inputs, "ssm_state": inputs["ssm_state"].transpose(1, 2).contiguous().transpose(1, 2)})
+        strided = inputs["ssm_state"].transpose(1, 2).contiguous().transpose(1, 2)
+        assert not use_fused_step(**{**inputs, "ssm_state": strided})
         with mock.patch.object(step_module, "FUSED_STEP_ENABLED", False):
             assert not use_fused_step(**inputs)
     assert not use_fused_step(**inputs)  # grad mode: the kernel has no backward
@@ -207,7 +209,8 @@ def shipped():
 
     from hf_toolssm.cli import DEFAULT_CHECKPOINT
 
-    return AutoModelForCausalLM.from_pretrained(DEFAULT_CHECKPOINT).eval(), AutoTokenizer.from_pretrained(DEFAULT_CHECKPOINT)
+    return (AutoModelForCausalLM.from_pretrained(DEFAULT_CHECKPOINT).eval(),
+            AutoTokenizer.from_pretrained(DEFAULT_CHECKPOINT))
 
 
 def decode(model, tokenizer, prompts, fused, max_new_tokens):
@@ -220,7 +223,8 @@ def decode(model, tokenizer, prompts, fused, max_new_tokens):
         calls.append(1)
         return mamba_step_cpu(*args, **kwargs)
 
-    with mock.patch.object(step_module, "FUSED_STEP_ENABLED", fused), mock.patch.object(step_module, "mamba_step_cpu", counting):
+    with (mock.patch.object(step_module, "FUSED_STEP_ENABLED", fused),
+          mock.patch.object(step_module, "mamba_step_cpu", counting)):
         results = generate_with_tools(model, tokenizer, prompts, get_task("addition").make_environment,
                                       max_new_tokens=max_new_tokens, progress=False)
     return results, len(calls)
@@ -273,6 +277,7 @@ def test_a_wrapped_x_proj_keeps_its_forward_in_the_step(shipped):
     plain = next_logits()
     for layer in model.backbone.layers:
         layer.mixer.x_proj = _ShiftedLinear(layer.mixer.x_proj)
-    with mock.patch.object(step_module, "mamba_step_cpu", side_effect=AssertionError("fused step with a wrapped x_proj")):
+    unexpected = AssertionError("fused step with a wrapped x_proj")
+    with mock.patch.object(step_module, "mamba_step_cpu", side_effect=unexpected):
         wrapped = next_logits()
     assert (wrapped - plain).abs().max() > 1e-3

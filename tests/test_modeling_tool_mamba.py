@@ -213,7 +213,8 @@ def test_one_token_steps_without_autograd_take_the_fused_step_and_equal_full_pas
     from hf_toolssm.ops.kernels import cpu_scan_extension
 
     ids = random_ids(2, 14)
-    with torch.inference_mode(), mock.patch.object(step_module, "mamba_step_cpu", wraps=step_module.mamba_step_cpu) as fused:
+    with (torch.inference_mode(),
+          mock.patch.object(step_module, "mamba_step_cpu", wraps=step_module.mamba_step_cpu) as fused):
         logits, _ = logits_in_chunks(model, ids, [6] + [1] * 8)
     assert_close(logits, full_logits(model, ids))
     available = step_module.FUSED_STEP_ENABLED and cpu_scan_extension() is not None  # not switched off by env
@@ -232,7 +233,8 @@ def test_short_chunks_on_a_cache_take_the_step_loop_and_equal_the_chunked_path(m
     ids = random_ids(2, 14)
     chunks = [6, 2, 4, 2]  # a prompt, then chunks the step loop takes (limit 4)
     assert ToolMambaMixer.STEP_LOOP_MAX_LENGTH == 4
-    with torch.inference_mode(), mock.patch.object(step_module, "mamba_step_cpu", wraps=step_module.mamba_step_cpu) as fused:
+    with (torch.inference_mode(),
+          mock.patch.object(step_module, "mamba_step_cpu", wraps=step_module.mamba_step_cpu) as fused):
         stepped, _ = logits_in_chunks(model, ids, chunks)
         with mock.patch.object(ToolMambaMixer, "STEP_LOOP_MAX_LENGTH", 1):
             chunked, _ = logits_in_chunks(model, ids, chunks)
@@ -360,7 +362,7 @@ def test_streamer_receives_the_prompt_then_every_new_token(model):
     output = generate(model, ids, n=8, do_sample=False, streamer=streamer)
     assert streamer.chunks[0] == ids[0].tolist()
     assert all(len(chunk) == 1 for chunk in streamer.chunks[1:])
-    assert sum(streamer.chunks, []) == output[0].tolist()
+    assert [t for chunk in streamer.chunks for t in chunk] == output[0].tolist()
     assert streamer.ended == 1
 
 

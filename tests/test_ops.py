@@ -502,7 +502,8 @@ def test_cpu_tensors_use_cpu_paths_even_when_cuda_kernels_import(monkeypatch):
     monkeypatch.setattr(kernels, "causal_conv1d_kernels", lambda: fake)
 
     inputs = scan_inputs(length=5)
-    assert torch.equal(selective_scan_fn(**inputs, delta_softplus=True), selective_scan_cpu(**inputs, delta_softplus=True))
+    assert torch.equal(selective_scan_fn(**inputs, delta_softplus=True),
+                       selective_scan_cpu(**inputs, delta_softplus=True))
     state = inputs["initial_state"].clone()
     args = (inputs["u"][:, :, 0], inputs["delta"][:, :, 0], inputs["A"], inputs["B"][:, :, 0], inputs["C"][:, :, 0])
     selective_state_update(state, *args, D=inputs["D"])

@@ -86,7 +86,8 @@ def test_coding_cell_is_the_pass_rate_inside_and_beyond_the_training_sizes(page,
     assert "pass rate by size" in text
     assert "| 0 | 1.00 (10) | 0.50 (10) | 0.30 (10) | 0.10 (10) |" in text
     # the answer check, beside it
-    assert "Answer exact match by size:\n\n| seed | 4 | 16 | 20 | 30 |\n|---|---|---|---|---|\n| 0 | 0.00 (10) |" in text
+    assert ("Answer exact match by size:\n\n| seed | 4 | 16 | 20 | 30 |\n|---|---|---|---|---|\n"
+            "| 0 | 0.00 (10) |") in text
     # one Fig. 1 section, as the paper's: the two agents x the two architectures it compares (each also
     # started from another task's model), not the RNN baselines
     section = text.split("## Fig. 1: coding")[1].split("\n## ")[0]
@@ -103,7 +104,8 @@ def test_ablations_share_one_table_labelled_by_variant_and_one_plot(page, tmp_pa
     text = page.render()
     section = text.split("## Ablations")[1].split("\n## ")[0]
     assert "| no chain of thought | 100% at 5 digits, little to no length generalization | best 5, mean 5" in section
-    assert "| single-turn calculator call |" in section and "best 10, mean 10 over 1 seed(s); per seed: 10 (20%)" in section
+    assert "| single-turn calculator call |" in section
+    assert "best 10, mean 10 over 1 seed(s); per seed: 10 (20%)" in section
     assert "| the same trace without the tool (plain CoT) | poor even at 5 digits | not run yet |" in section
     assert "![ablations](ablations/accuracy.png)" in section
     assert (tmp_path / "ablations" / "accuracy.png").exists()
@@ -132,7 +134,8 @@ def test_every_command_the_page_and_the_queue_name_has_a_config():
             experiment, model, _seed = line.split()
             commands.add((experiment, model))
     assert len(commands) > 40
-    missing = sorted(f"{e}_{m}.yaml" for e, m in commands if not (ROOT / "training" / "configs" / f"{e}_{m}.yaml").is_file())
+    missing = sorted(f"{e}_{m}.yaml" for e, m in commands
+                     if not (ROOT / "training" / "configs" / f"{e}_{m}.yaml").is_file())
     assert not missing, f"commands without a config: {missing}"
 
 

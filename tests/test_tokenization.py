@@ -141,7 +141,8 @@ def character_pretrained_tokenizer() -> PreTrainedTokenizerFast:
     vocabulary = ["<pad>", "</s>", "<unk>", *CHARACTERS]
     backend = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(vocabulary)}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
+                                        unk_token="<unk>")
     add_tool_tokens(tokenizer)
     return tokenizer
 

@@ -286,9 +286,9 @@ def test_memory_excludes_commands_and_observations_and_roles_are_recorded():
     assert environment.memory.tokens == [*"1+2=", "7", ANS, "3"]
     assert environment.answer() == "3" and environment.output_tokens() == ["3"]
     assert environment.stop_reason is StopReason.EOS
-    P, T, C, O, U = Role.PROMPT, Role.THOUGHT, Role.COMMAND, Role.OBSERVATION, Role.OUTPUT
+    P, T, C, OBS, U = Role.PROMPT, Role.THOUGHT, Role.COMMAND, Role.OBSERVATION, Role.OUTPUT
     expected_roles = (
-        [P] * 4 + [C, O, T] + [C, C, C] + [O] * 7 + [U] + [C] * 10 + [O, O, O] + [U, U]
+        [P] * 4 + [C, OBS, T] + [C, C, C] + [OBS] * 7 + [U] + [C] * 10 + [OBS, OBS, OBS] + [U, U]
     )
     assert environment.roles == expected_roles
     assert len(environment.tokens) == len(environment.roles)
@@ -408,10 +408,7 @@ def test_random_streams_keep_every_invariant(prompt, stream):
         before = len(environment.tokens)
         observation = environment.step(token)
         is_argument_token = in_argument
-        if in_argument:
-            in_argument = token not in (ARG_END, EOS) and not observation
-        else:
-            in_argument = token in (FIND, CALC)
+        in_argument = (token not in (ARG_END, EOS) and not observation) if in_argument else token in (FIND, CALC)
         # the generated token, then the observation, recorded with the right roles
         assert environment.tokens[before:] == [token, *observation]
         assert all(role is Role.OBSERVATION for role in environment.roles[before + 1 :])

@@ -1,6 +1,7 @@
 """Training: the loss goes down, resume is exact, the Trainer and PEFT routes run, two processes agree."""
 
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -43,7 +44,7 @@ def test_the_learning_rate_warms_up_then_decays_to_its_floor(tmp_path):
     rates = [learning_rate_at(step, config) for step in range(config.steps)]
     peak, floor = config.learning_rate, config.learning_rate * config.min_lr_ratio
     assert rates[:3] == pytest.approx([peak / 2, peak, peak])  # the decay starts at the peak
-    assert all(a > b for a, b in zip(rates[2:], rates[3:]))
+    assert all(a > b for a, b in itertools.pairwise(rates[2:]))
     assert rates[-1] > floor and learning_rate_at(config.steps, config) == pytest.approx(floor)
     train(config)
     # each record's rate is the one its update used (update k is step k + 1 in the log)
@@ -87,7 +88,7 @@ def test_resume_skips_a_checkpoint_a_kill_cut_short(tmp_path):
 def test_bad_training_options_say_what_is_wrong(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"output_dir": "x", "stepz": 3}))
-    with pytest.raises(ValueError, match="unknown training option.*stepz"):
+    with pytest.raises(ValueError, match=r"unknown training option.*stepz"):
         TrainConfig.from_yaml(path)
     path.write_text(yaml.safe_dump({"output_dir": "x", "task": "subtraction"}))
     with pytest.raises(ValueError, match="unknown task 'subtraction'"):
@@ -112,7 +113,7 @@ def test_legacy_model_kwargs_that_transformers_converts_are_accepted(tmp_path):
 
 
 def test_model_kwargs_a_config_rejects_give_a_value_error(tmp_path):
-    with pytest.raises(ValueError, match="model_kwargs of gpt_neox: .*not divisible by the number of attention heads"):
+    with pytest.raises(ValueError, match=r"model_kwargs of gpt_neox: .*not divisible by the number of attention heads"):
         tiny_config(tmp_path, model_type="gpt_neox", model_kwargs={"hidden_size": 16, "num_attention_heads": 3}
                     ).validate()
 
@@ -120,7 +121,7 @@ def test_model_kwargs_a_config_rejects_give_a_value_error(tmp_path):
 def test_train_command_errors_name_the_problem_without_a_traceback(tmp_path):
     from hf_toolssm.cli import main
 
-    with pytest.raises(SystemExit, match="toolssm train: .*No such file or directory"):
+    with pytest.raises(SystemExit, match=r"toolssm train: .*No such file or directory"):
         main(["train", "--config", str(tmp_path / "missing.yaml")])
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "run"), "model_kwargs": {"hidden_sise": 8}}))
@@ -150,7 +151,7 @@ def test_init_from_starts_another_task_from_a_trained_checkpoint(tmp_path):
     wider = tiny_config(tmp_path / "wider", init_from=str(first), model_kwargs=dict(TINY, hidden_size=64))
     with pytest.raises(ValueError, match="hidden_size: the config says 64, the checkpoint has 32"):
         build_model(wider, build_char_tokenizer())
-    with pytest.raises(ValueError, match="'.*nowhere' is not a checkpoint folder"):
+    with pytest.raises(ValueError, match=r"'.*nowhere' is not a checkpoint folder"):
         build_model(tiny_config(tmp_path, init_from=str(tmp_path / "nowhere")), build_char_tokenizer())
 
 
@@ -167,7 +168,7 @@ def test_init_from_a_gpt_neox_whose_kwargs_transformers_moves(tmp_path):
     assert build_model(same, build_char_tokenizer()).config.tool_config["task"] == "addition"
     half = tiny_config(tmp_path / "c", model_type="gpt_neox", model_kwargs=dict(neox, rotary_pct=0.5),
                        init_from=str(first))
-    with pytest.raises(ValueError, match="rope_parameters: the config says .*0.5.*, the checkpoint has .*1.0"):
+    with pytest.raises(ValueError, match=r"rope_parameters: the config says .*0\.5.*, the checkpoint has .*1\.0"):
         build_model(half, build_char_tokenizer())
 
 
@@ -241,7 +242,8 @@ def test_the_loss_of_a_right_padded_batch_needs_no_attention_mask(tmp_path, mode
     assert (batch["attention_mask"] == 0).any()  # the batch is padded: the case that matters
     masked = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     unmasked = model(input_ids=batch["input_ids"]).logits
-    torch.testing.assert_close(masked_lm_loss_sum(unmasked, batch["labels"]), masked_lm_loss_sum(masked, batch["labels"]))
+    torch.testing.assert_close(masked_lm_loss_sum(unmasked, batch["labels"]),
+                               masked_lm_loss_sum(masked, batch["labels"]))
 
 
 def test_lora_changes_outputs_and_round_trips_as_an_adapter(tmp_path):
@@ -332,7 +334,7 @@ def test_checkpoint_task_builds_the_named_task_or_says_none_is_named():
     from hf_toolssm.tasks import checkpoint_task
 
     assert checkpoint_task({"task": "multiplication", "task_kwargs": {"k": 2}}).k == 2
-    with pytest.raises(ValueError, match="the checkpoint names no task .*`toolssm train` records it"):
+    with pytest.raises(ValueError, match=r"the checkpoint names no task .*`toolssm train` records it"):
         checkpoint_task({})
 
 

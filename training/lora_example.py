@@ -9,11 +9,11 @@ and would skip the adapters: ToolMambaMixer detects wrapped projections and take
 
 import argparse
 
-import hf_toolssm  # noqa: F401
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import hf_toolssm  # noqa: F401
 from hf_toolssm.data import collate, encode_instance, training_instances
 from hf_toolssm.tasks import get_task
 from hf_toolssm.training import masked_lm_loss_sum, target_count
@@ -45,7 +45,8 @@ def main(argv=None):
     stream = training_instances(get_task(args.task), seed=0)
     model.train()
     for step in range(args.steps):
-        batch = collate([encode_instance(next(stream), tokenizer) for _ in range(args.batch_size)], tokenizer.pad_token_id)
+        examples = [encode_instance(next(stream), tokenizer) for _ in range(args.batch_size)]
+        batch = collate(examples, tokenizer.pad_token_id)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = masked_lm_loss_sum(logits, batch["labels"]) / target_count(batch)
         loss.backward()

@@ -8,9 +8,9 @@ Data: a fixed `datasets.Dataset` of tool traces (`hf_toolssm.data.build_dataset`
 
 import argparse
 
-import hf_toolssm  # noqa: F401  (registers tool_mamba / tool_rnn with the Auto classes)
 from transformers import AutoConfig, AutoModelForCausalLM, Trainer, TrainingArguments
 
+import hf_toolssm  # noqa: F401  (registers tool_mamba / tool_rnn with the Auto classes)
 from hf_toolssm.data import ToolDataCollator, build_dataset
 from hf_toolssm.tasks import get_task
 from hf_toolssm.tokenization import build_char_tokenizer

@@ -4,4 +4,9 @@ from .logits_processor import ToolCallingLogitsProcessor, generate_with_logits_p
 from .result import ToolGenerationResult
 from .tool_loop import generate_with_tools
 
-__all__ = ["ToolCallingLogitsProcessor", "generate_with_logits_processor", "ToolGenerationResult", "generate_with_tools"]
+__all__ = [
+    "ToolCallingLogitsProcessor",
+    "ToolGenerationResult",
+    "generate_with_logits_processor",
+    "generate_with_tools",
+]

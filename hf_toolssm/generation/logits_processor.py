@@ -130,7 +130,9 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
         processor, so only the returned sequences show it.
         """
         if self.envs is None:
-            raise RuntimeError("ToolCallingLogitsProcessor.results(): call model.generate(...) with this processor first")
+            raise RuntimeError(
+                "ToolCallingLogitsProcessor.results(): call model.generate(...) with this processor first"
+            )
         if sequences is not None and sequences.shape[1] > self.seen:
             self._consume(sequences[:, self.seen :].tolist())
             self._mark_seen(sequences)

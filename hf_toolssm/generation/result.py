@@ -52,7 +52,8 @@ class ToolGenerationResult:
     def segments(self) -> list[tuple[Role, str]]:
         """Consecutive tokens of one role joined into text: [(Role.PROMPT, "12+34="), (Role.COMMAND, ...), ...]."""
         pairs = zip(self.tokens, self.roles)
-        return [(role, "".join(token for token, _ in group)) for role, group in itertools.groupby(pairs, key=lambda p: p[1])]
+        return [(role, "".join(token for token, _ in group))
+                for role, group in itertools.groupby(pairs, key=lambda p: p[1])]
 
     def text(self, role: Role | None = None) -> str:
         return "".join(token for token, r in zip(self.tokens, self.roles) if role is None or r is role)

@@ -100,8 +100,11 @@ class Tool(ABC):
         """Extra tokens this tool's observations or arguments use (added to the tokenizer)."""
         return []
 
-    def reset(self) -> None:
-        """Forget the state of the previous sequence (called by :meth:`ToolEnvironment.reset`)."""
+    def reset(self) -> None:  # noqa: B027 (an optional hook: deliberately a no-op, not abstract)
+        """Forget the state of the previous sequence (called by :meth:`ToolEnvironment.reset`).
+
+        The default does nothing, for stateless tools; a tool with per-sequence state overrides it.
+        """
 
     @abstractmethod
     def run(self, command: str, argument: list[str], memory: Memory) -> list[str]:

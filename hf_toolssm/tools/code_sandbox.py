@@ -51,6 +51,7 @@ is refused. ``run`` executes ``python main.py`` confined (``docs/sandbox.md``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -373,10 +374,9 @@ class CodeSandbox(Tool):
             return dict(self.initial_files)
         files = {}
         for name in self._workspace.files():
-            try:
+            # a link or an oversized file the program made: not part of the codebase
+            with contextlib.suppress(SandboxError):
                 files[name] = self._workspace.read(name)
-            except SandboxError:  # a link or an oversized file the program made: not part of the codebase
-                pass
         return files
 
     def close(self) -> None:

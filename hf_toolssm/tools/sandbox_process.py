@@ -38,6 +38,7 @@ the reference traces can predict it exactly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import grp
 import os
@@ -226,10 +227,8 @@ def run_script(
         timed_out = not _wait_unreaped(process.pid, limits.time_limit)
         # Still unreaped, so the group id cannot have been reused: kill whatever the program left behind
         # (everything, on a timeout; in a PID namespace the kernel already did on a normal exit).
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         returncode = process.wait()
         output.seek(0)
         data = output.read(limits.max_output_bytes)

@@ -81,11 +81,15 @@ class ToolMambaConfig(PreTrainedConfig):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"ToolMambaConfig.{name} must be a positive integer, got {value!r}")
         if self.conv_kernel < 2:
-            raise ValueError(f"ToolMambaConfig.conv_kernel must be >= 2 (a causal conv needs a past), got {self.conv_kernel}")
+            raise ValueError(
+                f"ToolMambaConfig.conv_kernel must be >= 2 (a causal conv needs a past), got {self.conv_kernel}"
+            )
         if self.hidden_act not in ("silu", "swish"):
             raise ValueError(f"ToolMambaConfig.hidden_act must be 'silu' (as in Mamba), got {self.hidden_act!r}")
         if not isinstance(self.time_step_rank, int) or self.time_step_rank < 1:
-            raise ValueError(f"ToolMambaConfig.time_step_rank must be 'auto' or a positive integer, got {self.time_step_rank!r}")
+            raise ValueError(
+                f"ToolMambaConfig.time_step_rank must be 'auto' or a positive integer, got {self.time_step_rank!r}"
+            )
 
     @property
     def layer_types(self) -> list[str]:

@@ -17,7 +17,6 @@ every C++ path); in a running process, set ``FUSED_STEP_ENABLED`` (tests and the
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

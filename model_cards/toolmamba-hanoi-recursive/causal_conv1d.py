@@ -76,7 +76,8 @@ def causal_conv1d_cuda(x, weight, bias=None, initial_state=None, activation=None
 
 def causal_conv1d_fn(x, weight, bias=None, initial_state=None, activation=None, return_final_state=False):
     path = causal_conv1d_cuda if use_causal_conv1d(x) is not None else causal_conv1d_cpu
-    return path(x, weight, bias, initial_state=initial_state, activation=activation, return_final_state=return_final_state)
+    return path(x, weight, bias, initial_state=initial_state, activation=activation,
+                return_final_state=return_final_state)
 
 
 def causal_conv1d_update_ref(x, conv_state, weight, bias=None, activation=None):

@@ -121,7 +121,8 @@ class ToolMambaMixer(nn.Module):
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2d, l)
         x, z = xz.chunk(2, dim=1)  # (b, d, l) each
 
-        if conv_state is not None and ssm_state is not None and self._steps_are_faster(length, hidden_states, attention_mask):
+        if (conv_state is not None and ssm_state is not None
+                and self._steps_are_faster(length, hidden_states, attention_mask)):
             steps = [self._step(x[:, :, t], z[:, :, t], conv_state, ssm_state, conv_weight, A) for t in range(length)]
             return torch.stack(steps, dim=1)  # (b, l, d_model)
 
@@ -150,7 +151,8 @@ class ToolMambaMixer(nn.Module):
             initial_state=ssm_state, return_last_state=True,
         )  # (b, d, l), (b, d, n)
         if cache is not None:
-            cache.update_conv_state(new_conv_state.contiguous(), self.layer_idx, conv_kernel_size=self.conv_kernel_size - 1)
+            cache.update_conv_state(new_conv_state.contiguous(), self.layer_idx,
+                                    conv_kernel_size=self.conv_kernel_size - 1)
             cache.update_recurrent_state(new_ssm_state.to(torch.float32).contiguous(), self.layer_idx)
         return self.out_proj(y.transpose(1, 2))  # (b, l, d_model)
 
@@ -209,7 +211,8 @@ class ToolMambaBlock(GradientCheckpointingLayer):
 
     def forward(self, hidden_states, cache: Cache | None = None, attention_mask: torch.Tensor | None = None):
         residual = hidden_states.float() if self.residual_in_fp32 else hidden_states
-        hidden_states = self.mixer(self.norm(hidden_states.to(self.norm.weight.dtype)), cache=cache, attention_mask=attention_mask)
+        hidden_states = self.mixer(self.norm(hidden_states.to(self.norm.weight.dtype)), cache=cache,
+                                   attention_mask=attention_mask)
         return residual + hidden_states
 
 
@@ -289,7 +292,9 @@ class ToolMambaModel(ToolMambaPreTrainedModel):
     ) -> ToolMambaOutput | tuple:
         cache = cache if cache is not None else cache_params
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("ToolMambaModel.forward: pass exactly one of `input_ids` or `inputs_embeds`")
@@ -329,7 +334,8 @@ class ToolMambaForCausalLM(ToolMambaPreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, new_embeddings):
         self.backbone.set_input_embeddings(new_embeddings)
 
-    def prepare_inputs_for_generation(self, input_ids, cache=None, attention_mask=None, is_first_iteration=False, **kwargs):
+    def prepare_inputs_for_generation(self, input_ids, cache=None, attention_mask=None, is_first_iteration=False,
+                                      **kwargs):
         model_inputs = super().prepare_inputs_for_generation(
             input_ids, cache=cache, attention_mask=attention_mask, is_first_iteration=is_first_iteration, **kwargs
         )
@@ -369,9 +375,11 @@ class ToolMambaForCausalLM(ToolMambaPreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         if not return_dict:
-            output = (logits,) + tuple(v for v in (outputs.cache, outputs.hidden_states) if v is not None)
-            return ((loss,) + output) if loss is not None else output
-        return ToolMambaCausalLMOutput(loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states)
+            output = (logits, *(v for v in (outputs.cache, outputs.hidden_states) if v is not None))
+            return (loss, *output) if loss is not None else output
+        return ToolMambaCausalLMOutput(
+            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
+        )
 
 
-__all__ = ["ToolMambaForCausalLM", "ToolMambaModel", "ToolMambaPreTrainedModel", "ToolMambaMixer", "ToolMambaBlock"]
+__all__ = ["ToolMambaBlock", "ToolMambaForCausalLM", "ToolMambaMixer", "ToolMambaModel", "ToolMambaPreTrainedModel"]

@@ -24,7 +24,8 @@ import evaluate
 _DESCRIPTION = __doc__
 _CITATION = """@inproceedings{malach2026infinity,
   title={To Infinity and Beyond: Tool-Use Unlocks Length Generalization in State Space Models},
-  author={Malach, Eran and Saremi, Omid and Williamson, Sinead and Bradley, Arwen and Lotfi, Aryo and Abbe, Emmanuel and Susskind, Josh and Littwin, Etai},
+  author={Malach, Eran and Saremi, Omid and Williamson, Sinead and Bradley, Arwen and Lotfi, Aryo and
+          Abbe, Emmanuel and Susskind, Josh and Littwin, Etai},
   booktitle={ICLR}, year={2026}}"""
 
 
@@ -44,7 +45,8 @@ class ToolTraceAccuracy(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predicted_traces, reference_traces, answers_correct, token_accuracies, final_states_correct=None):
+    def _compute(self, predicted_traces, reference_traces, answers_correct, token_accuracies,
+                 final_states_correct=None):
         n = len(answers_correct)
         if n == 0:
             raise ValueError("tool_trace_accuracy: no instances to score")

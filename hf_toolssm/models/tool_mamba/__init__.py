@@ -8,6 +8,10 @@ from .modeling_tool_mamba import (
 )
 
 __all__ = [
-    "ToolMambaConfig", "ToolMambaModel", "ToolMambaForCausalLM", "ToolMambaPreTrainedModel",
-    "ToolMambaMixer", "ToolMambaBlock",
+    "ToolMambaBlock",
+    "ToolMambaConfig",
+    "ToolMambaForCausalLM",
+    "ToolMambaMixer",
+    "ToolMambaModel",
+    "ToolMambaPreTrainedModel",
 ]

@@ -125,4 +125,4 @@ def _mamba_ssm_key(key: str) -> str:
     return re.sub(r"^backbone\.embedding\.", "backbone.embeddings.", key)
 
 
-__all__ = ["config_from_mamba_config", "from_transformers_mamba", "from_mamba_ssm_state_dict"]
+__all__ = ["config_from_mamba_config", "from_mamba_ssm_state_dict", "from_transformers_mamba"]

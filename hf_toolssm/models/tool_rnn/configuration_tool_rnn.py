@@ -85,4 +85,4 @@ class ToolRNNConfig(PreTrainedConfig):
         return ["linear_attention"] * self.num_hidden_layers
 
 
-__all__ = ["ToolRNNConfig", "CELL_TYPES"]
+__all__ = ["CELL_TYPES", "ToolRNNConfig"]

@@ -58,7 +58,7 @@ class _TokensOnly:
         self.order = torch.argsort((~self.mask).to(torch.int8), dim=1, stable=True)  # (b, l)
 
     @classmethod
-    def from_mask(cls, attention_mask: torch.Tensor | None, length: int) -> "_TokensOnly | None":
+    def from_mask(cls, attention_mask: torch.Tensor | None, length: int) -> _TokensOnly | None:
         """``None`` when there is nothing to skip (no mask, or every position a token): the fast path."""
         if attention_mask is None:
             return None
@@ -289,11 +289,11 @@ class ToolRNNForCausalLM(ToolRNNPreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         if not return_dict:
-            output = (logits,) + tuple(v for v in (outputs.cache, outputs.hidden_states) if v is not None)
-            return ((loss,) + output) if loss is not None else output
+            output = (logits, *(v for v in (outputs.cache, outputs.hidden_states) if v is not None))
+            return (loss, *output) if loss is not None else output
         return ToolRNNCausalLMOutput(
             loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
         )
 
 
-__all__ = ["ToolRNNForCausalLM", "ToolRNNModel", "ToolRNNPreTrainedModel", "ToolRNNLayer"]
+__all__ = ["ToolRNNForCausalLM", "ToolRNNLayer", "ToolRNNModel", "ToolRNNPreTrainedModel"]
