@@ -226,8 +226,8 @@ def _bench_decode_shape(model_path: str, rows: int, digits: int, rounds: int = 3
     return {
         "what": f"greedy tool decoding of {rows} {task.name} instances of size {digits}, batch {rows}, "
         f"median of {rounds} alternating rounds after a warm-up",
-        "traces_identical": all(a.tokens == b.tokens for a, b in zip(fast, slow)),
-        "traces_identical_fused_vs_unfused_step": all(a.tokens == b.tokens for a, b in zip(fast, unfused)),
+        "traces_identical": all(a.tokens == b.tokens for a, b in zip(fast, slow, strict=True)),
+        "traces_identical_fused_vs_unfused_step": all(a.tokens == b.tokens for a, b in zip(fast, unfused, strict=True)),
         "trace_tokens": tokens,
         "speedup_fast_loop_vs_generate": round(slow_s / fast_s, 2),
         "speedup_fused_step_vs_unfused": round(unfused_s / fast_s, 2),
@@ -343,7 +343,7 @@ def _bench_micro_batches(task_name: str, task_kwargs: dict, size: int, batch_siz
         grads[cap] = torch.cat([p.grad.flatten() for p in model.parameters()])
         variants[str(cap)] = {"micro_batches": len(parts), "padded_tokens": sum(p["input_ids"].numel() for p in parts),
                               "seconds": round(seconds, 3)}
-    for cap, row in zip(caps, variants.values()):
+    for cap, row in zip(caps, variants.values(), strict=True):
         row["speedup_vs_whole_batch"] = round(variants["None"]["seconds"] / row["seconds"], 2)
         row["max_gradient_difference_relative"] = float((grads[cap] - grads[None]).abs().max()
                                                         / grads[None].abs().max())

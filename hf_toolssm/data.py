@@ -47,7 +47,7 @@ def encode_instance(instance: Instance, tokenizer: PreTrainedTokenizerBase) -> E
     own_eos = tokenizer.eos_token_id is not None
     unknown = {
         token
-        for token, token_id in zip(tokens, input_ids)
+        for token, token_id in zip(tokens, input_ids, strict=True)
         if token_id is None or (token_id == tokenizer.unk_token_id and not (own_eos and token == EOS))
     }
     if unknown - {tokenizer.unk_token}:
@@ -58,7 +58,7 @@ def encode_instance(instance: Instance, tokenizer: PreTrainedTokenizerBase) -> E
         )
     labels = [
         IGNORE_INDEX if role in UNSCORED_ROLES else token_id
-        for token_id, role in zip(input_ids, instance.roles())
+        for token_id, role in zip(input_ids, instance.roles(), strict=True)
     ]
     return {
         "input_ids": input_ids,

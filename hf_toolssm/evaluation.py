@@ -171,12 +171,12 @@ def score_instances(
     scores = metric.compute(
         predicted_traces=[r.generated_tokens for r in decoded],
         reference_traces=[inst.full_tokens()[len(inst.prompt) :] for inst in instances],
-        answers_correct=[bool(task.check(inst, r.answer)) for inst, r in zip(instances, decoded)],
+        answers_correct=[bool(task.check(inst, r.answer)) for inst, r in zip(instances, decoded, strict=True)],
         token_accuracies=[
             teacher_forced_token_accuracy(model, tokenizer, inst) if token_accuracy else None
             for inst in instances
         ],
-        final_states_correct=[task.check_final_state(inst, r.tools) for inst, r in zip(instances, decoded)]
+        final_states_correct=[task.check_final_state(inst, r.tools) for inst, r in zip(instances, decoded, strict=True)]
         if task.checks_final_state else None,
     )
     result = SizeResult(

@@ -79,7 +79,7 @@ def protocol_ids(tokenizer: PreTrainedTokenizerBase, tokens: Sequence[str]) -> l
     ids = tokenizer.convert_tokens_to_ids(list(tokens))
     if tokenizer.eos_token_id is None:
         return ids
-    return [tokenizer.eos_token_id if token == EOS else token_id for token, token_id in zip(tokens, ids)]
+    return [tokenizer.eos_token_id if token == EOS else token_id for token, token_id in zip(tokens, ids, strict=True)]
 
 
 def add_tool_tokens(tokenizer: PreTrainedTokenizerBase, model: Any = None) -> int:

@@ -140,7 +140,7 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
             ToolGenerationResult.from_environment(
                 env, StopReason.TIME_BUDGET if timed_out else (None if done else StopReason.MAX_TOKENS)
             )
-            for env, done, timed_out in zip(self.envs, self.finished, self.timed_out)
+            for env, done, timed_out in zip(self.envs, self.finished, self.timed_out, strict=True)
         ]
 
 

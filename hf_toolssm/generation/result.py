@@ -47,13 +47,13 @@ class ToolGenerationResult:
     @property
     def generated_tokens(self) -> list[str]:
         """The trace after the prompt (model tokens and injected observations)."""
-        return [token for token, role in zip(self.tokens, self.roles) if role is not Role.PROMPT]
+        return [token for token, role in zip(self.tokens, self.roles, strict=True) if role is not Role.PROMPT]
 
     def segments(self) -> list[tuple[Role, str]]:
         """Consecutive tokens of one role joined into text: [(Role.PROMPT, "12+34="), (Role.COMMAND, ...), ...]."""
-        pairs = zip(self.tokens, self.roles)
+        pairs = zip(self.tokens, self.roles, strict=True)
         return [(role, "".join(token for token, _ in group))
                 for role, group in itertools.groupby(pairs, key=lambda p: p[1])]
 
     def text(self, role: Role | None = None) -> str:
-        return "".join(token for token, r in zip(self.tokens, self.roles) if role is None or r is role)
+        return "".join(token for token, r in zip(self.tokens, self.roles, strict=True) if role is None or r is role)

@@ -116,7 +116,7 @@ def generate_with_tools(
             observation = env.step(token)
             produced[row] += 1 + len(observation)
             if on_token is not None:
-                for t, role in zip(env.tokens[before:], env.roles[before:]):
+                for t, role in zip(env.tokens[before:], env.roles[before:], strict=True):
                     on_token(row, t, role)
             if env.stop_reason is not None:  # EOS, or the tool-call budget is spent
                 finish(row, None)

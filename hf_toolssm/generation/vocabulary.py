@@ -45,7 +45,7 @@ class ProtocolVocabulary:
         itself would have it."""
         ids = [self.token_to_id.get(token, self.unk_token_id) for token in tokens]
         if None in ids:
-            missing = sorted({token for token, i in zip(tokens, ids) if i is None})
+            missing = sorted({token for token, i in zip(tokens, ids, strict=True) if i is None})
             raise ValueError(f"tokens {missing[:5]} are not in the tokenizer's vocabulary, and it has no unknown "
                              "token to stand for them: add them (hf_toolssm.tokenization.add_tool_tokens adds the "
                              "protocol's) or give the tokenizer an unk_token")

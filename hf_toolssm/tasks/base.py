@@ -51,7 +51,7 @@ class Trace:
 
     def segments(self) -> list[Segment]:
         """The trace as runs of one role."""
-        runs = groupby(zip(self.tokens, self.roles), key=itemgetter(1))
+        runs = groupby(zip(self.tokens, self.roles, strict=True), key=itemgetter(1))
         return [Segment(role, [token for token, _ in run]) for role, run in runs]
 
 
@@ -232,7 +232,7 @@ def replay(instance: Instance, env: ToolEnvironment | None = None) -> ReplayResu
     if tokens[-1] != EOS or env.stop_reason is not StopReason.EOS:
         raise _mismatch(instance, tokens, len(tokens) - 1, "the trace must end with [EOS]")
     if env.roles != roles:
-        first = next(i for i, (ours, theirs) in enumerate(zip(roles, env.roles)) if ours is not theirs)
+        first = next(i for i, (ours, theirs) in enumerate(zip(roles, env.roles, strict=True)) if ours is not theirs)
         raise _mismatch(
             instance,
             tokens,

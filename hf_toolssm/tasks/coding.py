@@ -253,7 +253,7 @@ class Codebase:
                     params = callee.params + ((BUG,) if callee.name in fix.params else ())
                     if len(passed) != len(params):
                         raise _Raised(_arity_error(callee.name, params, len(passed)), frames)
-                    call(callee, dict(zip(params, passed)))
+                    call(callee, dict(zip(params, passed, strict=True)))
             frames.pop()
 
         try:
@@ -390,7 +390,7 @@ class _Agent:
         """(line number, new text) of the lines of ``function`` that ``fix`` changes on top of ours."""
         before = self.codebase.source(function, self.fix).split("\n")
         after = self.codebase.source(function, self.fix | fix).split("\n")
-        return [(number, new) for number, (old, new) in enumerate(zip(before, after), 1) if old != new]
+        return [(number, new) for number, (old, new) in enumerate(zip(before, after, strict=True), 1) if old != new]
 
     def answer(self, execution: Execution) -> Trace:
         if execution.error is not None:

@@ -144,7 +144,8 @@ def graph_trace(graph: LogicalGraph, print_output: bool = False, reread_gate: bo
     trace = TraceWriter(graph_prompt(graph, print_output))
     gates = {gate.name: gate for gate in graph.gates}
     known: dict[str, bool] = dict(graph.inputs)  # nodes whose value is in memory
-    lines = {name: [line] for name, line in zip([*graph.inputs, *gates], graph.lines())}  # what "X =" finds
+    # what "X =" finds
+    lines = {name: [line] for name, line in zip([*graph.inputs, *gates], graph.lines(), strict=True)}
     substituted: dict[str, dict[str, bool]] = {name: {} for name in gates}  # operand values written so far
     links: dict[str, str] = {}  # child -> its link line "# child for parent"
     parents: dict[str, str] = {}

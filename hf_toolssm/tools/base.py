@@ -251,7 +251,7 @@ class ToolEnvironment:
         """The output stream: generated non-command tokens after ``[ANS]`` (``[EOS]`` excluded)."""
         return [
             token
-            for token, role in zip(self.tokens, self.roles)
+            for token, role in zip(self.tokens, self.roles, strict=True)
             if role is Role.OUTPUT and token not in (ANS, EOS)
         ]
 

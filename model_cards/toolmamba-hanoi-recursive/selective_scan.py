@@ -41,7 +41,7 @@ def linear_scan_ref(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch
     """Reference: every state of ``h[t] = a[t] h[t-1] + b[t]``. a, b: (b, l, m); h0: (b, m) -> (b, l, m)."""
     states = []
     h = h0
-    for a_t, b_t in zip(a.unbind(1), b.unbind(1)):  # (b, m) each
+    for a_t, b_t in zip(a.unbind(1), b.unbind(1), strict=True):  # (b, m) each
         h = a_t * h + b_t
         states.append(h)
     return torch.stack(states, dim=1)

@@ -51,7 +51,8 @@ class ToolTraceAccuracy(evaluate.Metric):
         if n == 0:
             raise ValueError("tool_trace_accuracy: no instances to score")
         trace_matches = [
-            list(p) == list(r) and ok for p, r, ok in zip(predicted_traces, reference_traces, answers_correct)
+            list(p) == list(r) and ok
+            for p, r, ok in zip(predicted_traces, reference_traces, answers_correct, strict=True)
         ]
         scores = {
             "answer_exact_match": sum(answers_correct) / n,
