@@ -116,7 +116,7 @@ def example_section(name: str, options: dict, build) -> list[str]:
     result = replay(instance)
     assert result.correct, name
     stored = (Role.PROMPT, Role.THOUGHT, Role.OUTPUT)  # what the tools see; [EOS] is never stored
-    memory = [t for t, r in zip(instance.full_tokens(), instance.roles()) if r in stored and t != EOS]
+    memory = [t for t, r in zip(instance.full_tokens(), instance.roles(), strict=True) if r in stored and t != EOS]
     return [
         f"Example ({task.size_unit}: {instance.size}). Prompt:",
         "",
