@@ -5,11 +5,13 @@
 #   bash eval/run_experiment.sh addition tool_mamba 0
 #
 # Training resumes if interrupted (re-run the same command). Env: SAMPLES (default 100; 50 for coding), SIZES (override).
+# Hanoi also gets a second grid at 11 and 12 disks, 20 samples a size (MODEL_seedSEED_11_12.json), unless SIZES is set.
 set -euo pipefail
 # The whole script is one function so that bash parses it before running: editing this file while a
 # queue runs it cannot break the run in progress.
 main() {
   default_samples=100
+  long_sizes=""  # a second grid, 20 samples a size: traces too long for 100 in a session
   local experiment=$1 model=$2 seed=${3:-0}
   cd "$(dirname "$0")/.."
   [ -f .venv/bin/activate ] && . .venv/bin/activate  # the README's install location
@@ -21,15 +23,16 @@ main() {
     addition)          default_sizes=5,10,20,50,100,1000 ;;
     multiplication_k*) default_sizes=10,13,20,50,100,500,1000 ;;
     logical_graph*)    default_sizes=10,20,50,100,500,1000 ;;  # and its trace-layout variants
-    hanoi_iterative)   default_sizes=8,9,10,11,12 ;;
-    hanoi_recursive)   default_sizes=7,8,9,10 ;;
+    hanoi_iterative)   default_sizes=8,9,10; long_sizes=11,12 ;;  # 11 and 12 disks: 0.3M and 0.6M-token traces
+    hanoi_recursive)   default_sizes=7,8,9,10; long_sizes=11,12 ;;
     addition_*)        default_sizes=5,10,20,50,100 ;;  # the App. D.7 ablations
     mixture_*)         default_sizes=20,50,100,200,500 ;;  # n x 2 multiplication, trained on n <= 20
     coding_*)          default_sizes=4,8,16,20,24,30; default_samples=50 ;;  # the paper's Fig. 1 axis
     *)                 default_sizes=5,10,20 ;;
   esac
   case "$model" in  # attention baselines attend over a KV cache as long as the trace at every step: stop earlier
-    gpt_neox|mistral_swa) default_sizes=$(echo "$default_sizes" | tr ',' '\n' | awk '$1 <= 100' | paste -sd, -) ;;
+    gpt_neox|mistral_swa) default_sizes=$(echo "$default_sizes" | tr ',' '\n' | awk '$1 <= 100' | paste -sd, -)
+                          long_sizes="" ;;
   esac
   sizes=${SIZES:-$default_sizes}
   if [ ! -f "$run/final/config.json" ]; then
@@ -37,6 +40,11 @@ main() {
     toolssm train --config "$config" --output-dir "$run" --seed "$seed" $resume
   fi
   OMP_NUM_THREADS=1 toolssm eval "$run/final" --sizes "$sizes" --samples "${SAMPLES:-$default_samples}" --seed 1234 --out "$out"
+  long_out=eval/results/${experiment}/${model}_seed${seed}_${long_sizes//,/_}.json
+  if [ -n "$long_sizes" ] && [ -z "${SIZES:-}" ] && [ ! -f "$long_out" ]; then
+    OMP_NUM_THREADS=1 toolssm eval "$run/final" --sizes "$long_sizes" --samples 20 --batch-size 20 --seed 1234 \
+      --out "$long_out"
+  fi
   case "$experiment" in  # the auxiliary task too (the paper's Fig. 9): n+n addition, trained on n <= 20
     mixture_*) OMP_NUM_THREADS=1 toolssm eval "$run/final" --task addition --sizes 20,50,100,200 \
                  --samples "${SAMPLES:-$default_samples}" --seed 1234 --out "eval/results/${experiment}/auxiliary_addition/${model}_seed${seed}.json" ;;
