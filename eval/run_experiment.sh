@@ -41,7 +41,9 @@ main() {
   fi
   OMP_NUM_THREADS=1 toolssm eval "$run/final" --sizes "$sizes" --samples "${SAMPLES:-$default_samples}" --seed 1234 --out "$out"
   long_out=eval/results/${experiment}/${model}_seed${seed}_${long_sizes//,/_}.json
-  if [ -n "$long_sizes" ] && [ -z "${SIZES:-}" ] && [ ! -f "$long_out" ]; then
+  # only for a model that still solves some of the main grid's largest size
+  if [ -n "$long_sizes" ] && [ -z "${SIZES:-}" ] && [ ! -f "$long_out" ] && python -c \
+      "import json, sys; sys.exit(json.load(open('$out'))['results'][-1]['trace_exact_match'] == 0)"; then
     OMP_NUM_THREADS=1 toolssm eval "$run/final" --sizes "$long_sizes" --samples 20 --batch-size 20 --seed 1234 \
       --out "$long_out"
   fi
