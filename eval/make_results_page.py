@@ -227,8 +227,13 @@ NOTES = {
     "beside the test suite; mean loss over the last 10 logged steps 3.8e-6; the paper's: 4 x 1536, ~80% at 1,000): "
     "100/100 traces exact at 5, 10, 20 and 50 digits, 30/100 at 100 (token accuracy 0.996), 0 at 1,000, where every "
     "trace runs to the decode budget (token accuracy 0.76). It generalizes 10x past its training length, as the "
-    "LSTM of the same size does not (62% at 10, 0 from 20), and stops short of the paper's larger GRU. The "
-    "earlier 1 x 256, 800-step run: 64/100 exact at 5 digits, 0 from 50 on (addition/history/).",
+    "LSTM of the same size does not (62% at 10, 0 from 20), and stops short of the paper's larger GRU. Where it "
+    "fails, as the LSTM: fed the reference prefix (`python eval/mistake_positions.py runs/addition_gru_seed0/final "
+    "--sizes 100,1000 --samples 10`, `addition/mistake_positions_gru.json`), every mistake is a pointer command of "
+    "the walk along the operands and none a thought (digit sum) or output digit; at 100 digits 7 of 10 traces have "
+    "one (75 in 26k tokens, half in `pointer2.move_right()`), at 1,000 the walk has broken down (89-95% of the "
+    "operand pointers' `move_right()` wrong). The earlier 1 x 256, 800-step run: 64/100 exact at 5 digits, 0 from "
+    "50 on (addition/history/).",
     ("addition", "mistral_swa"): "800 steps (4.9 min). Decoded through generate() + ToolCallingLogitsProcessor; "
     "attention baselines are evaluated up to 100 digits (they fail long before). Seeds 1 and 2 (5.3 min of running "
     "for seed 1, whose log's 14.7 min include a 9.4-minute pause for a benchmark, and 5.2 min; mean loss over the "
