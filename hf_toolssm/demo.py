@@ -12,9 +12,7 @@ from .tools.base import Role
 
 
 def run_demo(model_path: str, *, sizes: list[int], samples: int, out: str) -> int:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    import hf_toolssm  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # hf_toolssm/__init__ registered our models
 
     from .data import heldout_instances
     from .evaluation import plot_accuracy_vs_size, score_instances, write_results
