@@ -275,7 +275,11 @@ NOTES = {
     "DynamicLayer copying the KV cache per token, before generation/kv_cache.py), and 100 would have taken over "
     "an hour for a model already at 0. Seeds 1 and 2 (10.4 and 10.6 min; loss 0.032 and 0.066), tested on the same "
     "grid: 3/100 and 5/100 at 10 digits (token accuracy 0.98 and 0.97), 0 from 13 on (0.97 and 0.95 at 13, 0.78 "
-    "and 0.70 at 50). Best of three: 10→10 (5%); none of the three fits its training range.",
+    "and 0.70 at 50). Best of three: 10→10 (5%); none of the three fits its training range. Fed the reference "
+    "prefix (`python eval/mistake_positions.py runs/multiplication_k2_gpt_neox_seed0/final --sizes 10 --samples "
+    "20`, `multiplication_k2/mistake_positions_gpt_neox.json`), seed 0 gets every pointer command right and 25% of "
+    "the thoughts wrong (354 of 1,420): each is a digit of a partial product, the two digits just read multiplied "
+    "plus the carry letter written a few tokens before. It has learnt the trace's control, not its arithmetic.",
     ("multiplication_k2", "mistral_swa"): "2 layers x 64, 4 heads, a 512-token sliding window (the paper's: 24 x "
     "768), the Mamba's 1,000 steps x 32 (11.4 min; loss 3.4e-4): 99/100 traces exact at 10 digits, 46/100 at 13 "
     "(token accuracy 0.999), 0 from 20 on (token accuracy 0.985 at 20, 0.92 at 50). The paper's: 10→20 (33%). "
