@@ -319,7 +319,7 @@ NOTES = {
     "copied from the observation just read: after `[OBS]v438 = not v756 and not v902[/OBS][find]v` it writes 9, "
     "not 7 (the Mamba: 4 mistakes in 16k tokens at 20 nodes, all thoughts, `mistake_positions.json`).",
     ("logical_graph", "mistral_swa"): "The GPT-NeoX's config with Mistral's architecture (2 x 64, 4 heads, a "
-    "512-token sliding window, longer than any training trace; 2,000 steps x 32, 43 min beside another evaluation): "
+    "512-token sliding window, shorter than a third of the training traces; 2,000 steps x 32, 43 min): "
     "the loss falls further than the GPT-NeoX's (0.27 at step 1,000, 0.15 at the end) but the model is not fitted "
     "in distribution either: 15/100 traces exact at 10 nodes (29 right answers, token accuracy 0.95), 1/100 at 20, "
     "0 at 50 and 100 (token accuracy 0.91-0.92). Fed the "
