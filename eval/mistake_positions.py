@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="trace tokens counted as the start (default: %(default)s)")
     parser.add_argument("--context", type=int, default=80,
                         help="characters before each mistake kept in the JSON (default: %(default)s)")
+    parser.add_argument("--max-listed", type=int, default=None, metavar="N",
+                        help="list only each row's first N mistakes in the JSON; the summary still counts them all "
+                             "(a model that drifts makes thousands a row; default: list all)")
     parser.add_argument("--out", help="write the rows and the summary to this JSON file")
     args = parser.parse_args(argv)
 
@@ -86,7 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for size in (int(size) for size in args.sizes.split(",")):
         rows = mistake_rows(model, tokenizer, task, size, args.samples, args.seed, args.context)
-        results.append({"size": size, "summary": summarize(rows, args.head), "rows": rows})
+        summary = summarize(rows, args.head)
+        if args.max_listed is not None:
+            for row in rows:
+                row["mistakes_not_listed"] = max(0, len(row["mistakes"]) - args.max_listed)
+                row["mistakes"] = row["mistakes"][:args.max_listed]
+        results.append({"size": size, "summary": summary, "rows": rows})
         print(f"size {size}: {json.dumps(results[-1]['summary'])}")
     if args.out:
         command = "python eval/mistake_positions.py " + shlex.join(sys.argv[1:] if argv is None else argv)

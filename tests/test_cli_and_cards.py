@@ -619,3 +619,12 @@ def test_mistake_positions_script_lists_every_rows_teacher_forced_mistakes(check
         assert sum(summary["mistakes_by_segment"].values()) == summary["mistakes"]
         assert all(summary["mistakes_by_segment"][s] <= n for s, n in summary["model_tokens_by_segment"].items())
         assert all(m["expected"] != m["predicted"] and m["context"] for m in mistakes)
+    # --max-listed trims each row's list, not the counts: the same run, its rows listing at most one mistake
+    listed = tmp_path / "listed.json"
+    assert script.main([str(checkpoint), "--sizes", "2,3", "--samples", "3", "--head", "5", "--max-listed", "1",
+                        "--out", str(listed)]) == 0
+    for full, trimmed in zip(payload["results"], json.loads(listed.read_text())["results"]):
+        assert trimmed["summary"] == full["summary"]
+        for full_row, row in zip(full["rows"], trimmed["rows"]):
+            assert row["mistakes"] == full_row["mistakes"][:1]
+            assert row["mistakes_not_listed"] == len(full_row["mistakes"]) - len(row["mistakes"])
