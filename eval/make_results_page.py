@@ -372,7 +372,8 @@ NOTES = {
     "100/100 at every size and 0 on the addition (token accuracy 0.08). Seed 2 of every weight, and seed 1 of w > 0, "
     "are in `eval/queue.txt` (~15-20 min each).",
     ("mixture_w033_800steps", "tool_mamba"): "800 steps x 32, a third of the examples additions (20.3 min; loss over "
-    "the mixed batches 7.2e-5): 100/100 at every size; addition 100/100 at 20-200 digits.",
+    "the mixed batches 7.2e-5): 100/100 at every size; addition 100/100 at 20-200 digits. Seed 1 (15.2 min; loss "
+    "2.4e-5): the same, 100/100 at every size and on the addition.",
     ("mixture_w05_800steps", "tool_mamba"): "800 steps x 32, half the examples additions (14.4 min; loss 1.1e-4): "
     "100/100 at every size; addition 100/100 at 20-200 digits.",
     ("mixture_w06_800steps", "tool_mamba"): "800 steps x 32, 60% of the examples additions (12.9 min; loss 1.4e-4): "
