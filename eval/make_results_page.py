@@ -369,8 +369,8 @@ NOTES = {
     "trained on, 0. Read with the rows below (seed 0 each): at 800 steps every weight reaches 100/100 at every size, "
     "and every w > 0 also solves the addition (99-100% to 200 digits), as the paper finds: all weights converge, and "
     "the auxiliary data neither help nor hurt multiplication at this budget. Seed 1 (16.0 min; loss 3.4e-6): the same, "
-    "100/100 at every size and 0 on the addition (token accuracy 0.08). Seed 2 of every weight, and seed 1 of w > 0, "
-    "are in `eval/queue.txt` (~15-20 min each).",
+    "100/100 at every size and 0 on the addition (token accuracy 0.08). Seed 2 of every weight, and seed 1 of w = 0.5 "
+    "and 0.6, are in `eval/queue.txt` (~15-20 min each).",
     ("mixture_w033_800steps", "tool_mamba"): "800 steps x 32, a third of the examples additions (20.3 min; loss over "
     "the mixed batches 7.2e-5): 100/100 at every size; addition 100/100 at 20-200 digits. Seed 1 (15.2 min; loss "
     "2.4e-5): the same, 100/100 at every size and on the addition.",
