@@ -23,7 +23,7 @@ from collections import Counter
 
 from tqdm.auto import tqdm
 
-from hf_toolssm.cli import load_checkpoint
+from hf_toolssm.cli import load_checkpoint, non_negative_int, positive_int, size_list
 from hf_toolssm.data import heldout_instances
 from hf_toolssm.evaluation import model_token_positions, provenance, segment_of, teacher_forced_mistakes
 
@@ -71,15 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="checkpoint folder; its config names the task")
     parser.add_argument("--task", help="override the checkpoint's task")
-    parser.add_argument("--sizes", required=True, help="comma-separated test sizes, e.g. 50,100")
-    parser.add_argument("--samples", type=int, default=20, help="test instances per size (default: %(default)s)")
+    parser.add_argument("--sizes", required=True, type=size_list, help="comma-separated test sizes, e.g. 50,100")
+    parser.add_argument("--samples", type=positive_int, default=20,
+                        help="test instances per size (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1234,
                         help="test-set seed, as toolssm eval's (default: %(default)s)")
-    parser.add_argument("--head", type=int, default=100,
+    parser.add_argument("--head", type=non_negative_int, default=100,
                         help="trace tokens counted as the start (default: %(default)s)")
-    parser.add_argument("--context", type=int, default=80,
+    parser.add_argument("--context", type=non_negative_int, default=80,
                         help="characters before each mistake kept in the JSON (default: %(default)s)")
-    parser.add_argument("--max-listed", type=int, default=None, metavar="N",
+    parser.add_argument("--max-listed", type=non_negative_int, default=None, metavar="N",
                         help="list only each row's first N mistakes in the JSON; the summary still counts them all "
                              "(a model that drifts makes thousands a row; default: list all)")
     parser.add_argument("--out", help="write the rows and the summary to this JSON file")
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model, tokenizer, task = load_checkpoint(args.model, args.task, "mistake_positions")
     results = []
-    for size in (int(size) for size in args.sizes.split(",")):
+    for size in args.sizes:
         rows = mistake_rows(model, tokenizer, task, size, args.samples, args.seed, args.context)
         summary = summarize(rows, args.head)
         if args.max_listed is not None:

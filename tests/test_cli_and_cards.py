@@ -628,3 +628,5 @@ def test_mistake_positions_script_lists_every_rows_teacher_forced_mistakes(check
         for full_row, row in zip(full["rows"], trimmed["rows"]):
             assert row["mistakes"] == full_row["mistakes"][:1]
             assert row["mistakes_not_listed"] == len(full_row["mistakes"]) - len(row["mistakes"])
+    with pytest.raises(SystemExit):  # a negative count is a usage error, not a list cut from its end
+        script.main([str(checkpoint), "--sizes", "2", "--max-listed", "-1"])
