@@ -24,6 +24,7 @@ MODEL_NAMES = {
     "mistral_swa": "Mistral (SWA)",
     "tool_mamba_from_logical_graph": "Mamba started from the logical-graph Mamba",  # init_from, see training/README.md
     "gpt_neox_from_logical_graph": "Pythia (GPT-NeoX, RoPE) started from the logical-graph GPT-NeoX",
+    "gpt_neox_2x128": "Pythia (GPT-NeoX, RoPE), 2 x 128",  # twice the width of the gpt_neox configs
 }
 
 def in_words(field: str) -> str:
@@ -87,7 +88,8 @@ EXPERIMENTS = {
                                      "gpt_neox": "10→14 (12%)", "mistral_swa": "10→20 (33%)"}),
     "logical_graph": Experiment("Table 1: logical graph, trained on <= 10 nodes", 10,
                                 {"tool_mamba": "10→1K (98%)", "lstm": "10→1K (100%)", "gru": "10→1K (100%)",
-                                 "gpt_neox": "10→1K (5%)", "mistral_swa": "10→500 (9%)"}),
+                                 "gpt_neox": "10→1K (5%)", "mistral_swa": "10→500 (9%)"},
+                                models=(*MODELS, "gpt_neox_2x128")),
     "logical_graph_reread_gate": Experiment(
         "Table 1: logical graph, our trace that looks each gate up again after an operand's lookup, trained on "
         "<= 10 nodes", 10, {"tool_mamba": "10→1K (98%), with the paper's trace"},

@@ -31,7 +31,7 @@ main() {
     *)                 default_sizes=5,10,20 ;;
   esac
   case "$model" in  # attention baselines attend over a KV cache as long as the trace at every step: stop earlier
-    gpt_neox|mistral_swa) default_sizes=$(echo "$default_sizes" | tr ',' '\n' | awk '$1 <= 100' | paste -sd, -)
+    gpt_neox*|mistral_swa*) default_sizes=$(echo "$default_sizes" | tr ',' '\n' | awk '$1 <= 100' | paste -sd, -)
                           long_sizes="" ;;
   esac
   sizes=${SIZES:-$default_sizes}
