@@ -364,8 +364,11 @@ NOTES = {
     "min of training, resumed from checkpoints across four sessions; mean loss over the last 10 logged steps 4e-9): "
     "100/100 traces exact at 8 and 9 disks (38.5k- and 83k-token reference traces), 80/100 at 10 (178k tokens; token "
     "accuracy 0.999998, and a mean decoded length of 219k: the failed decodes run on past the reference's end). The "
-    "paper's best of 10 seeds: 8→12 (49%). The 20-sample grid at 11 and 12 disks (381k- and 811k-token traces, "
-    "`tool_mamba_seed0_11_12.json`) is still to run. One seed.",
+    "paper's best of 10 seeds: 8→12 (49%). The 20-sample grid at 11 and 12 disks (`tool_mamba_seed0_11_12.json`, "
+    "decoding 20 and 46 min on a core): 4/20 at 11 disks (381k-token traces; mean decoded length 711k) and 0/20 at 12 "
+    "(811k), token accuracy 0.99999 at both, and every 12-disk decode ran on to the decode limit, twice the "
+    "reference's length: the decodes that fail do not stop. So this seed reaches 8→11 (20%), one disk short of the "
+    "paper's best of 10 seeds. One seed.",
     ("mixture_w0_800steps", "tool_mamba"): "800 steps x 32 of multiplication alone (18.2 min; mean loss over the last "
     "10 logged steps 1e-5): 100/100 traces exact at every size, 20 to 500 digits; the auxiliary addition, never "
     "trained on, 0. Read with the rows below (seed 0 each): at 800 steps every weight reaches 100/100 at every size, "
