@@ -322,6 +322,17 @@ NOTES = {
     "tokens (8% of the `[find]` command tokens, 21% of the thoughts), and 92% of them are digits of a variable name "
     "copied from the observation just read: after `[OBS]v438 = not v756 and not v902[/OBS][find]v` it writes 9, "
     "not 7 (the Mamba: 4 mistakes in 16k tokens at 20 nodes, all thoughts, `mistake_positions.json`).",
+    ("logical_graph", "gpt_neox_2x128"): "The row above twice as wide (2 x 128, 4 heads of 32; same task, data, steps "
+    "and batch: `training/configs/logical_graph_gpt_neox_2x128.yaml`), to ask whether width is what the 2 x 64 model "
+    "lacks to copy names. 67 min beside an evaluation; the loss falls below the narrow model's plateau (0.30 at step "
+    "1,000, 0.16 over the last 10 logged steps, against 0.39 and 0.31) but the model is still not fitted in "
+    "distribution: 15/100 traces exact at 10 nodes (27 right answers, token accuracy 0.94), 6/100 at 20, 0/100 at 50 "
+    "(token accuracy 0.84). Fed the reference prefix (`python eval/mistake_positions.py "
+    "runs/logical_graph_gpt_neox_2x128_seed0/final --sizes 10,20 --samples 20`, "
+    "`logical_graph/mistake_positions_gpt_neox_2x128.json`) it makes about half the narrow model's mistakes, 336 in "
+    "10k tokens at 10 nodes (5% of the `[find]` tokens, 11% of the thoughts) and 702 in 16k at 20 (narrow: 621 and "
+    "1,230), and 87-88% of them are still digits of a variable name. Width helps the copy but does not give it at this "
+    "budget; the Mamba of the same width as the narrow model makes 4 mistakes in 16k tokens at 20 nodes.",
     ("logical_graph", "mistral_swa"): "The GPT-NeoX's config with Mistral's architecture (2 x 64, 4 heads, a "
     "512-token sliding window, shorter than a third of the training traces; 2,000 steps x 32, 43 min): "
     "the loss falls further than the GPT-NeoX's (0.27 at step 1,000, 0.15 at the end) but the model is not fitted "
