@@ -385,8 +385,8 @@ NOTES = {
     "trained on, 0. Read with the rows below (seed 0 each): at 800 steps every weight reaches 100/100 at every size, "
     "and every w > 0 also solves the addition (99-100% to 200 digits), as the paper finds: all weights converge, and "
     "the auxiliary data neither help nor hurt multiplication at this budget. Seed 1 (16.0 min; loss 3.4e-6): the same, "
-    "100/100 at every size and 0 on the addition (token accuracy 0.08). Seed 2 of every weight, and seed 1 of w = 0.6, "
-    "are in `eval/queue.txt` (~15-20 min each).",
+    "100/100 at every size and 0 on the addition (token accuracy 0.08). Seed 2 of every weight is in `eval/queue.txt` "
+    "(~15-20 min each).",
     ("mixture_w033_800steps", "tool_mamba"): "800 steps x 32, a third of the examples additions (20.3 min; loss over "
     "the mixed batches 7.2e-5): 100/100 at every size; addition 100/100 at 20-200 digits. Seed 1 (15.2 min; loss "
     "2.4e-5): the same, 100/100 at every size and on the addition.",
@@ -394,7 +394,8 @@ NOTES = {
     "100/100 at every size; addition 100/100 at 20-200 digits. Seed 1 (14.8 min; loss 1e-4): 100/100 at 20-100 digits, "
     "97/100 at 200, 93/100 at 500 (token accuracy 1.000); addition 100/100 at 20-200.",
     ("mixture_w06_800steps", "tool_mamba"): "800 steps x 32, 60% of the examples additions (12.9 min; loss 1.4e-4): "
-    "100/100 at every size; addition 100/100 at 20-100 digits, 99/100 at 200.",
+    "100/100 at every size; addition 100/100 at 20-100 digits, 99/100 at 200. Seed 1 (13.1 min; loss 2.3e-4): 100/100 "
+    "at every size and on the addition.",
     ("mixture_w033", "tool_mamba"): "500 steps x 32, a third of the examples n+n additions (8 min; loss over the mixed "
     "batches 8.9e-3): 71/100 at 20 digits, 25/100 at 500; addition 97% at 20 digits, 71% at 200. Seed 1 (9 min, loss "
     "9.6e-3): 39/100 at 20 digits, 4/100 at 500; addition 98% at 20 digits, 92% at 200. Seed 2 (7.7 min, loss "
