@@ -387,14 +387,13 @@ NOTES = {
     "command. One seed.",
     ("mixture_w0_800steps", "tool_mamba"): "800 steps x 32 of multiplication alone (18.2 min; mean loss over the last "
     "10 logged steps 1e-5): 100/100 traces exact at every size, 20 to 500 digits; the auxiliary addition, never "
-    "trained on, 0. Read with the rows below (seed 0 each): at 800 steps every weight reaches 100/100 at every size, "
-    "and every w > 0 also solves the addition (99-100% to 200 digits), as the paper finds: all weights converge, and "
-    "the auxiliary data neither help nor hurt multiplication at this budget. Seed 1 (16.0 min; loss 3.4e-6): the same, "
-    "100/100 at every size and 0 on the addition (token accuracy 0.08). Seed 2 (14.3 min; loss 1.3e-5): the same "
-    "again, 100/100 at every size and 0 on the addition. Over the seeds (three a weight, two for w = 0.6): w = 0 is "
-    "100/100 at every size in all three; w = 0.33 loses 1-2 traces at 100-200 digits in one seed of three, w = 0.5 "
-    "loses 2-8 at 50-500 digits in two of three, and w = 0.6 none in two: at this budget the additions do not help "
-    "multiplication, and what they cost does not grow with w. Seed 2 of w = 0.6 is in `eval/queue.txt`.",
+    "trained on, 0. Seed 1 (16.0 min; loss 3.4e-6) and seed 2 (14.3 min; loss 1.3e-5): the same, 100/100 at every size "
+    "and 0 on the addition (token accuracy 0.08). Read with the rows below: at 800 steps every weight converges, as "
+    "the paper finds: seed 0 of every weight is 100/100 at every size, and every w > 0 also solves the addition "
+    "(99-100% to 200 digits). Over three seeds a weight, w = 0 is 100/100 at every size in all three; w = 0.33 and w = "
+    "0.6 each lose 1-2 traces at 100-500 digits in one seed of three, and w = 0.5 loses 2-8 at 50-500 digits in two of "
+    "three: at this budget the additions do not help multiplication, and what they cost, a few traces, does not grow "
+    "with w.",
     ("mixture_w033_800steps", "tool_mamba"): "800 steps x 32, a third of the examples additions (20.3 min; loss over "
     "the mixed batches 7.2e-5): 100/100 at every size; addition 100/100 at 20-200 digits. Seed 1 (15.2 min; loss "
     "2.4e-5): the same, 100/100 at every size and on the addition. Seed 2 (15.6 min; loss 1e-4): 100/100 at 20, 50 and "
