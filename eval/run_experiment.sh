@@ -30,9 +30,14 @@ main() {
     coding_*)          default_sizes=4,8,16,20,24,30; default_samples=50 ;;  # the paper's Fig. 1 axis
     *)                 default_sizes=5,10,20 ;;
   esac
-  case "$model" in  # attention baselines attend over a KV cache as long as the trace at every step: stop earlier
-    gpt_neox*|mistral_swa*) default_sizes=$(echo "$default_sizes" | tr ',' '\n' | awk '$1 <= 100' | paste -sd, -)
-                          long_sizes="" ;;
+  # attention models attend over a KV cache as long as the trace at every step: stop earlier (the config says
+  # which architecture a model is, whatever the experiment calls it)
+  model_type=""  # a missing config is reported by toolssm train below
+  [ -f "$config" ] && model_type=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['model_type'])" \
+    "$config")
+  case "$model_type" in
+    gpt_neox|mistral) default_sizes=$(echo "$default_sizes" | tr ',' '\n' | awk '$1 <= 100' | paste -sd, -)
+                      long_sizes="" ;;
   esac
   sizes=${SIZES:-$default_sizes}
   if [ ! -f "$run/final/config.json" ]; then
