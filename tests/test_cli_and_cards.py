@@ -600,11 +600,17 @@ def test_a_mistake_is_placed_in_its_command_by_tool_tag_and_verb():
     assert segment_of(tokens, roles, roles.index(Role.THOUGHT)) == "thought"
 
 
-def test_mistake_positions_script_lists_every_rows_teacher_forced_mistakes(checkpoint, tmp_path):
-    """eval/mistake_positions.py: each row's mistakes (offset, segment, context, tokens) and a summary that adds up."""
-    spec = importlib.util.spec_from_file_location("mistake_positions", ROOT / "eval" / "mistake_positions.py")
+def _load_eval_script(name: str):
+    """A script of eval/ (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "eval" / f"{name}.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_mistake_positions_script_lists_every_rows_teacher_forced_mistakes(checkpoint, tmp_path):
+    """eval/mistake_positions.py: each row's mistakes (offset, segment, context, tokens) and a summary that adds up."""
+    script = _load_eval_script("mistake_positions")
     out = tmp_path / "positions.json"
     assert script.main([str(checkpoint), "--sizes", "2,3", "--samples", "3", "--head", "5", "--out", str(out)]) == 0
     payload = json.loads(out.read_text())
@@ -630,3 +636,42 @@ def test_mistake_positions_script_lists_every_rows_teacher_forced_mistakes(check
             assert row["mistakes_not_listed"] == len(full_row["mistakes"]) - len(row["mistakes"])
     with pytest.raises(SystemExit):  # a negative count is a usage error, not a list cut from its end
         script.main([str(checkpoint), "--sizes", "2", "--max-listed", "-1"])
+
+
+def test_decode_divergence_finds_the_first_difference_and_one_edit_decodes():
+    """eval/decode_divergence.py on hand-made traces: where a decode leaves the reference, and whether it is the
+    reference with one run inserted, deleted or one token replaced there."""
+    script = _load_eval_script("decode_divergence")
+    reference = list("abcdef")
+    assert script.first_difference(reference, list("abcdef")) is None
+    assert script.first_difference(reference, list("abXdef")) == 2
+    assert script.first_difference(reference, list("abc")) == 3  # the decode stopped early
+    assert script.first_difference(reference, list("abcdefg")) == 6  # ran on past the reference's end
+    assert script.is_one_edit(reference, list("abXdef"), 2)  # replaced
+    assert script.is_one_edit(reference, list("abef"), 2)  # "cd" skipped
+    assert script.is_one_edit(reference, list("abXYcdef"), 2)  # "XY" inserted
+    assert not script.is_one_edit(reference, list("abXYef"), 2)  # "cd" replaced by "XY": two tokens
+    assert not script.is_one_edit(reference, list("abXdeZ"), 2)  # and a second difference further on
+    assert not script.is_one_edit(reference, list("abefg"), 2)  # "cd" skipped and "g" added at the end
+
+
+def test_decode_divergence_script_summarizes_its_rows(checkpoint, tmp_path):
+    """eval/decode_divergence.py on a tiny untrained checkpoint: one row per decode, a summary that adds up."""
+    script = _load_eval_script("decode_divergence")
+    out = tmp_path / "divergence.json"
+    assert script.main([str(checkpoint), "--sizes", "2,3", "--samples", "3", "--batch-size", "2", "--head", "5",
+                        "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["command"].startswith("python eval/decode_divergence.py ") and "date" in payload
+    for result in payload["results"]:
+        rows, summary = result["rows"], result["summary"]
+        diverged = [row for row in rows if not row["trace_exact"]]
+        assert diverged  # an untrained model
+        assert len(rows) == summary["rows"] == 3
+        assert summary["trace_exact"] == 3 - len(diverged)
+        assert summary["answer_right"] == sum(row["answer_right"] for row in rows)
+        assert summary["diverged_in_the_first_5_tokens"] == sum(row["offset"] < 5 for row in diverged)
+        assert sum(d["rows"] for d in summary["divergences"]) == len(diverged)
+        for row in diverged:  # the tokens named are the two traces' tokens at the offset
+            assert row["expected"] != row["decoded"]
+            assert row["offset"] <= min(row["trace_tokens"], row["decoded_tokens"])
