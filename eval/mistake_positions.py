@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from collections import Counter
 
 from tqdm.auto import tqdm
 
-from hf_toolssm.cli import load_checkpoint, non_negative_int, positive_int, size_list
+from hf_toolssm.cli import add_test_set_arguments, load_checkpoint, non_negative_int, write_analysis
 from hf_toolssm.data import heldout_instances
-from hf_toolssm.evaluation import model_token_positions, provenance, segment_of, teacher_forced_mistakes
+from hf_toolssm.evaluation import model_token_positions, segment_of, teacher_forced_mistakes
 
 
 def mistake_rows(model, tokenizer, task, size: int, samples: int, seed: int, context: int) -> list[dict]:
@@ -69,13 +68,7 @@ def summarize(rows: list[dict], head: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help="checkpoint folder; its config names the task")
-    parser.add_argument("--task", help="override the checkpoint's task")
-    parser.add_argument("--sizes", required=True, type=size_list, help="comma-separated test sizes, e.g. 50,100")
-    parser.add_argument("--samples", type=positive_int, default=20,
-                        help="test instances per size (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=1234,
-                        help="test-set seed, as toolssm eval's (default: %(default)s)")
+    add_test_set_arguments(parser, samples=20)
     parser.add_argument("--head", type=non_negative_int, default=100,
                         help="trace tokens counted as the start (default: %(default)s)")
     parser.add_argument("--context", type=non_negative_int, default=80,
@@ -98,11 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append({"size": size, "summary": summary, "rows": rows})
         print(f"size {size}: {json.dumps(results[-1]['summary'])}")
     if args.out:
-        command = "python eval/mistake_positions.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-        payload = {"model": args.model, "task": repr(task), "seed": args.seed, **provenance(command),
-                   "results": results}
-        with open(args.out, "w") as handle:
-            json.dump(payload, handle, indent=1)
+        write_analysis(args.out, "mistake_positions.py", argv, args, task, results)
     return 0
 
 

@@ -233,6 +233,31 @@ def size_list(text: str) -> list[int]:
         ) from None
 
 
+def add_test_set_arguments(parser: argparse.ArgumentParser, *, samples: int) -> None:
+    """The arguments of the per-size analysis scripts in eval/ (``mistake_positions.py``,
+    ``decode_divergence.py``): a checkpoint, its task, the sizes and the test instances, the ones ``toolssm eval``
+    decodes with the same ``--seed``."""
+    parser.add_argument("model", help="checkpoint folder; its config names the task")
+    parser.add_argument("--task", help="override the checkpoint's task")
+    parser.add_argument("--sizes", required=True, type=size_list, help="comma-separated test sizes, e.g. 50,100")
+    parser.add_argument("--samples", type=positive_int, default=samples,
+                        help="test instances per size (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=1234,
+                        help="test-set seed, as toolssm eval's (default: %(default)s)")
+
+
+def write_analysis(path: str, script: str, argv: list[str] | None, args: argparse.Namespace, task,
+                   results: list[dict]) -> None:
+    """An analysis script's JSON: the checkpoint, task and test seed, the command that wrote it (``python
+    eval/SCRIPT ...``), the machine and the date, and its per-size ``results``."""
+    from .evaluation import provenance
+
+    command = f"python eval/{script} " + shlex.join(sys.argv[1:] if argv is None else argv)
+    payload = {"model": args.model, "task": repr(task), "seed": args.seed, **provenance(command), "results": results}
+    with open(path, "w") as handle:
+        json.dump(payload, handle, indent=1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="toolssm",
