@@ -37,8 +37,8 @@ def first_difference(reference: list[str], decoded: list[str]) -> int | None:
 
 
 def is_one_edit(reference: list[str], decoded: list[str], offset: int) -> bool:
-    """Whether ``decoded`` is ``reference`` with one edit at ``offset``: a run of tokens inserted or deleted there
-    (as long as the lengths differ by), or one token replaced, and the rest the same."""
+    """Whether ``decoded`` is ``reference`` with one edit at ``offset`` and the rest the same: a run of tokens
+    inserted or deleted there (as many as the lengths differ by), or, at equal lengths, one token replaced."""
     extra = len(decoded) - len(reference)
     if extra > 0:
         return decoded[offset + extra :] == reference[offset:]
