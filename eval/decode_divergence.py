@@ -20,12 +20,9 @@ import json
 import sys
 from collections import Counter
 
-from tqdm.auto import tqdm
-
 from hf_toolssm.cli import add_test_set_arguments, load_checkpoint, non_negative_int, positive_int, write_analysis
 from hf_toolssm.data import heldout_instances
-from hf_toolssm.evaluation import decode_budget, segment_of
-from hf_toolssm.generation import generate_with_tools
+from hf_toolssm.evaluation import decode_instances, segment_of
 
 
 def first_difference(reference: list[str], decoded: list[str]) -> int | None:
@@ -51,30 +48,27 @@ def divergence_rows(model, tokenizer, task, size: int, samples: int, seed: int, 
     """Per test instance: the reference and decoded lengths, whether the trace and the answer are right, and
     where and how the decode first leaves the reference (None fields for an exact trace)."""
     instances = heldout_instances(task, seed, size, samples)
+    decoded = decode_instances(model, tokenizer, task, instances, batch_size=batch_size, desc=f"size {size}")
     rows = []
-    for start in tqdm(range(0, len(instances), batch_size), desc=f"size {size}", leave=False):
-        chunk = instances[start : start + batch_size]
-        decoded = generate_with_tools(model, tokenizer, [instance.prompt for instance in chunk], task.make_environment,
-                                      max_new_tokens=max(decode_budget(instance) for instance in chunk))
-        for instance, result in zip(chunk, decoded, strict=True):
-            full, roles = instance.full_tokens(), instance.roles()
-            reference, tokens = full[len(instance.prompt) :], result.generated_tokens
-            offset = first_difference(reference, tokens)
-            diverged = offset is not None
-            rows.append({
-                "trace_tokens": len(reference),
-                "decoded_tokens": len(tokens),
-                "trace_exact": not diverged,
-                "answer_right": bool(task.check(instance, result.answer)),
-                "offset": offset,
-                # the reference token the decode did not write: what it belongs to, and the two tokens (None
-                # where one of the traces has ended)
-                "segment": segment_of(full, roles, len(instance.prompt) + offset)
-                if diverged and offset < len(reference) else None,
-                "expected": reference[offset] if diverged and offset < len(reference) else None,
-                "decoded": tokens[offset] if diverged and offset < len(tokens) else None,
-                "one_edit": is_one_edit(reference, tokens, offset) if diverged else None,
-            })
+    for instance, result in zip(instances, decoded, strict=True):
+        full, roles = instance.full_tokens(), instance.roles()
+        reference, tokens = full[len(instance.prompt) :], result.generated_tokens
+        offset = first_difference(reference, tokens)
+        diverged = offset is not None
+        in_reference = diverged and offset < len(reference)  # not past the reference's end
+        rows.append({
+            "trace_tokens": len(reference),
+            "decoded_tokens": len(tokens),
+            "trace_exact": not diverged,
+            "answer_right": bool(task.check(instance, result.answer)),
+            "offset": offset,
+            # the reference token the decode did not write: what it belongs to, and the two tokens (None where
+            # one of the traces has ended)
+            "segment": segment_of(full, roles, len(instance.prompt) + offset) if in_reference else None,
+            "expected": reference[offset] if in_reference else None,
+            "decoded": tokens[offset] if diverged and offset < len(tokens) else None,
+            "one_edit": is_one_edit(reference, tokens, offset) if diverged else None,
+        })
     return rows
 
 

@@ -137,21 +137,15 @@ def decode_budget(instance) -> int:
     return 2 * (len(instance.full_tokens()) - len(instance.prompt)) + 16
 
 
-def score_instances(
-    model, tokenizer, task, instances: Sequence, *, size: int, batch_size: int = 50, token_accuracy: bool = True,
-    metric=None, progress: bool = True,
-) -> tuple[SizeResult, list[ToolGenerationResult]]:
-    """Decode ``instances`` (all of one ``size``) in batches with the tools in the loop, and score them.
-
-    Returns the scores and the decoded results (for callers that show a trace). ``metric``: a loaded
-    ``tool_trace_accuracy`` module, to load it once for many calls.
-    """
-    if not instances:
-        raise ValueError(f"score_instances: no instances of size {size} to score; ask for at least one sample")
-    metric = metric or load_tool_trace_accuracy()
-    started = time.monotonic()
-    decoded = []
-    for start in tqdm(range(0, len(instances), batch_size), desc=f"size {size}", leave=False, disable=not progress):
+def decode_instances(
+    model, tokenizer, task, instances: Sequence, *, batch_size: int = 50, progress: bool = True,
+    desc: str = "decoding",
+) -> list[ToolGenerationResult]:
+    """Greedy decodes of ``instances``, ``batch_size`` rows at a time, with the task's tools in the loop and each
+    batch's decode budget (:func:`decode_budget`): what :func:`score_instances` scores, and what an analysis of
+    the decodes themselves (``eval/decode_divergence.py``) reads."""
+    decoded: list[ToolGenerationResult] = []
+    for start in tqdm(range(0, len(instances), batch_size), desc=desc, leave=False, disable=not progress):
         chunk = instances[start : start + batch_size]
         budget = max(decode_budget(inst) for inst in chunk)
         # The fast loop for every model, attention baselines included: it decodes what generate() +
@@ -166,6 +160,24 @@ def score_instances(
             model, tokenizer, [inst.prompt for inst in chunk], task.make_environment,
             max_new_tokens=budget, progress=progress and budget > 50_000,
         )
+    return decoded
+
+
+def score_instances(
+    model, tokenizer, task, instances: Sequence, *, size: int, batch_size: int = 50, token_accuracy: bool = True,
+    metric=None, progress: bool = True,
+) -> tuple[SizeResult, list[ToolGenerationResult]]:
+    """Decode ``instances`` (all of one ``size``) in batches with the tools in the loop, and score them.
+
+    Returns the scores and the decoded results (for callers that show a trace). ``metric``: a loaded
+    ``tool_trace_accuracy`` module, to load it once for many calls.
+    """
+    if not instances:
+        raise ValueError(f"score_instances: no instances of size {size} to score; ask for at least one sample")
+    metric = metric or load_tool_trace_accuracy()
+    started = time.monotonic()
+    decoded = decode_instances(model, tokenizer, task, instances, batch_size=batch_size, progress=progress,
+                               desc=f"size {size}")
     seconds = time.monotonic() - started
     trace_tokens = [len(r.generated_tokens) for r in decoded]
     scores = metric.compute(
