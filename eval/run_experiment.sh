@@ -4,11 +4,12 @@
 #
 #   bash eval/run_experiment.sh addition tool_mamba 0
 #
-# Training resumes if interrupted (re-run the same command). Env: SAMPLES (default 100; 50 for coding), SIZES (override).
+# Training resumes if interrupted (re-run the same command); a missing init_from run is trained first.
+# Env: SAMPLES (default 100; 50 for coding), SIZES (override).
 # Hanoi also gets a second grid at 11 and 12 disks, 20 samples a size (MODEL_seedSEED_11_12.json), unless SIZES is set.
 set -euo pipefail
-# The whole script is one function so that bash parses it before running: editing this file while a
-# queue runs it cannot break the run in progress.
+# The whole script is functions, called on its last line, so that bash parses it before running: editing this
+# file while a queue runs it cannot break the run in progress.
 main() {
   default_samples=100
   long_sizes=""  # a second grid, 20 samples a size: traces too long for 100 in a session
@@ -40,10 +41,7 @@ main() {
                       long_sizes="" ;;
   esac
   sizes=${SIZES:-$default_sizes}
-  if [ ! -f "$run/final/config.json" ]; then
-    resume=""; [ -d "$run" ] && resume="--resume"
-    toolssm train --config "$config" --output-dir "$run" --seed "$seed" $resume
-  fi
+  train_run "$config" "$run" "$seed"
   OMP_NUM_THREADS=1 toolssm eval "$run/final" --sizes "$sizes" --samples "${SAMPLES:-$default_samples}" --seed 1234 --out "$out"
   long_out=eval/results/${experiment}/${model}_seed${seed}_${long_sizes//,/_}.json
   # only for a model that still solves some of the main grid's largest size
@@ -58,4 +56,20 @@ main() {
   esac
   python eval/make_results_page.py
 }
-main "$@"
+# Train RUN from CONFIG with SEED unless it has finished; an interrupted run resumes. A config that starts from
+# another run's weights (init_from: runs/NAME_seedS/final) has that run trained first, from
+# training/configs/NAME.yaml, when its checkpoint is missing: a fresh machine rebuilds the whole chain.
+train_run() {
+  local config=$1 run=$2 seed=$3 init_from="" base_name base_seed resume=""
+  [ -f "$run/final/config.json" ] && return
+  [ -f "$config" ] && init_from=$(python -c \
+    "import sys, yaml; print(yaml.safe_load(open(sys.argv[1])).get('init_from') or '')" "$config")
+  if [ -n "$init_from" ] && [ ! -f "$init_from/config.json" ] && [[ $init_from =~ ^runs/(.+)_seed([0-9]+)/final/?$ ]]; then
+    base_name=${BASH_REMATCH[1]} base_seed=${BASH_REMATCH[2]}
+    echo "== $config starts from $init_from, which is missing: training it first"
+    train_run "training/configs/$base_name.yaml" "runs/${base_name}_seed$base_seed" "$base_seed"
+  fi
+  [ -d "$run" ] && resume="--resume"
+  toolssm train --config "$config" --output-dir "$run" --seed "$seed" $resume
+}
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi  # sourced (as the tests do), it only defines functions

@@ -675,3 +675,30 @@ def test_decode_divergence_script_summarizes_its_rows(checkpoint, tmp_path):
         for row in diverged:  # the tokens named are the two traces' tokens at the offset
             assert row["expected"] != row["decoded"]
             assert row["offset"] <= min(row["trace_tokens"], row["decoded_tokens"])
+
+
+def test_run_experiment_trains_a_missing_init_from_chain_first(tmp_path):
+    """eval/run_experiment.sh: a run whose init_from checkpoint is missing has that run trained first (and its own
+    starting point before it); an interrupted one resumes; a finished one is not trained again."""
+    configs = tmp_path / "training" / "configs"
+    configs.mkdir(parents=True)
+    (configs / "base.yaml").write_text("model_type: tool_mamba\n")
+    (configs / "middle.yaml").write_text("init_from: runs/base_seed3/final\n")
+    (configs / "top.yaml").write_text("init_from: runs/middle_seed1/final\n")
+    (tmp_path / "runs" / "middle_seed1").mkdir(parents=True)  # interrupted: it resumes
+    # toolssm stubbed: record the call and leave the checkpoint a real training would ($5 is --output-dir's value)
+    script = f"""
+        source {shlex.quote(str(ROOT / "eval" / "run_experiment.sh"))}
+        toolssm() {{ echo "$*" >> calls.txt; mkdir -p "$5/final"; touch "$5/final/config.json"; }}
+        train_run training/configs/top.yaml runs/top_seed0 0
+        train_run training/configs/top.yaml runs/top_seed0 0
+    """
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "calls.txt").read_text().splitlines() == [
+        "train --config training/configs/base.yaml --output-dir runs/base_seed3 --seed 3",
+        "train --config training/configs/middle.yaml --output-dir runs/middle_seed1 --seed 1 --resume",
+        "train --config training/configs/top.yaml --output-dir runs/top_seed0 --seed 0",
+    ]
+    assert done.stdout.count("which is missing: training it first") == 2
