@@ -155,8 +155,9 @@ def _initial_checkpoint(config: TrainConfig, tokenizer) -> PreTrainedModel:
     character vocabulary, so a checkpoint of one task can start another)."""
     path = Path(config.init_from)  # checked here, not in validate(): a config may name a run not trained yet
     if not (path / "config.json").is_file():
-        raise ValueError(f"init_from: {str(path)!r} is not a checkpoint folder (no config.json); train it first or "
-                         f"point init_from at a folder written by save_pretrained")
+        raise ValueError(f"init_from: {str(path)!r} is not a checkpoint folder (no config.json); train it first "
+                         f"(`bash eval/run_experiment.sh` does so for a runs/NAME_seedS/final it lacks) or point "
+                         f"init_from at a folder written by save_pretrained")
     model = AutoModelForCausalLM.from_pretrained(path)
     # Whole configs compared, both as transformers normalises them: a model_kwargs key may live elsewhere once
     # loaded (GPT-NeoX's rotary_pct becomes rope_parameters["partial_rotary_factor"]).
