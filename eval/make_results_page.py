@@ -650,8 +650,8 @@ def render() -> str:
         "",
         "A cell that says *not run yet* needs CPU time the sessions so far did not have (one training of 5-90",
         "minutes here, plus its evaluation, per cell and seed; several hours for iterative Hanoi). Its",
-        "command runs it; `bash eval/run_queue.sh eval/queue.txt` runs every missing cell one after another,",
-        "resuming where it stopped.",
+        "command runs it; `bash eval/run_queue.sh --overlap eval/queue.txt` runs every missing cell in order,",
+        "resuming where it stopped (one training at a time, each evaluation beside the next training).",
         "",
     ]
     for section in sections():

@@ -3,6 +3,7 @@
 # eval/results/EXPERIMENT/MODEL_seedSEED.json and the results page is regenerated.
 #
 #   bash eval/run_experiment.sh addition tool_mamba 0
+#   bash eval/run_experiment.sh --train-only addition tool_mamba 0   # or --eval-only: one half (run_queue.sh --overlap)
 #
 # Training resumes if interrupted (re-run the same command); a missing init_from run is trained first.
 # Env: SAMPLES (default 100; 50 for coding), SIZES (override).
@@ -11,6 +12,11 @@ set -euo pipefail
 # The whole script is functions, called on its last line, so that bash parses it before running: editing this
 # file while a queue runs it cannot break the run in progress.
 main() {
+  local phase=all
+  case "${1:-}" in
+    --train-only) phase=train; shift ;;
+    --eval-only)  phase=eval; shift ;;
+  esac
   default_samples=100
   long_sizes=""  # a second grid, 20 samples a size: traces too long for 100 in a session
   local experiment=$1 model=$2 seed=${3:-0}
@@ -41,7 +47,11 @@ main() {
                       long_sizes="" ;;
   esac
   sizes=${SIZES:-$default_sizes}
-  train_run "$config" "$run" "$seed"
+  if [ "$phase" != eval ]; then train_run "$config" "$run" "$seed"; fi
+  if [ "$phase" = train ]; then return; fi
+  if [ ! -f "$run/final/config.json" ]; then
+    echo "run_experiment.sh: $run/final is not trained yet; train it first (--train-only, or no flag)" >&2; return 1
+  fi
   OMP_NUM_THREADS=1 toolssm eval "$run/final" --sizes "$sizes" --samples "${SAMPLES:-$default_samples}" --seed 1234 --out "$out"
   long_out=eval/results/${experiment}/${model}_seed${seed}_${long_sizes//,/_}.json
   # only for a model that still solves some of the main grid's largest size

@@ -1,11 +1,36 @@
 #!/usr/bin/env bash
-# Run experiments one after another (one training or evaluation at a time: the CPU has 2 cores).
-# Each line of the queue is "EXPERIMENT MODEL SEED"; finished ones are skipped, interrupted ones resume.
+# Run the experiments of a queue in order. Each line is "EXPERIMENT MODEL SEED"; finished ones (their JSON
+# exists) are skipped, interrupted ones resume.
 #
-#   bash eval/run_queue.sh eval/queue.txt
+#   bash eval/run_queue.sh eval/queue.txt             # one job at a time
+#   bash eval/run_queue.sh --overlap eval/queue.txt   # 2+ cores: a job's evaluation beside the next one's training
+#
+# Every config trains on one thread and every evaluation decodes on one, so with --overlap a queue takes about
+# its training time instead of training plus evaluation. It is still one training and one evaluation at a
+# time; the evaluations run in the background, logging to runs/logs/.
 set -uo pipefail
+overlap=false
+if [ "${1:-}" = --overlap ]; then overlap=true; shift; fi
 queue="$(realpath "${1:-$(dirname "$0")/queue.txt}")"  # resolved before the cd: a path relative to the caller
 cd "$(dirname "$0")/.."
+evaluation=""  # the pid of the evaluation running in the background
+
+# Evaluate a trained job in the background, once the previous evaluation has finished.
+evaluate_in_background() {
+  if [ -n "$evaluation" ]; then wait "$evaluation"; fi
+  local log="runs/logs/eval_$1_$2_seed$3.log"
+  mkdir -p runs/logs
+  echo "== $(date -u +%FT%TZ) evaluating in the background: $* (log: $log)"
+  (
+    if bash eval/run_experiment.sh --eval-only "$@" > "$log" 2>&1; then
+      echo "== $(date -u +%FT%TZ) evaluated: $*"
+    else
+      echo "== FAILED evaluation: $* (see $log)"
+    fi
+  ) < /dev/null &
+  evaluation=$!
+}
+
 while read -r experiment model seed; do
   [ -z "${experiment:-}" ] || [ "${experiment:0:1}" = "#" ] && continue
   if [ -f "eval/results/${experiment}/${model}_seed${seed}.json" ]; then
@@ -13,5 +38,12 @@ while read -r experiment model seed; do
   fi
   echo "== $(date -u +%FT%TZ) start: $experiment $model $seed"
   # stdin from /dev/null: nothing the experiment runs may read the rest of the queue
-  bash eval/run_experiment.sh "$experiment" "$model" "$seed" < /dev/null || echo "== FAILED: $experiment $model $seed"
+  if ! $overlap; then
+    bash eval/run_experiment.sh "$experiment" "$model" "$seed" < /dev/null || echo "== FAILED: $experiment $model $seed"
+  elif bash eval/run_experiment.sh --train-only "$experiment" "$model" "$seed" < /dev/null; then
+    evaluate_in_background "$experiment" "$model" "$seed"
+  else
+    echo "== FAILED training: $experiment $model $seed"
+  fi
 done < "$queue"
+if [ -n "$evaluation" ]; then wait "$evaluation"; fi
