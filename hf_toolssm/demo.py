@@ -15,7 +15,7 @@ def run_demo(model_path: str, *, sizes: list[int], samples: int, out: str) -> in
     from transformers import AutoModelForCausalLM, AutoTokenizer  # hf_toolssm/__init__ registered our models
 
     from .data import heldout_instances
-    from .evaluation import plot_accuracy_vs_size, score_instances, write_results
+    from .evaluation import plot_accuracy_vs_size, score_instances, warm_up, write_results
     from .metrics import load_tool_trace_accuracy
     from .tasks import checkpoint_task, checkpoint_tool_config
 
@@ -28,6 +28,8 @@ def run_demo(model_path: str, *, sizes: list[int], samples: int, out: str) -> in
     print(f"{Path(model_path).name}: {model.config.model_type}, {params:,} parameters, trained on {task.name} "
           f"up to {train_max_size} {task.size_unit}")
     metric = load_tool_trace_accuracy()
+    print("warming up (a machine's first run compiles the fused CPU kernel: about a minute) ...", end=" ", flush=True)
+    print(f"{warm_up(model):.1f}s")
     results, example = [], None
     for size in sizes:
         instances = heldout_instances(task, 2026, size, samples)

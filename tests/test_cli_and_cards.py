@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import venv
 from pathlib import Path
 from unittest import mock
@@ -121,6 +122,30 @@ def test_the_harness_decodes_an_attention_baseline_as_generate_does(tmp_path):
         (slow,) = generate_with_logits_processor(model, tokenizer, [instance.prompt], task.make_environment,
                                                  max_new_tokens=len(fast.generated_tokens) + 64)
         assert fast.tokens == slow.tokens[: len(fast.tokens)]
+
+
+def test_the_harness_keeps_first_use_costs_out_of_its_timing(tmp_path):
+    """A model whose first forward is slow (ToolMamba compiling its CPU kernel on a fresh machine): score_instances
+    pays that before its timer starts, so seconds and tokens/s describe the decode alone."""
+    from hf_toolssm.evaluation import score_instances
+    from hf_toolssm.tasks import get_task
+
+    model = build_model(TrainConfig(output_dir=str(tmp_path), task="addition", train_max_size=3,
+                                    model_kwargs={"hidden_size": 16, "num_hidden_layers": 1}),
+                        tokenizer := build_char_tokenizer()).eval()
+    task = get_task("addition")
+    forward, calls = model.forward, []
+
+    def slow_first_call(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == 1:
+            time.sleep(3)
+        return forward(*args, **kwargs)
+
+    with mock.patch.object(model, "forward", side_effect=slow_first_call):
+        result, _ = score_instances(model, tokenizer, task, [task.sample(random.Random(0), 1)], size=1,
+                                    token_accuracy=False, progress=False)
+    assert len(calls) > 1 and result.seconds < 3
 
 
 def test_solve_prints_the_answer_alone_as_the_last_stdout_line(checkpoint):
