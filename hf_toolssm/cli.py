@@ -58,7 +58,7 @@ def load_checkpoint(model_path: str, task_name: str | None, command: str):
 
 
 def cmd_solve(args) -> int:
-    from .evaluation import decode_budget
+    from .evaluation import decode_budget, warm_up
     from .generation import generate_with_tools
 
     model, tokenizer, task = load_checkpoint(args.model, args.task, "solve")
@@ -69,6 +69,7 @@ def cmd_solve(args) -> int:
         raise SystemExit(f"toolssm solve: {error}") from None
     prompt = reference.prompt
     colour = sys.stderr.isatty() and not args.no_colour
+    warm_up(model)  # before the prompt is shown and the clock starts: a fresh machine's kernel compile is ~1 min
 
     def stream(row, token, role):
         sys.stderr.write(f"{_ROLE_COLOURS[role.value]}{token}{_RESET}" if colour else token)
