@@ -523,6 +523,15 @@ NOTES = {
     "copies. The answer check stays 0: 23% of the answer's tokens, digits of the status line's hash, are still "
     "miscopied. Seed 1 (its own data order, from the same logical-graph checkpoint; 26 min with micro-batches, "
     "loss 0.05) repeats the curve: 98%, 100%, 82%, then 58%, 42% and 28% at 20, 24 and 30.",
+    ("coding_interactive", "gpt_neox"): "The interactive Mamba's recipe for GPT-NeoX from random weights (2 x 64, 4 "
+    "heads, RoPE; 1,000 steps x 8 traces in micro-batches of 4,096 tokens, 67 min): loss 0.37 at the end (the Mamba "
+    "from random weights: 0.17). Pass rate 0/50 at n = 4, 1/50 at 8 and 16, 0/50 at 20 and 24; the answer check 0 "
+    "everywhere; token accuracy 0.88 at 4 down to 0.85 at 24 (that Mamba: 0.94-0.95). Neither model from random "
+    "weights learns the traces in this budget (that Mamba: 3% up to 16, 1% beyond), so this pair does not measure the "
+    "paper's contrast either; the Mamba started from the logical-graph Mamba does (94% up to 16, 47% beyond). Not "
+    "evaluated at 30 functions yet: the decodes took 2-21 min a size here and the session ended during n = 30 "
+    "(`toolssm eval runs/coding_interactive_gpt_neox_seed0/final --sizes 30 --samples 50 --seed 1234 --out "
+    "eval/results/coding_interactive/gpt_neox_seed0_30.json`).",
     ("coding_interactive", "gpt_neox_from_logical_graph"): "The interactive cell's recipe for GPT-NeoX (2 x 64, 4 "
     "heads, RoPE; 1,000 steps x 8 traces, 53 min beside other work) started from the logical-graph GPT-NeoX, as the "
     "Mamba row above starts from the logical-graph Mamba: loss 0.24 at the end (that Mamba: 0.04). Pass rate 1/50 "
