@@ -26,6 +26,12 @@ main() {
   config=training/configs/${experiment}_${model}.yaml
   run=runs/${experiment}_${model}_seed${seed}
   out=eval/results/${experiment}/${model}_seed${seed}.json
+  if [ "$phase" != eval ]; then train_run "$config" "$run" "$seed"; fi
+  if [ "$phase" = train ]; then return; fi
+  if [ ! -f "$run/final/config.json" ]; then
+    echo "run_experiment.sh: $run/final is not trained yet; train it first (--train-only, or no flag)" >&2; return 1
+  fi
+  # the evaluation grid
   case "$experiment" in
     addition)          default_sizes=5,10,20,50,100,1000 ;;
     multiplication_k*) default_sizes=10,13,20,50,100,500,1000 ;;
@@ -39,7 +45,7 @@ main() {
   esac
   # attention models attend over a KV cache as long as the trace at every step: stop earlier (the config says
   # which architecture a model is, whatever the experiment calls it)
-  model_type=""  # a missing config is reported by toolssm train below
+  model_type=""
   [ -f "$config" ] && model_type=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['model_type'])" \
     "$config")
   case "$model_type" in
@@ -47,11 +53,6 @@ main() {
                       long_sizes="" ;;
   esac
   sizes=${SIZES:-$default_sizes}
-  if [ "$phase" != eval ]; then train_run "$config" "$run" "$seed"; fi
-  if [ "$phase" = train ]; then return; fi
-  if [ ! -f "$run/final/config.json" ]; then
-    echo "run_experiment.sh: $run/final is not trained yet; train it first (--train-only, or no flag)" >&2; return 1
-  fi
   OMP_NUM_THREADS=1 toolssm eval "$run/final" --sizes "$sizes" --samples "${SAMPLES:-$default_samples}" --seed 1234 --out "$out"
   long_out=eval/results/${experiment}/${model}_seed${seed}_${long_sizes//,/_}.json
   # only for a model that still solves some of the main grid's largest size
