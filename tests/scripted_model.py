@@ -8,8 +8,8 @@ exactly, *if* the tools inject the observations the trace says; any other histor
 
 The history of each row lives in the cache: a ``DynamicCache`` whose one (attention) layer stores the token
 ids as keys, so both generation paths work unchanged: the fast loop (``model(input_ids=..., cache=...,
-use_cache=True)`` with 1..N new tokens, ``cache.reorder_cache(rows)`` to drop finished rows) and stock
-``model.generate()`` (left-padded prompts; leading ``[PAD]`` ids are stripped).
+use_cache=True)`` with 1..N new tokens, right-padded when ragged, ``cache.reorder_cache(rows)`` to drop finished
+rows) and stock ``model.generate()`` (left-padded prompts). ``[PAD]`` ids are skipped wherever they are.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class ScriptedOutput(ModelOutput):
 class ScriptedModel(PreTrainedModel, GenerationMixin):
     config_class = ScriptedConfig
     config: ScriptedConfig
+    _padding_keeps_state = True  # padding never enters the history: the fast loop may feed ragged chunks
 
     def __init__(self, config: ScriptedConfig):
         super().__init__(config)
@@ -79,10 +80,10 @@ class ScriptedModel(PreTrainedModel, GenerationMixin):
         batch, length = input_ids.shape
         past = history.shape[1] - length
         logits = torch.full((batch, length, self.config.vocab_size), _LOW, device=input_ids.device)  # (b, l, v)
+        pad = self.config.pad_token_id
         for row, ids in enumerate(history.tolist()):
-            start = 0
-            while start < len(ids) and ids[start] == self.config.pad_token_id:
-                start += 1  # left padding from generate()
             for position in range(length):
-                logits[row, position, self.next_token(ids[start : past + position + 1])] = 0.0
+                # padding anywhere (left of generate()'s prompts, right of the fast loop's ragged chunks) is skipped
+                tokens = [i for i in ids[: past + position + 1] if i != pad]
+                logits[row, position, self.next_token(tokens)] = 0.0
         return ScriptedOutput(logits=logits, cache=cache)

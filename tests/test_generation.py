@@ -8,6 +8,8 @@ GPT-NeoX) check that the two paths agree on free-running, tool-calling decodes.
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 from scripted_model import ScriptedConfig, ScriptedModel
@@ -21,6 +23,7 @@ from hf_toolssm.generation import (
     ToolGenerationResult,
     generate_with_logits_processor,
     generate_with_tools,
+    tool_loop,
 )
 from hf_toolssm.tokenization import CHARACTERS, add_tool_tokens, build_char_tokenizer
 from hf_toolssm.tools import (
@@ -180,6 +183,18 @@ def decode_fast(model, prompts, env_factory, tokenizer=TOKENIZER, **kwargs) -> l
     return generate_with_tools(model, tokenizer, prompts, env_factory, progress=False, **kwargs)
 
 
+def decode_fast_in_step(model, prompts, env_factory, **kwargs) -> list[ToolGenerationResult]:
+    """The fast loop feeding every row the same number of tokens (what attention models get)."""
+    return decode_fast(model, prompts, env_factory, ragged_feed=False, **kwargs)
+
+
+def decode_fast_ragged(model, prompts, env_factory, **kwargs) -> list[ToolGenerationResult]:
+    """The fast loop's ragged feed at every forward, at most 3 tokens a row: observations take several padded
+    forwards, prompts and observations of different lengths go in side by side."""
+    with mock.patch.object(tool_loop, "RAGGED_MIN_WIDTH", 1), mock.patch.object(tool_loop, "RAGGED_MAX_WIDTH", 3):
+        return decode_fast(model, prompts, env_factory, ragged_feed=True, **kwargs)
+
+
 def decode_generate(
     model, prompts, env_factory, tokenizer=TOKENIZER, max_new_tokens=400, **kwargs
 ) -> list[ToolGenerationResult]:
@@ -187,7 +202,10 @@ def decode_generate(
                                           **kwargs)
 
 
-PATHS = {"fast_loop": decode_fast, "generate": decode_generate}
+PATHS = {
+    "fast_loop": decode_fast, "fast_loop_in_step": decode_fast_in_step, "fast_loop_ragged": decode_fast_ragged,
+    "generate": decode_generate,
+}
 
 
 def summary(result: ToolGenerationResult) -> tuple:
@@ -220,6 +238,34 @@ def test_scripted_row_in_a_batch_equals_row_alone(path):
     for name, result in zip(names, batched):
         alone = PATHS[path](model, [prompt_of(name)], scripted_environment)[0]
         assert summary(alone) == summary(result)
+
+
+def test_the_ragged_feed_takes_fewer_forwards_with_padded_rows():
+    """Guard for the ragged paths: they do feed rows different numbers of tokens in one forward (right padding).
+    Fed whole, each row's queue costs one forward, so the traces take fewer forwards than in step."""
+    names = list(SCRIPTED)
+    model = scripted_model()
+    prompts = [prompt_of(n) for n in names]
+    forward, calls = model.forward, []
+
+    def recording_forward(input_ids, attention_mask=None, **kwargs):
+        calls.append(None if attention_mask is None else attention_mask.sum(dim=1).tolist())
+        return forward(input_ids, attention_mask=attention_mask, **kwargs)
+
+    model.forward = recording_forward
+    in_step = decode_fast_in_step(model, prompts, scripted_environment)
+    in_step_calls, calls[:] = list(calls), []
+    with mock.patch.object(tool_loop, "RAGGED_MIN_WIDTH", 1):  # ragged at every forward, each whole queue at once
+        ragged = decode_fast(model, prompts, scripted_environment, ragged_feed=True)
+    assert [summary(r) for r in ragged] == [summary(r) for r in in_step]
+    assert all(mask is None for mask in in_step_calls)
+    assert any(mask is not None and len(set(mask)) > 1 for mask in calls)  # rows fed different numbers of tokens
+    assert len(calls) < len(in_step_calls)
+
+
+def test_the_ragged_feed_is_refused_for_a_model_that_would_cache_its_padding():
+    with pytest.raises(ValueError, match="ragged_feed=True needs a model whose padding leaves its cache"):
+        decode_fast(tiny_gpt_neox(0), ["7+5="], random_environment, ragged_feed=True)
 
 
 def test_off_trace_history_is_visible():
@@ -387,8 +433,10 @@ def test_fast_loop_equals_logits_processor_on_random_models(kind, seed):
     model = RANDOM_MODELS[kind](seed)
     fast = decode_fast(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40)
     slow = decode_generate(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40)
-    for prompt, f, s in zip(RANDOM_PROMPTS, fast, slow):
-        assert summary(f) == summary(s)
+    in_step = decode_fast_in_step(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40)
+    ragged = decode_fast_ragged(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40)
+    for prompt, f, s, i, r in zip(RANDOM_PROMPTS, fast, slow, in_step, ragged):
+        assert summary(f) == summary(s) == summary(i) == summary(r)
         assert_consistent_roles(f, prompt)
 
 

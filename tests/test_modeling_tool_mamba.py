@@ -261,6 +261,35 @@ def test_a_padded_short_chunk_on_a_cache_is_masked_as_the_chunked_path_masks_it(
     assert_close(default, chunked)
 
 
+@pytest.mark.parametrize("cpp_scan", [True, False], ids=["cpp_scan", "pytorch_scan"])
+def test_a_right_padded_chunk_on_a_cache_continues_each_row_as_its_unpadded_chunk(model, cpp_scan):
+    """The fast tool loop's ragged feed: rows feed 1, 7, 3 and 0 tokens in one right-padded forward. Each row's
+    logits and conv and SSM states are those of its own unpadded chunk; the row without tokens keeps its state."""
+    from unittest import mock
+
+    from hf_toolssm.ops import selective_scan
+
+    ids = random_ids(4, 5 + 7, seed=4)
+    lengths = [1, 7, 3, 0]
+    mask = torch.tensor([[1] * n + [0] * (7 - n) for n in lengths])
+    with torch.inference_mode(), mock.patch.object(selective_scan, "_use_cpu_extension", lambda u: cpp_scan):
+        prefix = model(ids[:, :5], use_cache=True)
+        padded = model(ids[:, 5:], cache=copy.deepcopy(prefix.cache), attention_mask=mask, use_cache=True)
+        unmasked = model(ids[:, 5:], cache=copy.deepcopy(prefix.cache), use_cache=True)
+        for row, n in enumerate(lengths):
+            alone = model(ids[row : row + 1, :5], use_cache=True)
+            if n:
+                alone_logits = model(ids[row : row + 1, 5 : 5 + n], cache=alone.cache, use_cache=True).logits
+                assert_close(padded.logits[row, :n], alone_logits[0], what=f"row {row}")
+            for layer in range(model.config.num_hidden_layers):
+                for state in ("get_conv_state", "get_recurrent_state"):
+                    got = getattr(padded.cache, state)(layer)[row]
+                    assert_close(got, getattr(alone.cache, state)(layer)[0], what=f"row {row} {state} {layer}")
+    # guard: without the mask, the padding runs through the short rows' states
+    moved = unmasked.cache.get_recurrent_state(0)[0] - padded.cache.get_recurrent_state(0)[0]
+    assert moved.abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("chunks", [
     [6, 8],  # prompt, then a tool observation injected in one forward
     [6, 2, 6],  # a chunk shorter than the conv window (k - 1 = 3)

@@ -1,12 +1,20 @@
 """The fast tool loop: batched tool-augmented decoding for models with a recurrent (or KV) cache.
 
 Every batch row keeps a queue of tokens still to be fed to the model: normally the one token it just
-sampled, after a command also the tool's observation. Each iteration feeds the same number of tokens to
-every active row (the shortest queue), so all rows share one forward; when every row has an observation
-pending, it goes in as one multi-token forward that continues the cache. Finished rows are dropped from
-the batch (and the cache) so long tails cost only what they use. Memory is flat in the trace length: the
-model keeps its fixed-size state, the tool environment keeps the trace as token strings. Attention models
-(transformers' KV caches) work too; their full-attention cache layers append in place (``kv_cache.py``).
+sampled, after a command also the tool's observation. Rows fall out of step as soon as their observations
+differ in length, so how a forward feeds the queues decides the speed:
+
+- **ragged** (ToolMamba, ToolRNN: models whose padding leaves the state as it was): every row feeds its whole
+  queue (up to ``RAGGED_MAX_WIDTH`` tokens) in one right-padded forward, so an observation costs one forward
+  whatever the other rows are doing. Used when some queue holds at least ``RAGGED_MIN_WIDTH`` tokens; below
+  that, one-token steps (the fused step kernel) are cheaper than a padded chunk.
+- **equal** (every model, attention baselines included): every row feeds the same number of tokens, the
+  shortest queue's length; a row's observation goes in one token a forward while other rows decode.
+
+The two give the same traces (tested). Finished rows are dropped from the batch (and the cache) so long tails
+cost only what they use. Memory is flat in the trace length: the model keeps its fixed-size state, the tool
+environment keeps the trace as token strings. Attention models (transformers' KV caches) work too; their
+full-attention cache layers append in place (``kv_cache.py``).
 
 Greedy decoding here and through :class:`ToolCallingLogitsProcessor` in ``model.generate()`` give the
 same traces (tested).
@@ -27,6 +35,32 @@ from .kv_cache import use_growing_kv_layers
 from .result import ToolGenerationResult
 from .vocabulary import ProtocolVocabulary
 
+#: The ragged feed's widest forward (tokens per row): a longer observation takes several forwards, which bounds
+#: the padding that the other rows' one-token queues add to each. Set by `toolssm bench decode` (`ragged_feed`).
+RAGGED_MAX_WIDTH = 64
+#: The least share of a ragged chunk that must be tokens, not padding: a padded chunk costs per position
+#: (tokens and padding alike) a fraction of what a one-token step costs per token.
+RAGGED_MIN_FILL = 0.5
+#: The narrowest ragged chunk: shorter chunks with padding cost more than as many one-token steps.
+RAGGED_MIN_WIDTH = 8
+
+
+def _ragged_width(queued: list[int]) -> int:
+    """The ragged feed's width for rows with these queue lengths: the widest (up to ``RAGGED_MAX_WIDTH``) whose
+    chunk is at least ``RAGGED_MIN_FILL`` tokens, not padding; the shortest queue (no padding) if none is wider."""
+    best = min(queued)
+    for width in sorted({min(n, RAGGED_MAX_WIDTH) for n in queued if n >= RAGGED_MIN_WIDTH}):
+        tokens = sum(min(n, width) for n in queued)
+        if width > best and tokens >= RAGGED_MIN_FILL * width * len(queued):
+            best = width
+    return best
+
+
+def padding_keeps_state(model: PreTrainedModel) -> bool:
+    """Whether ``model`` can take right-padded chunks on its cache (``attention_mask`` 0 leaves the state as it
+    was): our recurrent models declare it. Attention models would cache the padding's keys and values."""
+    return bool(getattr(model, "_padding_keeps_state", False))
+
 
 @torch.inference_mode()
 def generate_with_tools(
@@ -42,6 +76,7 @@ def generate_with_tools(
     generator: torch.Generator | None = None,
     progress: bool | None = None,
     on_token=None,
+    ragged_feed: bool | None = None,
 ) -> list[ToolGenerationResult]:
     """Decode every prompt with its own tool environment; return one :class:`ToolGenerationResult` per prompt.
 
@@ -55,9 +90,19 @@ def generate_with_tools(
         on_token: optional ``callback(row, token, role)`` for every trace token after the prompt, model
             tokens and observations alike (streaming, e.g. the CLI).
         progress: show a tqdm bar (default: when more than 2,000 tokens may be decoded).
+        ragged_feed: feed each row its own queue in right-padded forwards (the module docstring); default: when
+            the model supports it (:func:`padding_keeps_state`). ``False`` keeps all rows in step.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if ragged_feed is None:
+        ragged_feed = padding_keeps_state(model)
+    elif ragged_feed and not padding_keeps_state(model):
+        raise ValueError(
+            f"generate_with_tools: ragged_feed=True needs a model whose padding leaves its cache as it was; "
+            f"{type(model).__name__} does not declare it (_padding_keeps_state). Leave ragged_feed unset."
+        )
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = model.device
     vocabulary = ProtocolVocabulary(tokenizer)
     envs, queues = [], []
@@ -80,11 +125,19 @@ def generate_with_tools(
         results[row] = ToolGenerationResult.from_environment(envs[row], reason)
 
     while active:
-        # 1. Feed every active row the same number of queued tokens (all of them if the queues are equal).
-        width = min(len(queues[row]) for row in active)
-        feed = torch.tensor([[queues[row].popleft() for _ in range(width)] for row in active], device=device)
+        # 1. Feed the active rows their queued tokens: each its own number (ragged, right-padded), or all the
+        #    shortest queue's length.
+        queued = [len(queues[row]) for row in active]
+        width = _ragged_width(queued) if ragged_feed else min(queued)
+        fed = [min(n, width) for n in queued]
+        ids = [[queues[row].popleft() for _ in range(n)] + [pad_id] * (width - n)
+               for row, n in zip(active, fed, strict=True)]
+        feed = torch.tensor(ids, device=device)  # (active, width)
+        mask = None  # (active, width), 1 = token, 0 = padding
+        if min(fed) < width:
+            mask = torch.tensor([[1] * n + [0] * (width - n) for n in fed], device=device)
         first_forward = cache is None
-        outputs = model(input_ids=feed, cache=cache, use_cache=True)
+        outputs = model(input_ids=feed, cache=cache, use_cache=True, attention_mask=mask)
         cache = getattr(outputs, "cache", None)
         if cache is None:  # the next forward would silently start over from the new tokens alone
             raise TypeError(
@@ -93,7 +146,9 @@ def generate_with_tools(
             )
         if first_forward:  # attention models: append to the KV cache in place, not by copying all of it
             use_growing_kv_layers(cache)
-        logits = vocabulary.only_tokenizer_ids(outputs.logits[:, -1, :].float())  # (active, vocab)
+        last = torch.tensor(fed, device=device) - 1  # (active,): each row's last fed token
+        logits = outputs.logits[torch.arange(len(active), device=device), last].float()  # (active, vocab)
+        logits = vocabulary.only_tokenizer_ids(logits)
 
         # 2. Rows whose queue is now empty sample their next token and hand it to their tool environment.
         if do_sample:

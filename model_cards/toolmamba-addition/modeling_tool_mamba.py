@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -32,12 +33,29 @@ from .selective_scan import selective_scan_fn
 from .configuration_tool_mamba import ToolMambaConfig
 
 
-def _mask_padding(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """Zero padded positions. With zero inputs a left-padded prefix leaves the conv and SSM states at zero,
-    so a left-padded row computes exactly what the unpadded row would."""
-    if attention_mask is None or attention_mask.shape[1] != hidden_states.shape[1]:
-        return hidden_states
-    return hidden_states * attention_mask[:, :, None].to(hidden_states.dtype)
+def _mask_padding(x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero the padded positions of x (b, d, l): a token after left padding then convolves zeros, as it would
+    convolve the zero initial state without the padding."""
+    if attention_mask is None:
+        return x
+    return x * attention_mask[:, None, :].to(x.dtype)  # (b, d, l)
+
+
+def _conv_state_at_last_token(
+    x: torch.Tensor, conv_state: torch.Tensor | None, attention_mask: torch.Tensor, width: int
+) -> torch.Tensor:
+    """The conv state a row would have without its right padding: its last ``width`` inputs up to its last token.
+
+    x: (b, d, l) conv inputs; conv_state: (b, d, width) the inputs before them, or None (zeros). A row without
+    tokens keeps ``conv_state``."""
+    batch, d, length = x.shape
+    if conv_state is None:
+        conv_state = x.new_zeros(batch, d, width)
+    window = torch.cat([conv_state.to(x.dtype), x], dim=-1)  # (b, d, width + l)
+    positions = torch.arange(1, length + 1, device=x.device)  # (l,)
+    end = (attention_mask.to(torch.long) * positions).amax(dim=-1)  # (b,): 1 + the index of the row's last token
+    index = end[:, None] + torch.arange(width, device=x.device)  # (b, width): window positions end .. end+width-1
+    return window.gather(-1, index[:, None, :].expand(batch, d, width))  # (b, d, width)
 
 
 class ToolMambaMixer(nn.Module):
@@ -126,18 +144,30 @@ class ToolMambaMixer(nn.Module):
             steps = [self._step(x[:, :, t], z[:, :, t], conv_state, ssm_state, conv_weight, A) for t in range(length)]
             return torch.stack(steps, dim=1)  # (b, l, d_model)
 
+        # Padding (attention_mask 0) leaves the states as they were, so a row may be left-padded (a fresh prompt)
+        # or right-padded (the fast tool loop's ragged feed on a cache): padded inputs are zero, the conv state
+        # is read at each row's last token, and Δ = 0 on padding (exp(0 * A) = 1 keeps the SSM state, Δ B x = 0
+        # adds nothing). A pad before a token on a non-empty cache is not supported: that token would convolve it.
+        mask = attention_mask if attention_mask is not None and attention_mask.shape[1] == length else None  # (b, l)
+
         # 1. Causal conv, continuing from the cached last k-1 inputs.
-        x = _mask_padding(x.transpose(1, 2), attention_mask).transpose(1, 2)
+        x = _mask_padding(x, mask)  # (b, d, l)
+        conv_input = x
         x, new_conv_state = causal_conv1d_fn(
             x, conv_weight, self.conv1d.bias, initial_state=conv_state, activation=self.activation,
             return_final_state=True,
         )  # (b, d, l), (b, d, k-1)
-        x = _mask_padding(x.transpose(1, 2), attention_mask).transpose(1, 2)
+        if mask is not None:
+            new_conv_state = _conv_state_at_last_token(conv_input, conv_state, mask, self.conv_kernel_size - 1)
 
         # 2. Input-dependent Δ, B, C.
         x_dbl = self.x_proj(x.transpose(1, 2))  # (b, l, r + 2n)
         dt, B, C = torch.split(x_dbl, [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1)
-        dt = (dt @ self.dt_proj.weight.T).transpose(1, 2)  # (b, d, l); the bias is added inside the scan
+        dt = (dt @ self.dt_proj.weight.T).transpose(1, 2)  # (b, d, l)
+        delta_bias, delta_softplus = self.dt_proj.bias.float(), True  # applied inside the scan
+        if mask is not None:  # Δ = softplus(dt + bias) on tokens, 0 on padding
+            dt = (F.softplus(dt.float() + delta_bias[None, :, None]) * mask[:, None, :]).to(dt.dtype)  # (b, d, l)
+            delta_bias, delta_softplus = None, False
 
         # 3. Selective scan, continuing from the cached SSM state.
         if ssm_state is not None and torch.is_grad_enabled():
@@ -147,8 +177,7 @@ class ToolMambaMixer(nn.Module):
             ssm_state = ssm_state.clone()
         y, new_ssm_state = selective_scan_fn(
             x, dt, A, B.transpose(1, 2), C.transpose(1, 2), D=self.D.float(), z=z,
-            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-            initial_state=ssm_state, return_last_state=True,
+            delta_bias=delta_bias, delta_softplus=delta_softplus, initial_state=ssm_state, return_last_state=True,
         )  # (b, d, l), (b, d, n)
         if cache is not None:
             cache.update_conv_state(new_conv_state.contiguous(), self.layer_idx,
@@ -223,6 +252,8 @@ class ToolMambaPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["ToolMambaBlock"]
     supports_gradient_checkpointing = True
     _is_stateful = True
+    # attention_mask 0 leaves the cached state as it was: the fast tool loop feeds right-padded chunks
+    _padding_keeps_state = True
 
     @torch.no_grad()
     def _init_weights(self, module):

@@ -145,6 +145,8 @@ class ToolRNNPreTrainedModel(PreTrainedModel):
     base_model_prefix = "backbone"
     _no_split_modules = ["ToolRNNLayer"]
     _is_stateful = True  # no assisted decoding: a recurrent state cannot be rolled back
+    # attention_mask 0 leaves the cached state as it was: the fast tool loop feeds right-padded chunks
+    _padding_keeps_state = True
 
     @torch.no_grad()
     def _init_weights(self, module):
