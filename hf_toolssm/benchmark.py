@@ -13,6 +13,10 @@
             and the fast tool loop on the same model (observations fed as one forward when every row has
             one pending, finished rows dropped from the batch), whose KV cache appends in place
             (generation/kv_cache.py) vs transformers' DynamicLayer, which copies the cache per token.
+    ragged  the fast tool loop's ragged feed (each row its own number of tokens a forward, right-padded) vs its
+            in-step feed, on a recurrent checkpoint's own task (``--size``): what ``RAGGED_MIN_FILL`` and
+            ``RAGGED_MIN_WIDTH`` in generation/tool_loop.py are set from.
+    sandbox the code sandbox's ``run``: its process's exit waited for on a pidfd vs polled with sleeps.
     train   one training step's forward+backward on the batches of the repo's Mamba configs (Hanoi, logical
             graph, coding, multiplication, addition), whole vs cut into micro-batches padded to their own
             longest row (TrainConfig.micro_batch_tokens).
@@ -293,6 +297,105 @@ def _bench_kv_cache(model_path: str, rows: int, rounds: int) -> dict:
     }
 
 
+def bench_ragged_feed(model_path: str, *, size: int | None = None, rows: int = 16, rounds: int = 3) -> dict:
+    """The fast tool loop's two feeds on a recurrent checkpoint (generation/tool_loop.py): ragged, each row its own
+    queue in right-padded chunks, vs in step, every row the same number of tokens; ``rows`` instances of its task at
+    ``size`` (default: its largest training size). Traces must be identical; forwards are counted."""
+    import random
+
+    from .generation import generate_with_tools
+
+    model, tokenizer, task, tool_config = _load_with_task(model_path)
+    size = size or tool_config.get("train_max_size") or task.default_train_max_size
+    prompts = [task.sample(random.Random(f"bench-ragged-{row}"), size).prompt for row in range(rows)]
+    budget = 4 * max(len(task.sample(random.Random(f"bench-ragged-{row}"), size).full_tokens()) for row in range(rows))
+    forward, forwards = model.forward, {}
+
+    def decode(feed: str, batch_prompts=prompts, max_new_tokens=budget):
+        calls = []
+        model.forward = lambda *args, **kwargs: calls.append(1) or forward(*args, **kwargs)
+        started = time.perf_counter()
+        try:
+            results = generate_with_tools(model, tokenizer, batch_prompts, task.make_environment,
+                                          max_new_tokens=max_new_tokens, progress=False, ragged_feed=feed == "ragged")
+        finally:
+            model.forward = forward
+        forwards[feed] = len(calls)
+        return results, time.perf_counter() - started
+
+    feeds = ("ragged", "in_step")
+    results, seconds = _alternating_decodes(decode, feeds, lambda feed: decode(feed, prompts[:2], 64), rounds)
+    tokens = sum(len(r.generated_tokens) for r in results["in_step"])
+    return {
+        "what": f"greedy tool decoding of {rows} {task.name} instances of size {size}, batch {rows}, median of "
+                f"{rounds} alternating rounds after a warm-up: the fast loop's ragged feed vs its in-step feed",
+        "traces_identical": [r.tokens for r in results["ragged"]] == [r.tokens for r in results["in_step"]],
+        "trace_tokens": tokens,
+        "observation_fraction": round(sum(r.num_observation_tokens for r in results["in_step"]) / max(tokens, 1), 2),
+        "forwards": forwards,
+        "speedup_ragged_vs_in_step": round(seconds["in_step"] / seconds["ragged"], 2),
+        "seconds": {feed: round(seconds[feed], 3) for feed in feeds},
+    }
+
+
+#: The runner's way of running the script until it ran it itself: runpy, whose imports slowed every start-up.
+_RUNNER_EXEC = """        with open(path, "rb") as source:
+            code = compile(source.read(), path, "exec")
+        main = type(sys)("__main__")
+        main.__file__ = path
+        sys.modules["__main__"] = main
+        exec(code, main.__dict__)
+"""
+_RUNPY_EXEC = """        import runpy
+        runpy.run_path(path, run_name="__main__")
+"""
+
+
+def bench_sandbox(quick: bool = False) -> dict:
+    """The code sandbox's ``run`` (a confined Python process per program, tools/sandbox_process.py) on a one-line
+    program, alternating: as shipped; waiting for the exit by polling with sleeps instead of on a pidfd; and with
+    the runner running the script through ``runpy.run_path`` instead of by itself."""
+    import tempfile
+    from pathlib import Path
+
+    from .tools import sandbox_process
+
+    confinement = sandbox_process.detect_confinement()
+    limits = sandbox_process.Limits()
+    runs = 5 if quick else 40
+    assert _RUNNER_EXEC in sandbox_process.RUNNER, "bench_sandbox: update _RUNNER_EXEC to the runner's code"
+    variants = {
+        "shipped": {},
+        "polling_wait": {"_wait_unreaped": sandbox_process._poll_unreaped},
+        "runpy_runner": {"RUNNER": sandbox_process.RUNNER.replace(_RUNNER_EXEC, _RUNPY_EXEC)},
+    }
+    variants["both_before"] = {**variants["polling_wait"], **variants["runpy_runner"]}  # the sandbox before either
+    seconds = {name: [] for name in variants}
+    with tempfile.TemporaryDirectory() as directory:
+        Path(directory, "main.py").write_text("print(1)\n")
+        Path(directory, "main.py").chmod(0o644)
+        Path(directory).chmod(0o755)  # readable by the unprivileged user the program may run as
+        sandbox_process.run_script(directory, "main.py", limits, confinement)  # warm the page cache
+        for _ in range(runs):
+            for name, patches in variants.items():
+                with mock.patch.multiple(sandbox_process, **patches) if patches else contextlib.nullcontext():
+                    started = time.perf_counter()
+                    result = sandbox_process.run_script(directory, "main.py", limits, confinement)
+                    seconds[name].append(time.perf_counter() - started)
+                    assert result.output == b"1\n", result.output
+    medians = {name: statistics.median(times) for name, times in seconds.items()}
+    return {
+        "what": f"one `run` of a one-line program, median of {runs} alternating runs each: as shipped (the exit "
+                "waited for on a pidfd, the script run by the runner itself), with the exit polled with sleeps, and "
+                "with the script run through runpy, and with both (the sandbox before either change)",
+        "confinement": confinement.describe(),
+        "speedup_pidfd_vs_polling_wait": round(medians["polling_wait"] / medians["shipped"], 2),
+        "speedup_own_exec_vs_runpy_runner": round(medians["runpy_runner"] / medians["shipped"], 2),
+        "speedup_shipped_vs_both_before": round(medians["both_before"] / medians["shipped"], 2),
+        "seconds": {name: round(median, 4) for name, median in medians.items()},
+    }
+
+
 #: (task, task kwargs, largest training size, batch): the repo's Mamba training configs
 _TRAINING_BATCHES = [
     ("hanoi_recursive", {}, 7, 16), ("logical_graph", {"print_output": True}, 10, 32),
@@ -350,10 +453,15 @@ def _bench_micro_batches(task_name: str, task_kwargs: dict, size: int, batch_siz
     return {"real_tokens": int(batch["attention_mask"].sum()), "micro_batch_tokens": variants}
 
 
-def run_benchmarks(what: str, *, model_path: str, quick: bool = False) -> dict:
+def run_benchmarks(what: str, *, model_path: str, quick: bool = False, size: int | None = None) -> dict:
     report = {}
+    if what == "ragged":  # not part of "all": a decode of the checkpoint's own task, whose size is given
+        report["ragged_feed"] = bench_ragged_feed(model_path, size=size, rows=2 if quick else 16,
+                                                  rounds=1 if quick else 3)
     if what in ("scan", "all"):
         report["scan"] = bench_scan(quick)
+    if what in ("sandbox", "all"):
+        report["sandbox"] = bench_sandbox(quick)
     if what in ("train", "all"):
         report["train_step"] = bench_train_step(quick)
     if what in ("decode", "all"):

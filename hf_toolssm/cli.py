@@ -180,9 +180,9 @@ def cmd_train(args) -> int:
 def cmd_bench(args) -> int:
     from .benchmark import run_benchmarks
 
-    if args.what in ("decode", "all"):
+    if args.what in ("decode", "ragged", "all"):
         require_checkpoint_folder(args.model)
-    report = run_benchmarks(args.what, model_path=args.model, quick=args.quick)
+    report = run_benchmarks(args.what, model_path=args.model, quick=args.quick, size=args.size)
     report.update(_provenance(args.argv))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
@@ -324,13 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("bench", help="speed benchmarks: scan paths, decode loops, a training step (ratios, JSON)",
+    p = sub.add_parser("bench", help="speed benchmarks: scan paths, decode loops, the sandbox, a training step",
                        description="Measure the CPU scan paths against their references, the fast tool loop against "
                        "generate() (on a GPT-NeoX or Mistral checkpoint: generate() with a static and a dynamic KV "
-                       "cache against the fast loop), and a training step whole against micro-batched; writes ratios "
-                       "measured in one run to a JSON file with the machine and date.")
-    p.add_argument("what", choices=["scan", "decode", "train", "all"], help="what to measure")
-    p.add_argument("--model", default=str(DEFAULT_CHECKPOINT), help="checkpoint for the decode benchmark")
+                       "cache against the fast loop), the fast loop's ragged feed against its in-step feed (ragged, "
+                       "not in all), the code sandbox's wait for a program's exit, and a training step whole against "
+                       "micro-batched; writes ratios measured in one run to a JSON file with the machine and date.")
+    p.add_argument("what", choices=["scan", "decode", "ragged", "sandbox", "train", "all"], help="what to measure")
+    p.add_argument("--model", default=str(DEFAULT_CHECKPOINT), help="checkpoint for the decode benchmarks")
+    p.add_argument("--size", type=positive_int,
+                   help="instance size for ragged (default: the checkpoint's largest training size)")
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     p.add_argument("--out", default="eval/results/bench.json", help="output JSON (default: %(default)s)")
     p.set_defaults(func=cmd_bench)

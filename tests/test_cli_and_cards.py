@@ -73,6 +73,26 @@ def test_the_short_chunk_benchmark_times_both_paths(checkpoint):
     assert all(report[key]["speedup_step_loop_vs_chunked"] > 0 for key in shapes)
 
 
+def test_the_ragged_feed_benchmark_decodes_both_feeds_alike(checkpoint):
+    """The benchmark that sets the tool loop's RAGGED_MIN_FILL / RAGGED_MIN_WIDTH: same traces, forwards counted."""
+    from hf_toolssm.benchmark import run_benchmarks
+
+    report = run_benchmarks("ragged", model_path=str(checkpoint), quick=True, size=4)["ragged_feed"]
+    assert "instances of size 4" in report["what"]
+    assert report["traces_identical"] is True and report["trace_tokens"] > 0
+    assert report["forwards"]["ragged"] > 0 and report["forwards"]["in_step"] > 0
+    assert report["speedup_ragged_vs_in_step"] > 0 and set(report["seconds"]) == {"ragged", "in_step"}
+
+
+def test_the_sandbox_benchmark_runs_every_variant_of_the_runner():
+    """`toolssm bench sandbox`: as shipped, with the polling wait, with runpy, with both; each run prints its 1."""
+    from hf_toolssm.benchmark import bench_sandbox
+
+    report = bench_sandbox(quick=True)
+    assert set(report["seconds"]) == {"shipped", "polling_wait", "runpy_runner", "both_before"}
+    assert min(report["seconds"].values()) > 0 and report["speedup_shipped_vs_both_before"] > 0
+
+
 @pytest.mark.parametrize("names_its_task_in", ["config.json", "train_config.yaml"])
 def test_the_decode_benchmark_of_an_attention_baseline_compares_kv_caches(tmp_path, names_its_task_in):
     """Given a GPT-NeoX checkpoint, `toolssm bench decode` times generate() with the static KV cache against the

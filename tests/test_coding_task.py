@@ -15,6 +15,7 @@ import random
 import re
 import socket
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -423,6 +424,25 @@ def run_program(source: str, time_limit: float = 1.0) -> tuple[str, float, ToolE
     return observation, time.monotonic() - started, env
 
 
+@pytest.mark.parametrize("wait", ["pidfd", "polling"])
+def test_the_exit_wait_sees_the_exit_and_the_timeout_and_leaves_the_process_unreaped(wait):
+    """run_script's wait (a pidfd, and its polling twin): True once the process exits, False when the timeout
+    comes first; either way the process stays unreaped, so its process group id cannot be reused yet."""
+    from hf_toolssm.tools import sandbox_process
+
+    waiting = {"pidfd": sandbox_process._wait_unreaped, "polling": sandbox_process._poll_unreaped}[wait]
+    quick = subprocess.Popen([sys.executable, "-c", "pass"])
+    assert waiting(quick.pid, 10.0) is True
+    assert os.waitid(os.P_PID, quick.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None  # exited, not reaped
+    assert quick.wait() == 0
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    started = time.monotonic()
+    assert waiting(slow.pid, 0.2) is False
+    assert 0.15 < time.monotonic() - started < 5
+    slow.kill()
+    slow.wait()
+
+
 def test_an_infinite_loop_times_out():
     observation, seconds, env = run_program("while True:\n    pass\n")
     assert observation == obs(f"timeout hash {output_hash(b'')}") and seconds < 2.0
@@ -473,6 +493,20 @@ def test_runaway_recursion_and_crashes_end_the_run():
     assert observation == obs(f"signal 11 hash {output_hash(b'')}")
     observation, _, _ = run_program("def f(:\n")
     assert observation.startswith(obs("Traceback (most recent call last):\n  main.py:1\nSyntaxError: ")[:-6])
+
+
+def test_the_program_runs_as_main_with_its_directory_importable():
+    """The runner runs main.py as python would (it replaced runpy.run_path): __name__ is "__main__", __file__ its
+    path, sibling modules import, and a traceback lists their frames by relative path."""
+    files = {
+        "main.py": "import os\nfrom foo import foo\nprint(__name__, os.path.basename(__file__))\n"
+                   "if __name__ == '__main__':\n    foo(0)\n",
+        "foo.py": "def foo(x):\n    return 1 // x\n",
+    }
+    env = sandbox_env(files)
+    output = "__main__ main.py\nTraceback (most recent call last):\n  main.py:5\n  foo.py:2\n"
+    output += "ZeroDivisionError: integer division or modulo by zero\n"
+    assert command(env, "run") == obs(f"{output}exit 1 hash {output_hash(output.encode())}")
 
 
 def test_huge_output_is_capped():
