@@ -329,6 +329,23 @@ def test_model_on_cuda_prefix_plus_cache_equals_cpu_full_pass(models, chunks):
     assert_close(torch.cat(logits, dim=1), expected, TOL_OUT, "logits")
 
 
+@torch.no_grad()
+def test_model_on_cuda_right_padded_chunk_on_a_cache_equals_cpu(models):
+    """The fast tool loop's ragged feed on CUDA: rows feed 1, 6 and 0 tokens of a right-padded chunk (Δ = 0 on
+    padding through the kernel's delta_softplus=False path, the conv state read at each row's last token)."""
+    cpu, cuda = models
+    tokens = ids(3, 16)
+    mask = torch.tensor([[1] + [0] * 5, [1] * 6, [0] * 6])
+    outputs = []
+    for model, device in ((cpu, "cpu"), (cuda, DEVICE)):
+        prefix = model(tokens[:, :10].to(device), use_cache=True)
+        chunk = model(tokens[:, 10:].to(device), cache=prefix.cache, attention_mask=mask.to(device), use_cache=True)
+        after = model(tokens[:, :1].to(device), cache=chunk.cache, use_cache=True)  # continues each row's state
+        outputs.append((chunk.logits.cpu() * mask[:, :, None], after.logits.cpu()))
+    assert_close(outputs[1][0], outputs[0][0], TOL_OUT, "chunk logits")
+    assert_close(outputs[1][1], outputs[0][1], TOL_OUT, "logits after the chunk")
+
+
 def test_model_on_cuda_greedy_generation_equals_cpu(models):
     cpu, cuda = models
     prompt = ids(2, 6)

@@ -7,6 +7,8 @@ that matter for tool use:
 - a multi-token forward on an existing cache continues from the cached conv and SSM states (transformers'
   Mamba-1 restarts its scan from zero there). Tool observations are injected as one multi-token forward, so
   this is what keeps the model's memory across a tool call;
+- padding (``attention_mask`` 0) leaves the conv and SSM states as they were, left of a fresh prompt or right of
+  a chunk on a cache: the fast tool loop feeds rows different numbers of tokens in one forward;
 - the scans dispatch per call to mamba-ssm / causal-conv1d CUDA kernels or to our CPU ops (``hf_toolssm.ops``).
 
 Glossary: b batch, l length, d_model hidden size, d d_inner (= expand * d_model), n d_state,
