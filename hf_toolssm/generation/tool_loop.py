@@ -4,12 +4,14 @@ Every batch row keeps a queue of tokens still to be fed to the model: normally t
 sampled, after a command also the tool's observation. Rows fall out of step as soon as their observations
 differ in length, so how a forward feeds the queues decides the speed:
 
-- **ragged** (ToolMamba, ToolRNN: models whose padding leaves the state as it was): every row feeds its whole
-  queue (up to ``RAGGED_MAX_WIDTH`` tokens) in one right-padded forward, so an observation costs one forward
-  whatever the other rows are doing. Used when some queue holds at least ``RAGGED_MIN_WIDTH`` tokens; below
-  that, one-token steps (the fused step kernel) are cheaper than a padded chunk.
-- **equal** (every model, attention baselines included): every row feeds the same number of tokens, the
-  shortest queue's length; a row's observation goes in one token a forward while other rows decode.
+- **ragged** (ToolMamba, ToolRNN: models whose padding leaves the state as it was): each row feeds its own
+  queue, up to ``RAGGED_MAX_WIDTH`` tokens, in one right-padded forward, so an observation costs one forward
+  whatever the other rows are doing. Used when such a chunk is at least ``RAGGED_MIN_WIDTH`` wide and at least
+  ``RAGGED_MIN_FILL`` tokens, not padding: a narrow or mostly padded chunk costs more than one-token steps (the
+  fused step kernel). ``toolssm bench ragged``: 1.11x faster on interactive coding decodes at n = 16 (87% of
+  their tokens are observations), with half the forwards; 1.02x on Hanoi; additions never go ragged.
+- **in step** (every model, attention baselines included): every row feeds the same number of tokens, the
+  shortest queue's length; a row's observation goes in one token a forward while the other rows decode.
 
 The two give the same traces (tested). Finished rows are dropped from the batch (and the cache) so long tails
 cost only what they use. Memory is flat in the trace length: the model keeps its fixed-size state, the tool
@@ -36,7 +38,7 @@ from .result import ToolGenerationResult
 from .vocabulary import ProtocolVocabulary
 
 #: The ragged feed's widest forward (tokens per row): a longer observation takes several forwards, which bounds
-#: the padding that the other rows' one-token queues add to each. Set by `toolssm bench decode` (`ragged_feed`).
+#: the padding that the other rows' one-token queues add to each. These three: `toolssm bench ragged`.
 RAGGED_MAX_WIDTH = 64
 #: The least share of a ragged chunk that must be tokens, not padding: a padded chunk costs per position
 #: (tokens and padding alike) a fraction of what a one-token step costs per token.
