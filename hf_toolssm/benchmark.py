@@ -304,8 +304,12 @@ def bench_ragged_feed(model_path: str, *, size: int | None = None, rows: int = 1
     import random
 
     from .generation import generate_with_tools
+    from .generation.tool_loop import padding_keeps_state
 
     model, tokenizer, task, tool_config = _load_with_task(model_path)
+    if not padding_keeps_state(model):
+        raise ValueError(f"bench ragged: {model_path} is a {model.config.model_type}; the ragged feed is for models "
+                         "whose padding leaves their cache as it was (tool_mamba, tool_rnn)")
     size = size or tool_config.get("train_max_size") or task.default_train_max_size
     prompts = [task.sample(random.Random(f"bench-ragged-{row}"), size).prompt for row in range(rows)]
     budget = 4 * max(len(task.sample(random.Random(f"bench-ragged-{row}"), size).full_tokens()) for row in range(rows))

@@ -84,6 +84,16 @@ def test_the_ragged_feed_benchmark_decodes_both_feeds_alike(checkpoint):
     assert report["speedup_ragged_vs_in_step"] > 0 and set(report["seconds"]) == {"ragged", "in_step"}
 
 
+def test_bench_ragged_on_an_attention_checkpoint_says_what_it_is_for(tmp_path):
+    model = build_model(TrainConfig(output_dir=str(tmp_path), task="addition", train_max_size=3, model_type="gpt_neox",
+                                    model_kwargs={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                  "intermediate_size": 32}), build_char_tokenizer())
+    model.save_pretrained(tmp_path)
+    build_char_tokenizer().save_pretrained(tmp_path)
+    with pytest.raises(SystemExit, match="is a gpt_neox; the ragged feed is for recurrent models"):
+        main(["bench", "ragged", "--model", str(tmp_path), "--out", str(tmp_path / "r.json")])
+
+
 def test_the_sandbox_benchmark_runs_every_variant_of_the_runner():
     """`toolssm bench sandbox`: as shipped, with the polling wait, with runpy, with both; each run prints its 1."""
     from hf_toolssm.benchmark import bench_sandbox
