@@ -79,7 +79,10 @@ _HANOI_RECURSIVE_NOTE = _HANOI_NOTE + (
     "writing peg A where the reference writes B: in that list's second copy of the 8-disk list (the one that swaps "
     "A and B), about 196-219 of its 255 moves in, it copies a move without the swap. 19 of the 20 then run on to "
     "the decode limit. The longest such copy at the 7 training disks is 63 moves; at 8 disks, 127 are copied "
-    "right. So the cell's two seeds reach 12 and 8 disks: the seed dependence the paper reports."
+    "right. Seed 2 (the same config, 42 min, mean loss over the last 10 logged steps 1.4e-8) "
+    "decodes every trace exactly again: 100/100 at 7-10 disks, 20/20 at 11 and 12 (`tool_mamba_seed2_11_12.json`). "
+    "So two of the cell's three seeds reach 12 disks, the largest size tested, and one stops at 8: the seed "
+    "dependence the paper reports."
 )
 EXPERIMENTS = {
     "addition": Experiment(
