@@ -16,7 +16,8 @@
     ragged  the fast tool loop's ragged feed (each row its own number of tokens a forward, right-padded) vs its
             in-step feed, on a recurrent checkpoint's own task (``--size``): what ``RAGGED_MIN_FILL`` and
             ``RAGGED_MIN_WIDTH`` in generation/tool_loop.py are set from.
-    sandbox the code sandbox's ``run``: its process's exit waited for on a pidfd vs polled with sleeps.
+    sandbox the code sandbox's ``run`` as shipped vs with its exit polled with sleeps (not waited for on a pidfd),
+            with the script run through runpy (not by the runner itself), and with both.
     train   one training step's forward+backward on the batches of the repo's Mamba configs (Hanoi, logical
             graph, coding, multiplication, addition), whole vs cut into micro-batches padded to their own
             longest row (TrainConfig.micro_batch_tokens).
@@ -311,8 +312,9 @@ def bench_ragged_feed(model_path: str, *, size: int | None = None, rows: int = 1
         raise ValueError(f"bench ragged: {model_path} is a {model.config.model_type}; the ragged feed is for models "
                          "whose padding leaves their cache as it was (tool_mamba, tool_rnn)")
     size = size or tool_config.get("train_max_size") or task.default_train_max_size
-    prompts = [task.sample(random.Random(f"bench-ragged-{row}"), size).prompt for row in range(rows)]
-    budget = 4 * max(len(task.sample(random.Random(f"bench-ragged-{row}"), size).full_tokens()) for row in range(rows))
+    instances = [task.sample(random.Random(f"bench-ragged-{row}"), size) for row in range(rows)]
+    prompts = [instance.prompt for instance in instances]
+    budget = 4 * max(len(instance.full_tokens()) for instance in instances)
     forward, forwards = model.forward, {}
 
     def decode(feed: str, batch_prompts=prompts, max_new_tokens=budget):
@@ -342,7 +344,8 @@ def bench_ragged_feed(model_path: str, *, size: int | None = None, rows: int = 1
     }
 
 
-#: The runner's way of running the script until it ran it itself: runpy, whose imports slowed every start-up.
+#: How the runner runs the script (in sandbox_process.RUNNER), and how it did before: through runpy, whose imports
+#: slowed every start-up. bench_sandbox swaps the first for the second.
 _RUNNER_EXEC = """        with open(path, "rb") as source:
             code = compile(source.read(), path, "exec")
         main = type(sys)("__main__")
