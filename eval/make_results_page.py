@@ -389,6 +389,12 @@ NOTES = {
     "10k tokens at 10 nodes (5% of the `[find]` tokens, 11% of the thoughts) and 702 in 16k at 20 (narrow: 621 and "
     "1,230), and 87-88% of them are still digits of a variable name. Width helps the copy but does not give it at this "
     "budget; the Mamba of the same width as the narrow model makes 4 mistakes in 16k tokens at 20 nodes.",
+    ("logical_graph", "lstm"): "2 layers x 256 (the paper's: 4 x 1536), the Mamba cell's data and trace "
+    "(`print_output`), 2,000 steps x 32 (52 min over two sessions, beside evaluations; loss 0.83 at step 400, 0.65 "
+    "over the last 10 logged steps, against the Mamba's 0.004 by step 1,200): not fitted, 0/100 traces exact from 10 "
+    "nodes on (token accuracy 0.74 at 10, 0.71 at 1,000). Its answers, True or False, are right 53-56% of the time up "
+    "to 50 nodes, about chance, then 37% at 100, 31% at 500 and 3% at 1,000. The paper's larger LSTM: 10→1K (100%). "
+    "One seed.",
     ("logical_graph", "mistral_swa"): "The GPT-NeoX's config with Mistral's architecture (2 x 64, 4 heads, a "
     "512-token sliding window, shorter than a third of the training traces; 2,000 steps x 32, 43 min): "
     "the loss falls further than the GPT-NeoX's (0.27 at step 1,000, 0.15 at the end) but the model is not fitted "
