@@ -299,13 +299,15 @@ def _bench_kv_cache(model_path: str, rows: int, rounds: int) -> dict:
 
 
 def bench_ragged_feed(model_path: str, *, size: int | None = None, rows: int = 16, rounds: int = 3) -> dict:
-    """The fast tool loop's two feeds on a recurrent checkpoint (generation/tool_loop.py): ragged, each row its own
-    queue in right-padded chunks, vs in step, every row the same number of tokens; ``rows`` instances of its task at
-    ``size`` (default: its largest training size). Traces must be identical; forwards are counted."""
+    """The fast tool loop's feeds on a recurrent checkpoint (generation/tool_loop.py): ragged, each row its own
+    queue in right-padded chunks, its programs (``Tool.blocks``: the code sandbox's ``run``) on tool threads while
+    the other rows decode; ragged with every command in line; in step, every row the same number of tokens. On
+    ``rows`` instances of its task at ``size`` (default: its largest training size). Traces must be identical;
+    forwards are counted."""
     import random
 
     from .generation import generate_with_tools
-    from .generation.tool_loop import padding_keeps_state
+    from .generation.tool_loop import default_tool_threads, padding_keeps_state
 
     model, tokenizer, task, tool_config = _load_with_task(model_path)
     if not padding_keeps_state(model):
@@ -316,6 +318,10 @@ def bench_ragged_feed(model_path: str, *, size: int | None = None, rows: int = 1
     prompts = [instance.prompt for instance in instances]
     budget = 4 * max(len(instance.full_tokens()) for instance in instances)
     forward, forwards = model.forward, {}
+    # the tool threads the default would take here, or one if it takes none (torch's threads fill every core)
+    threads = default_tool_threads(model, rows) or 1
+    options = {"ragged": {"ragged_feed": True, "tool_threads": threads},
+               "ragged_inline": {"ragged_feed": True, "tool_threads": 0}, "in_step": {"ragged_feed": False}}
 
     def decode(feed: str, batch_prompts=prompts, max_new_tokens=budget):
         calls = []
@@ -323,23 +329,28 @@ def bench_ragged_feed(model_path: str, *, size: int | None = None, rows: int = 1
         started = time.perf_counter()
         try:
             results = generate_with_tools(model, tokenizer, batch_prompts, task.make_environment,
-                                          max_new_tokens=max_new_tokens, progress=False, ragged_feed=feed == "ragged")
+                                          max_new_tokens=max_new_tokens, progress=False, **options[feed])
         finally:
             model.forward = forward
         forwards[feed] = len(calls)
         return results, time.perf_counter() - started
 
-    feeds = ("ragged", "in_step")
+    feeds = tuple(options)
     results, seconds = _alternating_decodes(decode, feeds, lambda feed: decode(feed, prompts[:2], 64), rounds)
     tokens = sum(len(r.generated_tokens) for r in results["in_step"])
     return {
         "what": f"greedy tool decoding of {rows} {task.name} instances of size {size}, batch {rows}, median of "
-                f"{rounds} alternating rounds after a warm-up: the fast loop's ragged feed vs its in-step feed",
-        "traces_identical": [r.tokens for r in results["ragged"]] == [r.tokens for r in results["in_step"]],
+                f"{rounds} alternating rounds after a warm-up: the fast loop's ragged feed (with its programs on "
+                "tool threads, and with every command in line) vs its in-step feed",
+        "traces_identical": all([r.tokens for r in results[feed]] == [r.tokens for r in results["in_step"]]
+                                for feed in feeds),
         "trace_tokens": tokens,
         "observation_fraction": round(sum(r.num_observation_tokens for r in results["in_step"]) / max(tokens, 1), 2),
+        "tool_threads": threads,
+        "tool_threads_by_default": default_tool_threads(model, rows),
         "forwards": forwards,
         "speedup_ragged_vs_in_step": round(seconds["in_step"] / seconds["ragged"], 2),
+        "speedup_tool_threads_vs_inline": round(seconds["ragged_inline"] / seconds["ragged"], 2),
         "seconds": {feed: round(seconds[feed], 3) for feed in feeds},
     }
 

@@ -336,9 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="speed benchmarks: scan paths, decode loops, the sandbox, a training step",
                        description="Measure the CPU scan paths against their references, the fast tool loop against "
                        "generate() (on a GPT-NeoX or Mistral checkpoint: generate() with a static and a dynamic KV "
-                       "cache against the fast loop), the fast loop's ragged feed against its in-step feed (ragged, "
-                       "not in all), the code sandbox's wait for a program's exit, and a training step whole against "
-                       "micro-batched; writes ratios measured in one run to a JSON file with the machine and date.")
+                       "cache against the fast loop), the fast loop's ragged feed, with its programs on tool threads "
+                       "and in line, against its in-step feed (ragged, not in all), the code sandbox's wait for a "
+                       "program's exit, and a training step whole against micro-batched; writes ratios measured in "
+                       "one run to a JSON file with the machine and date.")
     p.add_argument("what", choices=["scan", "decode", "ragged", "sandbox", "train", "all"], help="what to measure")
     p.add_argument("--model", default=str(DEFAULT_CHECKPOINT), help="checkpoint for the decode benchmarks")
     p.add_argument("--size", type=positive_int,

@@ -73,15 +73,17 @@ def test_the_short_chunk_benchmark_times_both_paths(checkpoint):
     assert all(report[key]["speedup_step_loop_vs_chunked"] > 0 for key in shapes)
 
 
-def test_the_ragged_feed_benchmark_decodes_both_feeds_alike(checkpoint):
-    """The benchmark that sets the tool loop's RAGGED_MIN_FILL / RAGGED_MIN_WIDTH: same traces, forwards counted."""
+def test_the_ragged_feed_benchmark_decodes_every_feed_alike(checkpoint):
+    """The benchmark that sets the tool loop's RAGGED_MIN_FILL / RAGGED_MIN_WIDTH and measures its tool threads: same
+    traces, forwards counted."""
     from hf_toolssm.benchmark import run_benchmarks
 
     report = run_benchmarks("ragged", model_path=str(checkpoint), quick=True, size=4)["ragged_feed"]
     assert "instances of size 4" in report["what"]
     assert report["traces_identical"] is True and report["trace_tokens"] > 0
     assert report["forwards"]["ragged"] > 0 and report["forwards"]["in_step"] > 0
-    assert report["speedup_ragged_vs_in_step"] > 0 and set(report["seconds"]) == {"ragged", "in_step"}
+    assert report["speedup_ragged_vs_in_step"] > 0 and report["speedup_tool_threads_vs_inline"] > 0
+    assert set(report["seconds"]) == {"ragged", "ragged_inline", "in_step"}
 
 
 def test_bench_ragged_on_an_attention_checkpoint_says_what_it_is_for(tmp_path):

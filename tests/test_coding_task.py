@@ -17,6 +17,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -627,6 +628,40 @@ def test_a_scripted_model_fixes_the_code_through_the_tool_loop(agent, path):
     assert result.tokens == instance.full_tokens() and result.roles == instance.roles()
     assert task.check(instance, result.answer)
     assert task.check_files(instance, factory.envs[0].tools[0].files())
+
+
+def test_only_a_run_blocks_the_decode():
+    """``run`` starts a program, so the fast tool loop runs it on a tool thread; the file commands run in line."""
+    for command, blocks in (("run", True), ("ls", False), ("cat main.py", False), ("runs", False)):
+        env = TASKS["interactive"].make_environment()
+        env.reset(list("x\n"))
+        for token in ["[code]", *command]:
+            assert not env.blocks_on(token)
+            env.step(token)
+        assert env.blocks_on("[/cmd]") is blocks
+
+
+def test_a_batch_of_scripted_fixes_runs_its_programs_on_tool_threads(monkeypatch):
+    """Four codebases decoded side by side with the fast loop's defaults: every program runs on a tool thread while
+    the other rows decode, and every trace still comes out as its reference, every codebase fixed."""
+    from hf_toolssm.tools import code_sandbox
+
+    threads, run_script = [], code_sandbox.run_script
+    monkeypatch.setattr(code_sandbox, "run_script",
+                        lambda *args: threads.append(threading.current_thread().name) or run_script(*args))
+    task = TASKS["interactive"]
+    instances = [task.instance(n, 20 + n) for n in (4, 5, 6, 7)]
+    config = ScriptedConfig(
+        vocab_size=len(TOKENIZER), traces=[TOKENIZER.convert_tokens_to_ids(i.full_tokens()) for i in instances],
+        off_trace_id=TOKENIZER.unk_token_id, pad_token_id=TOKENIZER.pad_token_id, eos_token_id=TOKENIZER.eos_token_id,
+    )  # fmt: skip
+    factory = RecordingFactory(task)
+    results = generate_with_tools(ScriptedModel(config).eval(), TOKENIZER, [i.prompt for i in instances], factory,
+                                  progress=False, tool_threads=2)  # fmt: skip
+    assert len(threads) >= 8 and all(name.startswith("tool") for name in threads)
+    for instance, result, env in zip(instances, results, factory.envs, strict=True):
+        assert result.tokens == instance.full_tokens() and result.roles == instance.roles()
+        assert task.check_files(instance, env.tools[0].files())
 
 
 def test_the_pass_rate_judges_the_files_the_decode_left_not_the_answer():

@@ -346,6 +346,23 @@ def test_model_on_cuda_right_padded_chunk_on_a_cache_equals_cpu(models):
     assert_close(outputs[1][1], outputs[0][1], TOL_OUT, "logits after the chunk")
 
 
+@torch.no_grad()
+def test_model_on_cuda_one_token_step_with_a_row_of_padding_equals_cpu(models):
+    """The fast tool loop holds a row whose program runs on a tool thread: it feeds that row padding alone, one
+    token wide, through the step kernel, and the row's states are put back (here row 1)."""
+    cpu, cuda = models
+    tokens = ids(3, 12)
+    mask = torch.tensor([[1], [0], [1]])
+    outputs = []
+    for model, device in ((cpu, "cpu"), (cuda, DEVICE)):
+        prefix = model(tokens[:, :10].to(device), use_cache=True)
+        step = model(tokens[:, 10:11].to(device), cache=prefix.cache, attention_mask=mask.to(device), use_cache=True)
+        after = model(tokens[:, 11:].to(device), cache=step.cache, use_cache=True)  # continues each row's state
+        outputs.append((step.logits.cpu() * mask[:, :, None], after.logits.cpu()))
+    assert_close(outputs[1][0], outputs[0][0], TOL_OUT, "step logits")
+    assert_close(outputs[1][1], outputs[0][1], TOL_OUT, "logits after the step")
+
+
 def test_model_on_cuda_greedy_generation_equals_cpu(models):
     cpu, cuda = models
     prompt = ids(2, 6)

@@ -8,6 +8,9 @@ GPT-NeoX) check that the two paths agree on free-running, tool-calling decodes.
 
 from __future__ import annotations
 
+import random
+import threading
+import time
 from unittest import mock
 
 import pytest
@@ -39,6 +42,7 @@ from hf_toolssm.tools import (
     OBSERVATION_ONLY_TOKENS,
     TRUNC,
     Calculator,
+    EnvironmentFactory,
     Memory,
     PointerMemory,
     Role,
@@ -195,6 +199,28 @@ def decode_fast_ragged(model, prompts, env_factory, **kwargs) -> list[ToolGenera
         return decode_fast(model, prompts, env_factory, ragged_feed=True, **kwargs)
 
 
+def with_blocking_tools(env_factory: EnvironmentFactory) -> EnvironmentFactory:
+    """The environments of ``env_factory`` with every command blocking (``Tool.blocks``: run on a tool thread by
+    the ragged feed), each after a pause of up to 3 ms, so that commands finish in another order than they start."""
+    pauses = random.Random(0)
+
+    def factory() -> ToolEnvironment:
+        env = env_factory()
+        for tool in env.tools:
+            def paused(command, argument, memory, run=tool.run):
+                time.sleep(pauses.random() * 0.003)
+                return run(command, argument, memory)
+            tool.blocks, tool.run = (lambda command, argument: True), paused
+        return env
+    return factory
+
+
+def decode_fast_tool_threads(model, prompts, env_factory, **kwargs) -> list[ToolGenerationResult]:
+    """The ragged feed with every command on one of two tool threads: a row waits, fed padding, while the others
+    decode."""
+    return decode_fast_ragged(model, prompts, with_blocking_tools(env_factory), tool_threads=2, **kwargs)
+
+
 def decode_generate(
     model, prompts, env_factory, tokenizer=TOKENIZER, max_new_tokens=400, **kwargs
 ) -> list[ToolGenerationResult]:
@@ -204,7 +230,7 @@ def decode_generate(
 
 PATHS = {
     "fast_loop": decode_fast, "fast_loop_in_step": decode_fast_in_step, "fast_loop_ragged": decode_fast_ragged,
-    "generate": decode_generate,
+    "fast_loop_tool_threads": decode_fast_tool_threads, "generate": decode_generate,
 }
 
 
@@ -261,6 +287,61 @@ def test_the_ragged_feed_takes_fewer_forwards_with_padded_rows():
     assert all(mask is None for mask in in_step_calls)
     assert any(mask is not None and len(set(mask)) > 1 for mask in calls)  # rows fed different numbers of tokens
     assert len(calls) < len(in_step_calls)
+
+
+class RendezvousSearch(SearchMemory):
+    """A search that blocks, and whose every call waits for a call of another row to run at the same time."""
+
+    def __init__(self, rendezvous: threading.Barrier):
+        super().__init__(max_lines=2)
+        self.rendezvous = rendezvous
+
+    def blocks(self, command: str, argument: list[str]) -> bool:
+        return True
+
+    def run(self, command: str, argument: list[str], memory: Memory) -> list[str]:
+        self.rendezvous.wait()  # BrokenBarrierError (an error observation) when no other call comes
+        return super().run(command, argument, memory)
+
+
+@pytest.mark.parametrize("tool_threads", [2, 4])
+def test_the_other_rows_decode_while_a_command_runs_on_a_tool_thread(tool_threads):
+    """Row 0 searches after its prompt; row 1 thinks 6 tokens first. Each search returns only once the other row's
+    is running too: row 0's must wait, fed padding, while row 1 decodes up to its own. Both traces come out as
+    scripted; in line, row 0's search would wait alone (see the guard)."""
+    early = trace((P, "a=1\n"), (C, [FIND, *"a=", ARG_END]), (OBS, [OBS_OPEN, *"a=1", OBS_CLOSE]), (A, [ANS, "1", EOS]))
+    late = trace((P, "b=2\n"), (T, "thinks"), (C, [FIND, *"b=", ARG_END]), (OBS, [OBS_OPEN, *"b=2", OBS_CLOSE]),
+                 (A, [ANS, "2", EOS]))  # fmt: skip
+    config = ScriptedConfig(
+        vocab_size=len(TOKENIZER), traces=[TOKENIZER.convert_tokens_to_ids(tokens) for tokens, _ in (early, late)],
+        off_trace_id=TOKENIZER.unk_token_id, pad_token_id=PAD_ID, eos_token_id=EOS_ID,
+    )
+    model, prompts = ScriptedModel(config).eval(), [list("a=1\n"), list("b=2\n")]
+
+    def decode(threads: int | None, timeout: float) -> list[ToolGenerationResult]:
+        rendezvous = threading.Barrier(2, timeout=timeout)
+        return decode_fast(model, prompts, lambda: ToolEnvironment([RendezvousSearch(rendezvous)]), ragged_feed=True,
+                           tool_threads=threads, max_new_tokens=40)
+
+    for result, (tokens, roles) in zip(decode(tool_threads, timeout=30), (early, late), strict=True):
+        assert (result.tokens, result.roles) == (tokens, roles)
+    # guard: in line, the first search waits for a second that never comes
+    inline = decode(0, timeout=0.05)
+    assert inline[0].answer != "1" and "BrokenBarrierError" in "".join(inline[0].tokens)
+
+
+def test_tool_threads_default_to_the_cores_torch_leaves_free(monkeypatch):
+    """A program on a core that torch's threads use stalls every forward: on the CPU, the default takes only the
+    cores beside them (at most one a row); a CUDA model's forwards leave every core free."""
+    model = tiny_mamba(0)
+    monkeypatch.setattr(tool_loop, "available_cores", lambda: 8)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert tool_loop.default_tool_threads(model, rows=50) == 6
+    assert tool_loop.default_tool_threads(model, rows=3) == 3
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert tool_loop.default_tool_threads(model, rows=50) == 0
+    with mock.patch.object(type(model), "device", new_callable=mock.PropertyMock, return_value=torch.device("cuda")):
+        assert tool_loop.default_tool_threads(model, rows=50) == 8
 
 
 def test_the_ragged_feed_is_refused_for_a_model_that_would_cache_its_padding():
@@ -435,8 +516,9 @@ def test_fast_loop_equals_logits_processor_on_random_models(kind, seed):
     slow = decode_generate(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40)
     in_step = decode_fast_in_step(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40)
     ragged = decode_fast_ragged(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40)
-    for prompt, f, s, i, r in zip(RANDOM_PROMPTS, fast, slow, in_step, ragged):
-        assert summary(f) == summary(s) == summary(i) == summary(r)
+    threads = decode_fast_tool_threads(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40)
+    for prompt, f, s, i, r, t in zip(RANDOM_PROMPTS, fast, slow, in_step, ragged, threads):
+        assert summary(f) == summary(s) == summary(i) == summary(r) == summary(t)
         assert_consistent_roles(f, prompt)
 
 

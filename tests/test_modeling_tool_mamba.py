@@ -290,6 +290,34 @@ def test_a_right_padded_chunk_on_a_cache_continues_each_row_as_its_unpadded_chun
     assert moved.abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("width", [1, 3])
+@pytest.mark.parametrize("fused_step", [True, False])
+def test_rows_of_padding_alone_keep_their_states_in_the_step_loop(model, width, fused_step):
+    """The fast tool loop holds a row whose tool runs on a thread by feeding it padding while the other rows decode.
+    Chunks of up to 4 tokens go through the one-token step loop, which cannot mask a position: it puts the padded
+    rows' states back. Rows 1 and 3 are padding alone; rows 0 and 2 must get what they get without them."""
+    from unittest import mock
+
+    from hf_toolssm.models.tool_mamba import modeling_tool_mamba
+
+    ids = random_ids(4, 5 + width, seed=5)
+    mask = torch.tensor([[1] * width, [0] * width, [1] * width, [0] * width])
+    step = modeling_tool_mamba.mamba_step if fused_step else modeling_tool_mamba.mamba_step_ref
+    with torch.inference_mode(), mock.patch.object(modeling_tool_mamba, "mamba_step", step):
+        prefix = model(ids[:, :5], use_cache=True)
+        held = model(ids[:, 5:], cache=copy.deepcopy(prefix.cache), attention_mask=mask, use_cache=True)
+        unmasked = model(ids[:, 5:], cache=copy.deepcopy(prefix.cache), use_cache=True)
+    for layer in range(model.config.num_hidden_layers):
+        for state in ("get_conv_state", "get_recurrent_state"):
+            for row, source in ((0, unmasked), (1, prefix), (2, unmasked), (3, prefix)):
+                got, want = getattr(held.cache, state)(layer)[row], getattr(source.cache, state)(layer)[row]
+                assert_close(got, want, what=f"row {row} {state} {layer}")
+    assert_close(held.logits[[0, 2]], unmasked.logits[[0, 2]])
+    # guard: the padded rows' tokens, fed, would have moved their states
+    moved = unmasked.cache.get_recurrent_state(0)[1] - prefix.cache.get_recurrent_state(0)[1]
+    assert moved.abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("chunks", [
     [6, 8],  # prompt, then a tool observation injected in one forward
     [6, 2, 6],  # a chunk shorter than the conv window (k - 1 = 3)

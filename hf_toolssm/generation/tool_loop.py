@@ -8,15 +8,21 @@ differ in length, so how a forward feeds the queues decides the speed:
   queue, up to ``RAGGED_MAX_WIDTH`` tokens, in one right-padded forward, so an observation costs one forward
   whatever the other rows are doing. Used when such a chunk is at least ``RAGGED_MIN_WIDTH`` wide and at least
   ``RAGGED_MIN_FILL`` tokens, not padding: a narrow or mostly padded chunk costs more than one-token steps (the
-  fused step kernel). ``toolssm bench ragged``: 1.11x faster on interactive coding decodes at n = 16 (87% of
-  their tokens are observations), with half the forwards; 1.02x on Hanoi; additions never go ragged.
+  fused step kernel). ``toolssm bench ragged``: before tool threads, 1.11x faster on interactive coding decodes
+  at n = 16 (87% of their tokens are observations), with half the forwards; 1.02x on Hanoi; additions never go
+  ragged. With them (below), 1.59x on coding.
 - **in step** (every model, attention baselines included): every row feeds the same number of tokens, the
   shortest queue's length; a row's observation goes in one token a forward while the other rows decode.
 
-The two give the same traces (tested). Finished rows are dropped from the batch (and the cache) so long tails
-cost only what they use. Memory is flat in the trace length: the model keeps its fixed-size state, the tool
-environment keeps the trace as token strings. Attention models (transformers' KV caches) work too; their
-full-attention cache layers append in place (``kv_cache.py``).
+With the ragged feed, a command that waits on another process (``Tool.blocks``: the code sandbox's ``run``) runs
+on a worker thread, and its row is fed padding until the observation is back while the other rows decode: the
+programs run on the other cores instead of stopping the decode (1.40x faster on coding at n = 16 with one torch
+thread and one tool thread on 2 cores; ``default_tool_threads``).
+
+The feeds give the same traces, tool threads or not (tested). Finished rows are dropped from the batch (and the
+cache) so long tails cost only what they use. Memory is flat in the trace length: the model keeps its fixed-size
+state, the tool environment keeps the trace as token strings. Attention models (transformers' KV caches) work too;
+their full-attention cache layers append in place (``kv_cache.py``).
 
 Greedy decoding here and through :class:`ToolCallingLogitsProcessor` in ``model.generate()`` give the
 same traces (tested).
@@ -24,9 +30,11 @@ same traces (tested).
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import torch
 from tqdm.auto import tqdm
@@ -58,6 +66,21 @@ def _ragged_width(queued: list[int]) -> int:
     return best
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_tool_threads(model: PreTrainedModel, rows: int) -> int:
+    """Tool threads for a decode of ``rows`` rows: one per core the model's forwards leave free, at most one a row.
+    On the CPU torch's own threads take ``torch.get_num_threads()`` cores; a program on one of them stalls every
+    forward (`toolssm bench ragged` on coding, 2 cores: one tool thread is 1.40x faster than none beside 1 torch
+    thread, 0.81x beside 2; eval/results/bench_ragged_coding*.json)."""
+    cores = available_cores()
+    free = cores if model.device.type == "cuda" else cores - torch.get_num_threads()
+    return max(0, min(free, rows))
+
+
 def padding_keeps_state(model: PreTrainedModel) -> bool:
     """Whether ``model`` can take right-padded chunks on its cache (``attention_mask`` 0 leaves the state as it
     was): our recurrent models declare it. Attention models would cache the padding's keys and values."""
@@ -79,6 +102,7 @@ def generate_with_tools(
     progress: bool | None = None,
     on_token=None,
     ragged_feed: bool | None = None,
+    tool_threads: int | None = None,
 ) -> list[ToolGenerationResult]:
     """Decode every prompt with its own tool environment; return one :class:`ToolGenerationResult` per prompt.
 
@@ -94,6 +118,9 @@ def generate_with_tools(
         progress: show a tqdm bar (default: when more than 2,000 tokens may be decoded).
         ragged_feed: feed each row its own queue in right-padded forwards (the module docstring); default: when
             the model supports it (:func:`padding_keeps_state`). ``False`` keeps all rows in step.
+        tool_threads: worker threads for commands that wait on another process (the module docstring); only with
+            the ragged feed. Default: :func:`default_tool_threads`, one per core the forwards leave free. ``0``
+            runs every command in line, as the in-step feed does.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -104,6 +131,12 @@ def generate_with_tools(
             f"generate_with_tools: ragged_feed=True needs a model whose padding leaves its cache as it was; "
             f"{type(model).__name__} does not declare it (_padding_keeps_state). Leave ragged_feed unset."
         )
+    if tool_threads is not None and tool_threads < 0:
+        raise ValueError(f"tool_threads must be >= 0, got {tool_threads}")
+    if not ragged_feed:
+        tool_threads = 0  # in step, every row needs a token in every forward: nothing to decode while one waits
+    elif tool_threads is None:
+        tool_threads = default_tool_threads(model, len(prompts))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = model.device
     vocabulary = ProtocolVocabulary(tokenizer)
@@ -126,71 +159,100 @@ def generate_with_tools(
     def finish(row: int, reason: StopReason | None) -> None:
         results[row] = ToolGenerationResult.from_environment(envs[row], reason)
 
-    while active:
-        # 1. Feed the active rows their queued tokens: each its own number (ragged, right-padded), or all the
-        #    shortest queue's length.
-        queued = [len(queues[row]) for row in active]
-        width = _ragged_width(queued) if ragged_feed else min(queued)
-        fed = [min(n, width) for n in queued]
-        ids = [[queues[row].popleft() for _ in range(n)] + [pad_id] * (width - n)
-               for row, n in zip(active, fed, strict=True)]
-        feed = torch.tensor(ids, device=device)  # (active, width)
-        mask = None  # (active, width), 1 = token, 0 = padding
-        if min(fed) < width:
-            mask = torch.tensor([[1] * n + [0] * (width - n) for n in fed], device=device)
-        first_forward = cache is None
-        outputs = model(input_ids=feed, cache=cache, use_cache=True, attention_mask=mask)
-        cache = getattr(outputs, "cache", None)
-        if cache is None:  # the next forward would silently start over from the new tokens alone
-            raise TypeError(
-                f"generate_with_tools: {type(model).__name__}.forward(input_ids, cache=..., use_cache=True) "
-                "returned no cache; the fast loop needs one. Use model.generate() with ToolCallingLogitsProcessor."
-            )
-        if first_forward:  # attention models: append to the KV cache in place, not by copying all of it
-            use_growing_kv_layers(cache)
-        last = torch.tensor(fed, device=device) - 1  # (active,): each row's last fed token
-        logits = outputs.logits[torch.arange(len(active), device=device), last].float()  # (active, vocab)
-        logits = vocabulary.only_tokenizer_ids(logits)
-
-        # 2. Rows whose queue is now empty sample their next token and hand it to their tool environment.
-        if do_sample:
-            probs = torch.softmax(logits / max(temperature, 1e-6), dim=-1)
-            next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(1).tolist()
+    def take(row: int, token_id: int, observation: list[str], before: int) -> None:
+        """Row ``row`` generated ``token_id`` and its environment answered ``observation``: stream the new trace
+        tokens, end the row or queue the token and the observation for the model."""
+        env = envs[row]
+        produced[row] += 1 + len(observation)
+        if on_token is not None:
+            for t, role in zip(env.tokens[before:], env.roles[before:], strict=True):
+                on_token(row, t, role)
+        if env.stop_reason is not None:  # EOS, or the tool-call budget is spent
+            finish(row, None)
+        elif produced[row] >= max_new_tokens:
+            finish(row, StopReason.MAX_TOKENS)
         else:
-            next_ids = logits.argmax(dim=-1).tolist()
-        keep = []
-        out_of_time = time_budget is not None and time.monotonic() - start > time_budget
-        for position, row in enumerate(active):
-            env = envs[row]
-            if out_of_time:  # even mid-observation: a long one (a printed codebase) must not outrun the budget
-                finish(row, StopReason.TIME_BUDGET)
-                continue
-            if queues[row]:
-                keep.append(position)  # still feeding an observation: nothing to sample yet
-                continue
-            token = vocabulary.id_to_token[next_ids[position]]
-            before = len(env.tokens)
-            observation = env.step(token)
-            produced[row] += 1 + len(observation)
-            if on_token is not None:
-                for t, role in zip(env.tokens[before:], env.roles[before:], strict=True):
-                    on_token(row, t, role)
-            if env.stop_reason is not None:  # EOS, or the tool-call budget is spent
-                finish(row, None)
-                continue
-            if produced[row] >= max_new_tokens:
-                finish(row, StopReason.MAX_TOKENS)
-                continue
-            queues[row].append(next_ids[position])
+            queues[row].append(token_id)
             queues[row].extend(vocabulary.ids(observation))
-            keep.append(position)
-        bar.update(max(produced[row] for row in range(len(envs))) - bar.n)
 
-        # 3. Drop finished rows from the batch and from the cache.
-        if len(keep) < len(active):
-            if keep:
-                cache.reorder_cache(torch.tensor(keep, device=device))
-            active = [active[p] for p in keep]
+    # Rows whose command runs on a tool thread: the step's future, the token and the trace length before it.
+    waiting: dict[int, tuple[Future, int, int]] = {}
+    pool = ThreadPoolExecutor(tool_threads, thread_name_prefix="tool") if tool_threads else None
+    try:
+        while active:
+            # 1. Feed the active rows their queued tokens: each its own number (ragged, right-padded; a waiting
+            #    row only padding), or all the shortest queue's length.
+            queued = [len(queues[row]) for row in active]
+            if ragged_feed:
+                width = _ragged_width([n for row, n in zip(active, queued, strict=True) if row not in waiting])
+            else:
+                width = min(queued)
+            fed = [min(n, width) for n in queued]
+            ids = [[queues[row].popleft() for _ in range(n)] + [pad_id] * (width - n)
+                   for row, n in zip(active, fed, strict=True)]
+            feed = torch.tensor(ids, device=device)  # (active, width)
+            mask = None  # (active, width), 1 = token, 0 = padding
+            if min(fed) < width:
+                mask = torch.tensor([[1] * n + [0] * (width - n) for n in fed], device=device)
+            first_forward = cache is None
+            outputs = model(input_ids=feed, cache=cache, use_cache=True, attention_mask=mask)
+            cache = getattr(outputs, "cache", None)
+            if cache is None:  # the next forward would silently start over from the new tokens alone
+                raise TypeError(
+                    f"generate_with_tools: {type(model).__name__}.forward(input_ids, cache=..., use_cache=True) "
+                    "returned no cache; the fast loop needs one. Use model.generate() with ToolCallingLogitsProcessor."
+                )
+            if first_forward:  # attention models: append to the KV cache in place, not by copying all of it
+                use_growing_kv_layers(cache)
+            last = (torch.tensor(fed, device=device) - 1).clamp(min=0)  # (active,): each row's last fed token
+            logits = outputs.logits[torch.arange(len(active), device=device), last].float()  # (active, vocab)
+            logits = vocabulary.only_tokenizer_ids(logits)
+
+            if time_budget is not None and time.monotonic() - start > time_budget:
+                # every row ends now, even mid-observation: a long one (a printed codebase) must not outrun it
+                for future, _, _ in waiting.values():
+                    future.result()  # the command's own time limit bounds this; its environment records it
+                waiting.clear()
+                for row in active:
+                    finish(row, StopReason.TIME_BUDGET)
+                break
+
+            # 2. Rows whose queue is now empty sample their next token and hand it to their tool environment:
+            #    in line, or on a tool thread for a command that waits on another process.
+            if do_sample:
+                probs = torch.softmax(logits / max(temperature, 1e-6), dim=-1)
+                next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(1).tolist()
+            else:
+                next_ids = logits.argmax(dim=-1).tolist()
+            for position, row in enumerate(active):
+                if queues[row] or row in waiting:
+                    continue  # still feeding an observation, or waiting for one: nothing to sample
+                env, token_id = envs[row], next_ids[position]
+                token, before = vocabulary.id_to_token[token_id], len(env.tokens)
+                if pool is not None and env.blocks_on(token):
+                    waiting[row] = (pool.submit(env.step, token), token_id, before)
+                else:
+                    take(row, token_id, env.step(token), before)
+
+            # 3. Rows whose command has finished take its observation; while no row has tokens to feed, wait.
+            while True:
+                for row in [row for row, (future, _, _) in waiting.items() if future.done()]:
+                    future, token_id, before = waiting.pop(row)
+                    take(row, token_id, future.result(), before)
+                if not waiting or any(queues[row] and results[row] is None for row in active):
+                    break
+                wait([future for future, _, _ in waiting.values()], return_when=FIRST_COMPLETED)
+            bar.update(max(produced[row] for row in range(len(envs))) - bar.n)
+
+            # 4. Drop finished rows from the batch and from the cache.
+            keep = [position for position, row in enumerate(active) if results[row] is None]
+            if len(keep) < len(active):
+                if keep:
+                    cache.reorder_cache(torch.tensor(keep, device=device))
+                active = [active[p] for p in keep]
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     return results
 

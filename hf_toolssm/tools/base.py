@@ -106,6 +106,12 @@ class Tool(ABC):
         The default does nothing, for stateless tools; a tool with per-sequence state overrides it.
         """
 
+    def blocks(self, command: str, argument: list[str]) -> bool:
+        """Whether this command waits on work outside this process (the code sandbox's ``run`` starts a program):
+        the fast tool loop then runs it on a worker thread while the other rows decode, so :meth:`run` must be
+        safe to call from another thread for such commands (each row has its own tool instance)."""
+        return False
+
     @abstractmethod
     def run(self, command: str, argument: list[str], memory: Memory) -> list[str]:
         """Execute one command and return the observation tokens to inject (may be empty).
@@ -195,6 +201,14 @@ class ToolEnvironment:
         self._record(token, Role.OUTPUT if self.in_answer else Role.THOUGHT)
         self.memory.append(token)
         return []
+
+    def blocks_on(self, token: str) -> bool:
+        """Whether :meth:`step` with ``token`` runs a command that :meth:`Tool.blocks`."""
+        if self._pending is not None:  # [/cmd] ends the argument and runs the command
+            command, argument = self._pending
+            return token == ARG_END and self._owner[command].blocks(command, argument)
+        tool = self._owner.get(token)  # a command without an argument runs at once
+        return tool is not None and token not in tool.argument_commands() and tool.blocks(token, [])
 
     def _continue_argument(self, token: str) -> list[str]:
         command, argument = self._pending

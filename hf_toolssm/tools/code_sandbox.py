@@ -274,6 +274,9 @@ class CodeSandbox(Tool):
     def reset(self) -> None:
         self.close()
 
+    def blocks(self, command: str, argument: list[str]) -> bool:
+        return command == CODE and "".join(argument) == "run"  # a program; the other commands are file edits
+
     def run(self, command: str, argument: list[str], memory: Memory) -> list[str]:
         try:
             if command != CODE:

@@ -60,6 +60,15 @@ def _conv_state_at_last_token(
     return window.gather(-1, index[:, None, :].expand(batch, d, width))  # (b, d, width)
 
 
+def _padding_rows(attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
+    """(b,) the rows of a chunk that are padding alone (the fast tool loop holds a row while its tool runs), or
+    None when there are none. A mask over more than the chunk (generate() on a cache) is the prompt's: ignored."""
+    if attention_mask is None or attention_mask.shape[1] != length:
+        return None
+    padded = ~attention_mask.bool().any(dim=1)  # (b,)
+    return padded if bool(padded.any()) else None
+
+
 class ToolMambaMixer(nn.Module):
     """The selective SSM block: in_proj -> causal conv -> selective scan (gated) -> out_proj."""
 
@@ -143,7 +152,12 @@ class ToolMambaMixer(nn.Module):
 
         if (conv_state is not None and ssm_state is not None
                 and self._steps_are_faster(length, hidden_states, attention_mask)):
+            padded = _padding_rows(attention_mask, length)  # (b,) | None
+            if padded is not None:  # rows of padding alone keep their states: put them back after the steps
+                kept = conv_state[padded].clone(), ssm_state[padded].clone()  # (p, d, k-1), (p, d, n)
             steps = [self._step(x[:, :, t], z[:, :, t], conv_state, ssm_state, conv_weight, A) for t in range(length)]
+            if padded is not None:
+                conv_state[padded], ssm_state[padded] = kept
             return torch.stack(steps, dim=1)  # (b, l, d_model)
 
         # Padding (attention_mask 0) leaves the states as they were, so a row may be left-padded (a fresh prompt)
@@ -199,8 +213,12 @@ class ToolMambaMixer(nn.Module):
             return True
         if length > self.STEP_LOOP_MAX_LENGTH or hidden_states.is_cuda or torch.is_grad_enabled():
             return False  # the in-place state updates of a step loop would break a backward through the cache
-        # the step loop does not mask: padded positions of this chunk must take the chunked path
-        return attention_mask is None or attention_mask.shape[1] != length or bool(attention_mask.all())
+        # The step loop masks whole rows only (a row the fast tool loop holds while its tool runs): a row with
+        # both tokens and padding takes the chunked path.
+        if attention_mask is None or attention_mask.shape[1] != length:
+            return True
+        first = attention_mask[:, :1]  # (b, 1)
+        return bool((attention_mask == first).all())
 
     def _step(self, x, z, conv_state, ssm_state, conv_weight, A) -> torch.Tensor:
         """One token, updating the cached states in place. x, z: (b, d) -> (b, d_model).
