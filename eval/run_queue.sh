@@ -7,21 +7,24 @@
 #
 # Every config trains on one thread and every evaluation decodes on one, so with --overlap a queue takes about
 # its training time instead of training plus evaluation. It is still one training and one evaluation at a
-# time; the evaluations run in the background, logging to runs/logs/.
+# time; the evaluations run in the background, in queue order, logging to runs/logs/. A long evaluation (an
+# hour of coding decodes) holds back only the evaluations after it, not the next trainings.
 set -uo pipefail
 overlap=false
 if [ "${1:-}" = --overlap ]; then overlap=true; shift; fi
 queue="$(realpath "${1:-$(dirname "$0")/queue.txt}")"  # resolved before the cd: a path relative to the caller
 cd "$(dirname "$0")/.."
-evaluation=""  # the pid of the evaluation running in the background
+evaluation=""  # the pid of the last evaluation started in the background (it may still be waiting its turn)
 
-# Evaluate a trained job in the background, once the previous evaluation has finished.
+# Evaluate a trained job in the background, after the evaluations queued before it.
 evaluate_in_background() {
-  if [ -n "$evaluation" ]; then wait "$evaluation"; fi
-  local log="runs/logs/eval_$1_$2_seed$3.log"
+  local before=$evaluation log="runs/logs/eval_$1_$2_seed$3.log"
   mkdir -p runs/logs
-  echo "== $(date -u +%FT%TZ) evaluating in the background: $* (log: $log)"
+  echo "== $(date -u +%FT%TZ) queued for evaluation in the background: $* (log: $log)"
   (
+    # one evaluation at a time: the one before is this subshell's sibling, not its child, so poll for its end
+    if [ -n "$before" ]; then while kill -0 "$before" 2>/dev/null; do sleep 2; done; fi
+    echo "== $(date -u +%FT%TZ) evaluating: $*"
     if bash eval/run_experiment.sh --eval-only "$@" > "$log" 2>&1; then
       echo "== $(date -u +%FT%TZ) evaluated: $*"
     else
@@ -46,4 +49,4 @@ while read -r experiment model seed; do
     echo "== FAILED training: $experiment $model $seed"
   fi
 done < "$queue"
-if [ -n "$evaluation" ]; then wait "$evaluation"; fi
+wait  # the evaluations still running or waiting their turn

@@ -762,34 +762,38 @@ def test_run_experiment_trains_a_missing_init_from_chain_first(tmp_path):
 
 
 def test_run_queue_overlap_evaluates_each_job_beside_the_next_training(tmp_path):
-    """eval/run_queue.sh --overlap: job a's evaluation runs while job b trains; evaluations run one at a time and
-    only after their own training; a failed training is not evaluated; a finished job is skipped."""
+    """eval/run_queue.sh --overlap: job a's evaluation runs while the next jobs train, and a long one holds back
+    only the evaluations after it; evaluations run one at a time, in queue order and only after their own
+    training; a failed training is not evaluated; a finished job is skipped."""
     (tmp_path / "eval" / "results" / "done").mkdir(parents=True)
     (tmp_path / "eval" / "results" / "done" / "m_seed0.json").write_text("{}")
     shutil.copy(ROOT / "eval" / "run_queue.sh", tmp_path / "eval")
-    # run_experiment.sh stubbed; a's evaluation waits (up to 10 s) for b's training to start, so a queue that ran
-    # them one after the other logs "end --eval-only a" first
+    # run_experiment.sh stubbed; a's evaluation waits (up to 10 s) for d's training to start, so a queue that held
+    # the trainings back behind it logs "end --eval-only a" first
     (tmp_path / "eval" / "run_experiment.sh").write_text(textwrap.dedent("""\
         echo "start $*" >> calls.txt
         [ "$*" = "--train-only c m 0" ] && exit 1
         if [ "$*" = "--eval-only a m 0" ]; then
-          for _ in $(seq 100); do grep -q "start --train-only b" calls.txt && break; sleep 0.1; done
+          for _ in $(seq 100); do grep -q "start --train-only d" calls.txt && break; sleep 0.1; done
         fi
         echo "end $*" >> calls.txt
     """))
-    (tmp_path / "queue.txt").write_text("# a comment\na m 0\ndone m 0\nb m 0\nc m 0\n")
+    (tmp_path / "queue.txt").write_text("# a comment\na m 0\ndone m 0\nb m 0\nc m 0\nd m 0\n")
     done = subprocess.run(["bash", "eval/run_queue.sh", "--overlap", "queue.txt"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     calls = (tmp_path / "calls.txt").read_text().splitlines()
     at = {call: calls.index(call) for call in calls}
     assert at["end --train-only a m 0"] < at["start --eval-only a m 0"]
-    assert at["start --train-only b m 0"] < at["end --eval-only a m 0"]  # the overlap
-    assert at["end --eval-only a m 0"] < at["start --eval-only b m 0"]  # one evaluation at a time
+    assert at["start --train-only d m 0"] < at["end --eval-only a m 0"]  # the trainings go on past a's evaluation
+    # one evaluation at a time, in queue order, each after its own training
+    assert at["end --eval-only a m 0"] < at["start --eval-only b m 0"] < at["end --eval-only b m 0"]
+    assert at["end --eval-only b m 0"] < at["start --eval-only d m 0"]
     assert at["end --train-only b m 0"] < at["start --eval-only b m 0"]
+    assert at["end --train-only d m 0"] < at["start --eval-only d m 0"]
     assert "start --eval-only c m 0" not in at and not any(" done " in call for call in calls)
     assert "== FAILED training: c m 0" in done.stdout and "== done already: done m 0" in done.stdout
-    assert (tmp_path / "runs" / "logs" / "eval_b_m_seed0.log").exists()
+    assert (tmp_path / "runs" / "logs" / "eval_d_m_seed0.log").exists()
 
 
 def test_run_experiment_eval_only_says_when_the_run_is_not_trained(tmp_path):
