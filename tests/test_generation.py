@@ -522,6 +522,24 @@ def test_fast_loop_equals_logits_processor_on_random_models(kind, seed):
         assert_consistent_roles(f, prompt)
 
 
+@pytest.mark.parametrize("kind", ["mamba", "gru"])
+def test_sampled_traces_are_the_same_with_every_feed(kind):
+    """Each row samples from its own generator, seeded from the caller's: its trace depends on its own draws alone,
+    not on which forward it reaches a token at (the feeds differ in that, and tool threads make it a matter of
+    timing). The same seed decodes the same traces; another seed, and greedy decoding, do not."""
+    model = RANDOM_MODELS[kind](0)
+
+    def sample(path, seed):
+        return [summary(r) for r in PATHS[path](model, RANDOM_PROMPTS, random_environment, max_new_tokens=40,
+                                                do_sample=True, generator=torch.Generator().manual_seed(seed))]
+
+    sampled = sample("fast_loop", 0)
+    for path in ("fast_loop_in_step", "fast_loop_ragged", "fast_loop_tool_threads"):
+        assert sample(path, 0) == sampled, path
+    greedy = [summary(r) for r in decode_fast(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40)]
+    assert sample("fast_loop", 1) != sampled != greedy
+
+
 def test_random_models_exercise_the_tools():
     """Guard for the test above: the random decodes are not trivial (commands, observations, errors)."""
     results = [

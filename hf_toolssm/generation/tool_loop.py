@@ -115,6 +115,8 @@ def generate_with_tools(
         time_budget: seconds; rows still running then stop with ``StopReason.TIME_BUDGET``.
         on_token: optional ``callback(row, token, role)`` for every trace token after the prompt, model
             tokens and observations alike (streaming, e.g. the CLI).
+        do_sample, temperature, generator: sample instead of taking the argmax; each row draws from its own
+            generator, seeded from ``generator``, so its trace is the same with every feed and tool threads or not.
         progress: show a tqdm bar (default: when more than 2,000 tokens may be decoded).
         ragged_feed: feed each row its own queue in right-padded forwards (the module docstring); default: when
             the model supports it (:func:`padding_keeps_state`). ``False`` keeps all rows in step.
@@ -175,6 +177,12 @@ def generate_with_tools(
             queues[row].append(token_id)
             queues[row].extend(vocabulary.ids(observation))
 
+    # Sampling: a generator per row, seeded from ``generator``, so that a row's samples depend on its own draws
+    # alone, not on which forward the other rows or its tool thread reach a token at (timing, with tool threads).
+    row_generators = []
+    if do_sample:
+        seeds = torch.randint(2**62, (len(envs),), generator=generator).tolist()
+        row_generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
     # Rows whose command runs on a tool thread: the step's future, the token and the trace length before it.
     waiting: dict[int, tuple[Future, int, int]] = {}
     pool = ThreadPoolExecutor(tool_threads, thread_name_prefix="tool") if tool_threads else None
@@ -217,16 +225,17 @@ def generate_with_tools(
                     finish(row, StopReason.TIME_BUDGET)
                 break
 
-            # 2. Rows whose queue is now empty sample their next token and hand it to their tool environment:
-            #    in line, or on a tool thread for a command that waits on another process.
+            # 2. Rows whose queue is now empty (not feeding an observation, nor waiting for one) sample their next
+            #    token and hand it to their tool environment: in line, or on a tool thread for a command that
+            #    waits on another process.
+            sampling = [(p, row) for p, row in enumerate(active) if not queues[row] and row not in waiting]
             if do_sample:
-                probs = torch.softmax(logits / max(temperature, 1e-6), dim=-1)
-                next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(1).tolist()
+                probs = torch.softmax(logits / max(temperature, 1e-6), dim=-1)  # (active, vocab)
+                next_ids = {p: int(torch.multinomial(probs[p], 1, generator=row_generators[row]))
+                            for p, row in sampling}
             else:
-                next_ids = logits.argmax(dim=-1).tolist()
-            for position, row in enumerate(active):
-                if queues[row] or row in waiting:
-                    continue  # still feeding an observation, or waiting for one: nothing to sample
+                next_ids = dict(enumerate(logits.argmax(dim=-1).tolist()))
+            for position, row in sampling:
                 env, token_id = envs[row], next_ids[position]
                 token, before = vocabulary.id_to_token[token_id], len(env.tokens)
                 if pool is not None and env.blocks_on(token):
