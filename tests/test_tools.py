@@ -467,3 +467,17 @@ def test_protocol_doc_examples_are_current():
     spec.loader.exec_module(script)
     in_doc = script.blocks(script.DOC.read_text())
     assert in_doc == script.examples(), "run `python docs/make_protocol_examples.py --write`"
+
+
+def test_the_protocol_docs_example_of_a_tool_of_your_own_runs():
+    """docs/protocol.md section 9 defines a tool and drives it; its code block must keep working."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    section = text[text.index("## 9. A tool of your own") :]
+    start = section.index("```python\n") + len("```python\n")
+    code = section[start : section.index("```\n", start)]
+    namespace: dict = {}
+    exec(compile(code, "docs/protocol.md", "exec"), namespace)  # asserts the observation itself
+    env = namespace["ToolEnvironment"]([namespace["Reverse"]()])
+    env.reset(list("x"))
+    assert [env.step(t) for t in ["[rev]", "[/cmd]"]][-1] == error_observation("usage: [rev]TEXT[/cmd]")
+
