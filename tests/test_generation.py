@@ -410,6 +410,36 @@ def test_eos_stops_and_time_budget_zero_stops_immediately():
         assert result.tokens == prompt and result.num_model_tokens == 0
 
 
+def test_the_time_budget_ends_rows_whose_command_is_still_running():
+    """Row 0's first search runs on a tool thread until row 1 has decoded to its end, then past the time budget:
+    the loop waits for the command (its own time limit bounds it), keeps its observation and ends the row."""
+    other_row_done = threading.Event()
+
+    def slow_environment() -> ToolEnvironment:
+        env = with_blocking_tools(scripted_environment)()
+        search, run = env.tools[1], env.tools[1].run
+
+        def waits(command, argument, memory):
+            other_row_done.wait(timeout=30)
+            time.sleep(max(0.0, started + budget + 0.1 - time.monotonic()))  # past the budget
+            return run(command, argument, memory)
+        search.run = waits
+        return env
+
+    def on_token(row, token, role):
+        if row == 1 and token == EOS:
+            other_row_done.set()
+
+    prompts, budget = [prompt_of("find"), prompt_of("addition")], 2.0  # seconds: row 1 decodes well within it
+    started = time.monotonic()
+    results = decode_fast_ragged(scripted_model(), prompts, slow_environment, tool_threads=2, time_budget=budget,
+                                 on_token=on_token)
+    assert [r.stop_reason for r in results] == [StopReason.TIME_BUDGET, StopReason.EOS]
+    assert results[1].answer == ANSWERS["addition"]
+    find = results[0]
+    assert find.roles[find.roles.index(OBS) - 1] is C and find.tokens[find.roles.index(OBS)] == OBS_OPEN
+
+
 def test_time_budget_zero_ends_every_row_of_the_logits_processor_path():
     prompts = [prompt_of("addition"), prompt_of("find")]
     for result, prompt in zip(decode_generate(scripted_model(), prompts, scripted_environment, time_budget=0), prompts):
