@@ -575,6 +575,12 @@ NOTES = {
     "`replace`: each edit's file, line and text must be recalled from the whole `cat *` printout, not copied from "
     "the observation just read. The paper's contrast (interactive agents extrapolate, single-turn ones fail). "
     "Seed 1 (same recipe and starting point, loss 0.28 at the end): 0/50 at every size, token accuracy 0.89-0.92.",
+    ("coding_single_turn", "gpt_neox"): "The single-turn Mamba's recipe for GPT-NeoX from random weights (2 x 64, 4 "
+    "heads, RoPE; 1,000 steps x 8 traces in micro-batches of 4,096 tokens, 30 min beside an evaluation): loss 0.55 "
+    "at step 400, 0.47 at the end (the single-turn Mamba: 0.32). Pass rate 0/50 at every size from 4 to 30 "
+    "functions, the answer check 0 everywhere; token accuracy 0.86 at n = 4, 0.83 at 16, 0.67 at 30 (the Mamba: "
+    "0.89-0.90). As its interactive twin from random weights, it does not learn the traces in this budget, so this "
+    "row does not measure the paper's contrast either.",
     ("coding_single_turn", "tool_mamba"): "1,000 steps x 8 traces (20.6 min), the interactive cell's budget; loss 0.32 "
     "at the end. Pass rate 2/50 at n = 4 and 0/50 at every larger size; the answer check 0 everywhere. Teacher-forced "
     "token accuracy 0.89-0.90. Its first 40 teacher-forced mistakes at n = 8 (`toolssm eval "
