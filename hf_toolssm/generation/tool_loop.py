@@ -181,7 +181,8 @@ def generate_with_tools(
     # alone, not on which forward the other rows or its tool thread reach a token at (timing, with tool threads).
     row_generators = []
     if do_sample:
-        seeds = torch.randint(2**62, (len(envs),), generator=generator).tolist()
+        on = generator.device if generator is not None else "cpu"  # a CUDA generator draws on its device
+        seeds = torch.randint(2**62, (len(envs),), generator=generator, device=on).tolist()
         row_generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
     # Rows whose command runs on a tool thread: the step's future, the token and the trace length before it.
     waiting: dict[int, tuple[Future, int, int]] = {}
