@@ -580,7 +580,12 @@ NOTES = {
     "at step 400, 0.47 at the end (the single-turn Mamba: 0.32). Pass rate 0/50 at every size from 4 to 30 "
     "functions, the answer check 0 everywhere; token accuracy 0.86 at n = 4, 0.83 at 16, 0.67 at 30 (the Mamba: "
     "0.89-0.90). As its interactive twin from random weights, it does not learn the traces in this budget, so this "
-    "row does not measure the paper's contrast either.",
+    "row does not measure the paper's contrast either. Fed the reference prefix (`python eval/mistake_positions.py "
+    "runs/coding_single_turn_gpt_neox_seed0/final --sizes 4,8,16,24,30 --samples 20 --context 40 --max-listed 10`, "
+    "`coding_single_turn/mistake_positions_gpt_neox.json`) it gets 12.3% of its command tokens wrong at n = 4, "
+    "15.9% at 8, 17.1% at 16, then 21.9% at 24 and 33.4% at 30, nearly all in `replace`; the Mamba from random "
+    "weights (`mistake_positions.json`): 7.7%, 9.6%, 10.7%, 10.9%, 10.6%. Past its training range the GPT-NeoX's "
+    "mistakes grow, the Mamba's stay flat.",
     ("coding_single_turn", "tool_mamba"): "1,000 steps x 8 traces (20.6 min), the interactive cell's budget; loss 0.32 "
     "at the end. Pass rate 2/50 at n = 4 and 0/50 at every larger size; the answer check 0 everywhere. Teacher-forced "
     "token accuracy 0.89-0.90. Its first 40 teacher-forced mistakes at n = 8 (`toolssm eval "
