@@ -319,7 +319,8 @@ def bench_ragged_feed(model_path: str, *, size: int | None = None, rows: int = 1
     budget = 4 * max(len(instance.full_tokens()) for instance in instances)
     forward, forwards = model.forward, {}
     # the tool threads the default would take here, or one if it takes none (torch's threads fill every core)
-    threads = default_tool_threads(model, rows) or 1
+    threads_by_default = default_tool_threads(model, rows)
+    threads = threads_by_default or 1
     options = {"ragged": {"ragged_feed": True, "tool_threads": threads},
                "ragged_inline": {"ragged_feed": True, "tool_threads": 0}, "in_step": {"ragged_feed": False}}
 
@@ -347,7 +348,7 @@ def bench_ragged_feed(model_path: str, *, size: int | None = None, rows: int = 1
         "trace_tokens": tokens,
         "observation_fraction": round(sum(r.num_observation_tokens for r in results["in_step"]) / max(tokens, 1), 2),
         "tool_threads": threads,
-        "tool_threads_by_default": default_tool_threads(model, rows),
+        "tool_threads_by_default": threads_by_default,
         "forwards": forwards,
         "speedup_ragged_vs_in_step": round(seconds["in_step"] / seconds["ragged"], 2),
         "speedup_tool_threads_vs_inline": round(seconds["ragged_inline"] / seconds["ragged"], 2),
