@@ -60,12 +60,12 @@ def _conv_state_at_last_token(
     return window.gather(-1, index[:, None, :].expand(batch, d, width))  # (b, d, width)
 
 
-def _padding_rows(attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
-    """(b,) the rows of a chunk that are padding alone (the fast tool loop holds a row while its tool runs), or
-    None when there are none. A mask over more than the chunk (generate() on a cache) is the prompt's: ignored."""
-    if attention_mask is None or attention_mask.shape[1] != length:
+def _padding_rows(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(b,) the rows of a chunk's mask (b, l) that are padding alone (the fast tool loop holds a row while its
+    tool runs), or None when there are none."""
+    if mask is None:
         return None
-    padded = ~attention_mask.bool().any(dim=1)  # (b,)
+    padded = ~mask.bool().any(dim=1)  # (b,)
     return padded if bool(padded.any()) else None
 
 
@@ -149,10 +149,11 @@ class ToolMambaMixer(nn.Module):
 
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2d, l)
         x, z = xz.chunk(2, dim=1)  # (b, d, l) each
+        # The chunk's own mask. A mask over more than the chunk (generate() on a cache) is the prompt's: ignored.
+        mask = attention_mask if attention_mask is not None and attention_mask.shape[1] == length else None  # (b, l)
 
-        if (conv_state is not None and ssm_state is not None
-                and self._steps_are_faster(length, hidden_states, attention_mask)):
-            padded = _padding_rows(attention_mask, length)  # (b,) | None
+        if conv_state is not None and ssm_state is not None and self._steps_are_faster(length, hidden_states, mask):
+            padded = _padding_rows(mask)  # (b,) | None
             if padded is not None:  # rows of padding alone keep their states: put them back after the steps
                 kept = conv_state[padded].clone(), ssm_state[padded].clone()  # (p, d, k-1), (p, d, n)
             steps = [self._step(x[:, :, t], z[:, :, t], conv_state, ssm_state, conv_weight, A) for t in range(length)]
@@ -164,7 +165,6 @@ class ToolMambaMixer(nn.Module):
         # or right-padded (the fast tool loop's ragged feed on a cache): padded inputs are zero, the conv state
         # is read at each row's last token, and Δ = 0 on padding (exp(0 * A) = 1 keeps the SSM state, Δ B x = 0
         # adds nothing). A pad before a token on a non-empty cache is not supported: that token would convolve it.
-        mask = attention_mask if attention_mask is not None and attention_mask.shape[1] == length else None  # (b, l)
 
         # 1. Causal conv, continuing from the cached last k-1 inputs.
         x = _mask_padding(x, mask)  # (b, d, l)
@@ -208,17 +208,18 @@ class ToolMambaMixer(nn.Module):
     #: 1.44x at batch 16).
     STEP_LOOP_MAX_LENGTH = 4
 
-    def _steps_are_faster(self, length: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> bool:
+    def _steps_are_faster(self, length: int, hidden_states: torch.Tensor, mask: torch.Tensor | None) -> bool:
+        """Whether a loop of one-token steps should feed this chunk (``mask``: the chunk's own, (b, l), or None)."""
         if length == 1:
             return True
         if length > self.STEP_LOOP_MAX_LENGTH or hidden_states.is_cuda or torch.is_grad_enabled():
             return False  # the in-place state updates of a step loop would break a backward through the cache
         # The step loop masks whole rows only (a row the fast tool loop holds while its tool runs): a row with
         # both tokens and padding takes the chunked path.
-        if attention_mask is None or attention_mask.shape[1] != length:
+        if mask is None:
             return True
-        first = attention_mask[:, :1]  # (b, 1)
-        return bool((attention_mask == first).all())
+        first = mask[:, :1]  # (b, 1)
+        return bool((mask == first).all())
 
     def _step(self, x, z, conv_state, ssm_state, conv_weight, A) -> torch.Tensor:
         """One token, updating the cached states in place. x, z: (b, d) -> (b, d_model).
