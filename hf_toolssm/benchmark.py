@@ -17,7 +17,8 @@
             in-step feed, on a recurrent checkpoint's own task (``--size``): what ``RAGGED_MIN_FILL`` and
             ``RAGGED_MIN_WIDTH`` in generation/tool_loop.py are set from.
     sandbox the code sandbox's ``run`` as shipped vs with its exit polled with sleeps (not waited for on a pidfd),
-            with the script run through runpy (not by the runner itself), and with both.
+            with the script run through runpy (not by the runner itself), with both, and without the run's
+            own cgroup.
     train   one training step's forward+backward on the batches of the repo's Mamba configs (Hanoi, logical
             graph, coding, multiplication, addition), whole vs cut into micro-batches padded to their own
             longest row (TrainConfig.micro_batch_tokens).
@@ -372,8 +373,11 @@ _RUNPY_EXEC = """        import runpy
 
 def bench_sandbox(quick: bool = False) -> dict:
     """The code sandbox's ``run`` (a confined Python process per program, tools/sandbox_process.py) on a one-line
-    program, alternating: as shipped; waiting for the exit by polling with sleeps instead of on a pidfd; and with
-    the runner running the script through ``runpy.run_path`` instead of by itself."""
+    program: as shipped; waiting for the exit by polling with sleeps instead of on a pidfd; with the runner
+    running the script through ``runpy.run_path`` instead of by itself; and, where runs get a cgroup of their
+    own, without it. The variants take turns, two runs each, and the second is timed: a decode runs one variant
+    all along, and the first run after a switch can cost more (~10 ms after a switch to a cgroup, here)."""
+    import dataclasses
     import tempfile
     from pathlib import Path
 
@@ -383,36 +387,44 @@ def bench_sandbox(quick: bool = False) -> dict:
     limits = sandbox_process.Limits()
     runs = 5 if quick else 40
     assert _RUNNER_EXEC in sandbox_process.RUNNER, "bench_sandbox: update _RUNNER_EXEC to the runner's code"
-    variants = {
-        "shipped": {},
-        "polling_wait": {"_wait_unreaped": sandbox_process._poll_unreaped},
-        "runpy_runner": {"RUNNER": sandbox_process.RUNNER.replace(_RUNNER_EXEC, _RUNPY_EXEC)},
+    polling = {"_wait_unreaped": sandbox_process._poll_unreaped}
+    runpy = {"RUNNER": sandbox_process.RUNNER.replace(_RUNNER_EXEC, _RUNPY_EXEC)}
+    variants = {  # name: (patches of sandbox_process, confinement)
+        "shipped": ({}, confinement),
+        "polling_wait": (polling, confinement),
+        "runpy_runner": (runpy, confinement),
+        "both_before": (polling | runpy, confinement),  # the sandbox before either change
     }
-    variants["both_before"] = {**variants["polling_wait"], **variants["runpy_runner"]}  # the sandbox before either
+    if confinement.cgroups is not None:
+        variants["without_cgroup"] = ({}, dataclasses.replace(confinement, cgroups=None))
     seconds = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as directory:
         Path(directory, "main.py").write_text("print(1)\n")
         Path(directory, "main.py").chmod(0o644)
         Path(directory).chmod(0o755)  # readable by the unprivileged user the program may run as
-        sandbox_process.run_script(directory, "main.py", limits, confinement)  # warm the page cache
         for _ in range(runs):
-            for name, patches in variants.items():
+            for name, (patches, confined) in variants.items():
                 with mock.patch.multiple(sandbox_process, **patches) if patches else contextlib.nullcontext():
-                    started = time.perf_counter()
-                    result = sandbox_process.run_script(directory, "main.py", limits, confinement)
+                    for _ in range(2):
+                        started = time.perf_counter()
+                        result = sandbox_process.run_script(directory, "main.py", limits, confined)
                     seconds[name].append(time.perf_counter() - started)
                     assert result.output == b"1\n", result.output
     medians = {name: statistics.median(times) for name, times in seconds.items()}
-    return {
-        "what": f"one `run` of a one-line program, median of {runs} alternating runs each: as shipped (the exit "
-                "waited for on a pidfd, the script run by the runner itself), with the exit polled with sleeps, and "
-                "with the script run through runpy, and with both (the sandbox before either change)",
+    report = {
+        "what": f"one `run` of a one-line program, median of {runs} turns each, the second of two runs in a row "
+                "timed: as shipped (the exit waited for on a pidfd, the script run by the runner itself), with the "
+                "exit polled with sleeps, with the script run through runpy, with both (the sandbox before either "
+                "change), and without the run's own cgroup (where runs get one)",
         "confinement": confinement.describe(),
         "speedup_pidfd_vs_polling_wait": round(medians["polling_wait"] / medians["shipped"], 2),
         "speedup_own_exec_vs_runpy_runner": round(medians["runpy_runner"] / medians["shipped"], 2),
         "speedup_shipped_vs_both_before": round(medians["both_before"] / medians["shipped"], 2),
-        "seconds": {name: round(median, 4) for name, median in medians.items()},
     }
+    if "without_cgroup" in medians:
+        report["cost_of_the_cgroup"] = round(medians["shipped"] / medians["without_cgroup"], 2)
+    report["seconds"] = {name: round(median, 4) for name, median in medians.items()}
+    return report
 
 
 #: (task, task kwargs, largest training size, batch): the repo's Mamba training configs

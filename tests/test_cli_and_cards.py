@@ -97,11 +97,17 @@ def test_bench_ragged_on_an_attention_checkpoint_says_what_it_is_for(tmp_path):
 
 
 def test_the_sandbox_benchmark_runs_every_variant_of_the_runner():
-    """`toolssm bench sandbox`: as shipped, with the polling wait, with runpy, with both; each run prints its 1."""
+    """`toolssm bench sandbox`: as shipped, with the polling wait, with runpy, with both, and without the run's
+    cgroup where runs get one; each run prints its 1."""
     from hf_toolssm.benchmark import bench_sandbox
+    from hf_toolssm.tools.sandbox_process import detect_confinement
 
     report = bench_sandbox(quick=True)
-    assert set(report["seconds"]) == {"shipped", "polling_wait", "runpy_runner", "both_before"}
+    variants = {"shipped", "polling_wait", "runpy_runner", "both_before"}
+    if detect_confinement().cgroups is not None:
+        variants.add("without_cgroup")
+        assert report["cost_of_the_cgroup"] > 0
+    assert set(report["seconds"]) == variants
     assert min(report["seconds"].values()) > 0 and report["speedup_shipped_vs_both_before"] > 0
 
 

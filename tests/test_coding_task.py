@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -465,9 +466,54 @@ def test_a_fork_bomb_is_contained():
     assert forked < env.tools[0].limits.max_processes and seconds < 2.0  # RLIMIT_NPROC, and nobody waited
 
 
-def test_no_process_outlives_its_run():
-    if not CONFINEMENT.namespaces:
-        pytest.skip(f"no PID namespace here ({CONFINEMENT.describe()}): a daemonized child survives")
+def test_processes_are_counted_per_run_not_per_user():
+    """With a cgroup per run, one run holding its whole process budget leaves another run's forks alone (the
+    shared RLIMIT_NPROC of the user nobody would make them fail)."""
+    if CONFINEMENT.cgroups is None:
+        pytest.skip(f"no cgroup per run here ({CONFINEMENT.describe()})")
+    holder = (
+        "import os, time\nheld = 0\nfor _ in range(100):\n    try:\n        pid = os.fork()\n    except OSError:\n"
+        "        break\n    if pid == 0:\n        time.sleep(1.5)\n        os._exit(0)\n    held += 1\nprint(held)\n"
+        "time.sleep(1.5)\n"
+    )
+    forker = (
+        "import os, time\ntime.sleep(0.5)\nforked = 0\nfor _ in range(8):\n    if os.fork() == 0:\n"
+        "        os._exit(0)\n    forked += 1\nprint(forked)\n"
+    )
+    with ThreadPoolExecutor(2) as pool:  # as the fast tool loop runs two rows' programs
+        held, forked = pool.map(lambda source: run_program(source, time_limit=3.0)[0], [holder, forker])
+    most = f"{CodeSandbox().limits.max_processes - 1}\n"  # the program's own process counts too
+    assert held == obs(f"{most}exit 0 hash {output_hash(most.encode())}")
+    eight = "8\n"
+    assert forked == obs(f"{eight}exit 0 hash {output_hash(eight.encode())}")
+
+
+def test_memory_is_counted_for_the_whole_run():
+    """RLIMIT_AS caps each process; the run's cgroup caps them together: four children of 150 MiB each (each
+    under its own limit) do not all fit in the run's 256 MiB, and the kernel kills the ones that do not."""
+    if CONFINEMENT.cgroups is None:
+        pytest.skip(f"no cgroup per run here ({CONFINEMENT.describe()})")
+    program = (
+        "import os, time\nchildren = []\nfor _ in range(4):\n    pid = os.fork()\n    if pid == 0:\n"
+        "        x = bytearray(150 * 2**20)\n        time.sleep(0.5)\n        os._exit(0)\n    children.append(pid)\n"
+        "for pid in children:\n    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    observation, seconds, env = run_program(program, time_limit=3.0)
+    statuses = observation.removeprefix(OBS_OPEN).split("\n")[:4]
+    assert statuses.count("-9") >= 2 and set(statuses) <= {"0", "-9"} and seconds < 3.0
+    assert command(env, "ls") == obs("main.py")  # the decode goes on
+
+
+@pytest.mark.parametrize("level", ["strongest", "cgroup_without_namespaces"])
+def test_no_process_outlives_its_run(level, monkeypatch):
+    """A PID namespace takes every process down with the program; without one the run's cgroup is emptied."""
+    if level == "cgroup_without_namespaces":
+        if CONFINEMENT.cgroups is None:
+            pytest.skip(f"no cgroup per run here ({CONFINEMENT.describe()})")
+        confinement = Confinement(False, False, CONFINEMENT.user, CONFINEMENT.python, CONFINEMENT.cgroups)
+        monkeypatch.setattr(code_sandbox, "detect_confinement", lambda python=None: confinement)
+    elif not (CONFINEMENT.namespaces or CONFINEMENT.cgroups):
+        pytest.skip(f"no PID namespace or cgroup here ({CONFINEMENT.describe()}): a daemonized child survives")
     program = (
         "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(0.3)\n"
         "    open('alive', 'w').write('yes')\n    os._exit(0)\nprint('parent done')\n"

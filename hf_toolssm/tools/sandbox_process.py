@@ -11,6 +11,9 @@ security model; in short, from the strongest confinement the machine allows down
   remounted read-only and ``nosuid``, so a write anywhere else fails with ``EROFS``;
 * **an unprivileged user** (``nobody``): the program cannot read root-only files, and ``RLIMIT_NPROC``
   (which Linux does not enforce for root) bounds its processes;
+* **a cgroup of its own** (``pids`` and ``memory``, cgroup v1 or v2, needs root): the run's processes
+  together stay under ``max_processes`` and ``memory_mb``, whatever other runs do at the same time, and
+  whatever a run leaves behind is killed at its end;
 * **resource limits**, always: address space (``RLIMIT_AS``), CPU seconds, size of every file it writes
   (``RLIMIT_FSIZE``; its output goes to a file, so this caps the output too), open files, no core dumps;
   a wall-clock time limit after which its whole process group is killed.
@@ -39,6 +42,7 @@ the reference traces can predict it exactly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import grp
 import os
@@ -51,18 +55,26 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-# Executed with ``python -I -S -B -u -c RUNNER confine uid gid memory cpu fsize nofile nproc script``.
+# Executed with ``python -I -S -B -u -c RUNNER confine uid gid memory cpu fsize nofile nproc cgroups script``
+# (cgroups: the ``cgroup.procs`` files of the run's cgroups, joined by ":", or "-" for none; a limit of -1 keeps
+# the caller's).
 # Everything up to the privilege drop runs as the caller (root when confining); any failure there exits
 # with CONFINEMENT_FAILED before the script runs (fail closed).
 RUNNER = r"""
 import os, sys, resource
 
-def _confine(read_only, uid, gid, limits):
+def _confine(read_only, uid, gid, limits, cgroups):
+    for procs in cgroups:  # first, while /sys is writable and we are root: every process we start inherits it
+        with open(procs, "w") as joining:
+            joining.write("0")  # "0": the writing process
     for which, value in limits:
-        resource.setrlimit(which, (value, value))
+        if value >= 0:  # -1: keep the caller's
+            resource.setrlimit(which, (value, value))
     here = os.getcwd()
     if read_only:
         import ctypes  # not re (with enum, 7 ms of every run's start-up): mountinfo's escapes are decoded by hand
@@ -117,13 +129,14 @@ def _report(error, here):
 
 def _main():
     confine, uid, gid, memory, cpu, fsize, nofile, nproc = (int(value) for value in sys.argv[1:9])
-    script = sys.argv[9]
+    cgroups = [] if sys.argv[9] == "-" else sys.argv[9].split(":")
+    script = sys.argv[10]
     limits = [
         (resource.RLIMIT_AS, memory), (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_FSIZE, fsize),
         (resource.RLIMIT_NOFILE, nofile), (resource.RLIMIT_NPROC, nproc), (resource.RLIMIT_CORE, 0),
     ]
     try:
-        here = _confine(confine, uid, gid, limits)
+        here = _confine(confine, uid, gid, limits, cgroups)
     except BaseException as error:
         os.write(2, ("sandbox: could not confine the program: %r\n" % (error,)).encode())
         os._exit(125)
@@ -166,10 +179,11 @@ class Limits:
 
     #: wall-clock seconds before the whole process group is killed (CPU time is capped at this + 1 s)
     time_limit: float = 2.0
-    #: address space of each process, in MiB (``RLIMIT_AS``)
+    #: address space of each process, in MiB (``RLIMIT_AS``), and with a cgroup per run (:class:`Confinement`)
+    #: the memory of all the run's processes together
     memory_mb: int = 256
-    #: processes of the unprivileged user (``RLIMIT_NPROC``; only enforced when the program does not run
-    #: as root, see :class:`Confinement`)
+    #: processes of the run (its cgroup's ``pids.max``) or, without a cgroup, of the unprivileged user
+    #: (``RLIMIT_NPROC``, shared by every run at the time; not enforced when the program runs as root)
     max_processes: int = 32
     #: bytes of output (stdout and stderr together) kept, and the size cap of any file the program writes
     max_output_bytes: int = 256 * 1024
@@ -196,6 +210,8 @@ class Confinement:
     user: tuple[int, int] | None
     #: the interpreter that runs the program
     python: str
+    #: where each run gets a cgroup of its own (processes and memory counted per run), or ``None``
+    cgroups: CgroupParents | None = None
 
     def describe(self) -> str:
         parts = ["namespaces (no network, contained processes)" if self.namespaces else "no namespaces"]
@@ -203,7 +219,21 @@ class Confinement:
             "read-only file system outside the sandbox" if self.read_only else "writable file system"
         )
         parts.append(f"uid {self.user[0]}" if self.user else f"the caller's uid {os.getuid()}")
+        parts.append(f"a cgroup (v{self.cgroups.version}) per run" if self.cgroups else "no cgroup")
         return ", ".join(parts) + f"; {self.python}"
+
+
+@dataclass(frozen=True)
+class CgroupParents:
+    """The directories under which each run makes its own cgroup: the ``pids`` and ``memory`` controllers'
+    (cgroup v1: two hierarchies), or one directory with both (cgroup v2)."""
+
+    pids: str
+    memory: str
+
+    @property
+    def version(self) -> int:
+        return 2 if self.pids == self.memory else 1
 
 
 @dataclass(frozen=True)
@@ -223,9 +253,12 @@ def run_script(
 ) -> ProcessResult:
     """Run ``python script`` in ``directory`` under ``confinement`` and ``limits``; never raises for
     anything the script does (an ``OSError`` means the process could not be started at all)."""
-    with tempfile.TemporaryFile() as output:  # unlinked: the program only ever holds the descriptor
+    with (
+        tempfile.TemporaryFile() as output,  # unlinked: the program only ever holds the descriptor
+        _run_cgroup(confinement.cgroups, limits) as cgroup_procs,
+    ):
         process = subprocess.Popen(
-            _command(script, limits, confinement),
+            _command(script, limits, confinement, cgroup_procs),
             cwd=directory,
             env=CLEAN_ENVIRONMENT,
             stdin=subprocess.DEVNULL,
@@ -275,13 +308,16 @@ def _poll_unreaped(pid: int, timeout: float) -> bool:
     return True
 
 
-def _command(script: str, limits: Limits, confinement: Confinement) -> list[str]:
+def _command(script: str, limits: Limits, confinement: Confinement, cgroup_procs: list[str]) -> list[str]:
     uid, gid = confinement.user if confinement.user else (-1, -1)
     memory = limits.memory_mb * 2**20
     cpu = int(limits.time_limit) + 1
+    # With a cgroup the run's own pids.max counts its processes (RLIMIT_NPROC, kept as the caller's, would count
+    # every run of the user together)
+    nproc = -1 if cgroup_procs else limits.max_processes
     arguments = [
         str(int(confinement.read_only)), str(uid), str(gid), str(memory), str(cpu),
-        str(limits.max_output_bytes), str(limits.max_open_files), str(limits.max_processes), script,
+        str(limits.max_output_bytes), str(limits.max_open_files), str(nproc), ":".join(cgroup_procs) or "-", script,
     ]  # fmt: skip
     python = [confinement.python, "-I", "-S", "-B", "-u", "-c", RUNNER, *arguments]
     return [_unshare(), *UNSHARE_OPTIONS, *python] if confinement.namespaces else python
@@ -289,6 +325,89 @@ def _command(script: str, limits: Limits, confinement: Confinement) -> list[str]
 
 def _unshare() -> str:
     return shutil.which("unshare", path="/usr/bin:/bin:/usr/sbin:/sbin") or "unshare"
+
+
+# --- a cgroup per run ------------------------------------------------------------------------------------
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+@contextlib.contextmanager
+def _run_cgroup(parents: CgroupParents | None, limits: Limits) -> Iterator[list[str]]:
+    """A fresh cgroup for one run, limited to ``max_processes`` processes and ``memory_mb`` of memory in all;
+    yields the ``cgroup.procs`` files the runner joins (none without ``parents``). At the end whatever the run
+    left in it is killed (a daemon, where there is no PID namespace) and the cgroup is removed."""
+    if parents is None:
+        yield []
+        return
+    name = f"run_{uuid.uuid4().hex}"
+    pids, memory = os.path.join(parents.pids, name), os.path.join(parents.memory, name)
+    made = []
+    try:
+        for directory in dict.fromkeys([pids, memory]):
+            os.mkdir(directory, 0o700)
+            made.append(directory)
+        budget = limits.memory_mb * 2**20
+        _write(pids, "pids.max", limits.max_processes)
+        if parents.version == 1:
+            _write(memory, "memory.limit_in_bytes", budget)
+            _write(memory, "memory.memsw.limit_in_bytes", budget, missing_ok=True)  # and no swapping past it
+        else:
+            _write(memory, "memory.max", budget)
+            _write(memory, "memory.swap.max", 0, missing_ok=True)
+        yield [os.path.join(directory, "cgroup.procs") for directory in made]
+    finally:
+        for directory in made:
+            _kill_and_remove(directory)
+
+
+def _write(directory: str, name: str, value: int | str, missing_ok: bool = False) -> None:
+    try:
+        with open(os.path.join(directory, name), "w") as control:
+            control.write(str(value))
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+
+
+def _kill_and_remove(directory: str, patience: float = 2.0) -> None:
+    """Kill every process left in the cgroup ``directory`` and remove it; a cgroup that will not go in
+    ``patience`` seconds (a process stuck in the kernel) is left behind, empty of anything that runs code."""
+    deadline = time.monotonic() + patience
+    while True:
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+            return
+        if time.monotonic() > deadline:
+            return
+        with contextlib.suppress(OSError):
+            for pid in Path(directory, "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+        time.sleep(0.005)
+
+
+def _cgroup_parents() -> CgroupParents | None:
+    """Where runs can get cgroups of their own on this machine (``CGROUP_ROOT/hf_toolssm``, made here), or
+    ``None``: cgroup v2 with the ``pids`` and ``memory`` controllers available to children of the root, or v1
+    with both controllers mounted; root only."""
+    try:
+        if os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")):  # v2, one hierarchy
+            offered = Path(CGROUP_ROOT, "cgroup.subtree_control").read_text().split()
+            if not {"pids", "memory"} <= set(offered):
+                return None
+            parent = os.path.join(CGROUP_ROOT, "hf_toolssm")
+            os.makedirs(parent, exist_ok=True)
+            _write(parent, "cgroup.subtree_control", "+pids +memory")
+            return CgroupParents(parent, parent)
+        parents = []
+        for controller in ("pids", "memory"):  # v1: a hierarchy per controller
+            if not os.path.exists(os.path.join(CGROUP_ROOT, controller, "cgroup.procs")):
+                return None
+            parents.append(os.path.join(CGROUP_ROOT, controller, "hf_toolssm"))
+            os.makedirs(parents[-1], exist_ok=True)
+        return CgroupParents(*parents)
+    except OSError:
+        return None
 
 
 # --- what this machine allows --------------------------------------------------------------------------
@@ -337,6 +456,9 @@ def _candidates(python: str | None) -> list[Confinement]:
             levels.append(Confinement(False, False, nobody, os.path.realpath(shared)))
         if has_unshare:
             levels.append(Confinement(True, True, None, own))
+        cgroups = _cgroup_parents()
+        if cgroups is not None:  # every level with a cgroup per run first, then the same without
+            levels = [level for plain in levels for level in (dataclasses.replace(plain, cgroups=cgroups), plain)]
     levels.append(Confinement(False, False, None, own))
     return levels
 
