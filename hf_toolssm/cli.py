@@ -58,13 +58,19 @@ def load_checkpoint(model_path: str, task_name: str | None, command: str):
 
 
 def cmd_solve(args) -> int:
+    from .data import heldout_instances
     from .evaluation import decode_budget, warm_up
     from .generation import generate_with_tools
 
+    if (args.problem is None) == (args.random is None):
+        raise SystemExit("toolssm solve: give a PROBLEM or --random SIZE (not both)")
     model, tokenizer, task = load_checkpoint(args.model, args.task, "solve")
-    problem = sys.stdin.read() if args.problem == "-" else args.problem  # a logical graph is many lines
-    try:
-        reference = task.instance_from_text(problem)  # the problem's prompt, reference trace and answer
+    try:  # the problem's prompt, reference trace and answer
+        if args.random is not None:  # the first test instance `toolssm eval --sizes SIZE --seed SEED` decodes
+            reference = heldout_instances(task, args.seed, args.random, 1)[0]
+        else:
+            problem = sys.stdin.read() if args.problem == "-" else args.problem  # a logical graph is many lines
+            reference = task.instance_from_text(problem)
     except ValueError as error:  # the task's message says what it expected: a usage error, not a traceback
         raise SystemExit(f"toolssm solve: {error}") from None
     prompt = reference.prompt
@@ -289,8 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "the answer is right (against the task's reference trace), and for the coding tasks (a "
                        "repository SIZE-SEED, e.g. 8-123) whether the sandbox's files now pass.")
     p.add_argument("model", help="checkpoint folder (save_pretrained format), e.g. model_cards/toolmamba-addition")
-    p.add_argument("problem", help='the problem as text, e.g. "123+4567" (the task comes from the checkpoint); '
-                   "- reads it from stdin (a logical graph's lines)")
+    p.add_argument("problem", nargs="?", help='the problem as text, e.g. "123+4567" (the task comes from the '
+                   "checkpoint); - reads it from stdin (a logical graph's lines)")
+    p.add_argument("--random", type=positive_int, metavar="SIZE", help="instead of PROBLEM, a random test problem "
+                   "of this size (digits, disks, nodes, functions): the first that `toolssm eval --sizes SIZE "
+                   "--seed SEED` decodes")
+    p.add_argument("--seed", type=int, default=1234, help="with --random: which problem (default: 1234, as eval)")
     p.add_argument("--task", help="override the checkpoint's task")
     p.add_argument("--max-new-tokens", type=positive_int, help="cap on trace tokens (default: twice the reference "
                    "trace's, as toolssm eval: a model that loops stops)")

@@ -217,6 +217,21 @@ def test_solve_reads_a_many_line_problem_from_stdin(checkpoint, capsys, monkeypa
     assert err.startswith(graph) and "the reference answer: True]" in err
 
 
+def test_solve_random_decodes_the_first_problem_that_eval_decodes_at_that_size(checkpoint, capsys):
+    """`--random SIZE --seed S`: the first test instance of `toolssm eval --sizes SIZE --seed S`, so a size's score
+    can be looked at one trace at a time; a problem and --random together, or neither, is a usage error."""
+    from hf_toolssm.data import heldout_instances
+    from hf_toolssm.tasks import get_task
+
+    main(["solve", str(checkpoint), "--random", "7", "--seed", "3", "--max-new-tokens", "10", "--no-colour"])
+    first = heldout_instances(get_task("addition"), 3, 7, 1)[0]
+    err = capsys.readouterr().err
+    assert err.startswith("".join(first.prompt)) and f"the reference answer: {first.answer}]" in err
+    for argv in (["1+1", "--random", "7"], []):
+        with pytest.raises(SystemExit, match="give a PROBLEM or --random SIZE"):
+            main(["solve", str(checkpoint), *argv])
+
+
 def test_solve_rejects_a_folder_that_is_not_a_checkpoint(tmp_path):
     with pytest.raises(SystemExit, match="not a checkpoint folder"):
         main(["solve", str(tmp_path), "1+1"])
