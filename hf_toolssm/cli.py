@@ -277,8 +277,8 @@ def write_analysis(path: str, script: str, argv: list[str] | None, args: argpars
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="toolssm",
-        description="Tool-using state-space models: a Mamba that calls a pointer memory, a search tool or a "
-        "calculator while it decodes, and so generalizes far beyond its training lengths.",
+        description="Tool-using state-space models: a Mamba that calls a pointer memory, a search tool, a "
+        "calculator or a code sandbox while it decodes, and so generalizes far beyond its training lengths.",
         epilog="Examples:\n"
         "  toolssm demo                                   # the shipped addition model at 10/100/1000 digits\n"
         "  toolssm solve model_cards/toolmamba-addition \"123+4567\"\n"
