@@ -243,3 +243,17 @@ def test_backward_through_padded_batch_and_dropout(cell_type):
     assert model.training and not torch.equal(model(ids).logits, model(ids).logits)  # dropout is active
     model.eval()
     assert torch.equal(model(ids).logits, model(ids).logits)
+
+
+@pytest.mark.parametrize("method", ["get_input_embeddings", "set_input_embeddings", "prepare_inputs_for_generation"])
+def test_the_lm_head_plumbing_is_the_mamba_one(method):
+    """Each model file stands alone, as in transformers (and ToolMamba's ships as remote code), so the causal-LM
+    plumbing both models share is written twice: this keeps the copies equal."""
+    import inspect
+
+    from hf_toolssm.models.tool_mamba.modeling_tool_mamba import ToolMambaForCausalLM
+
+    def source(cls):
+        return inspect.getsource(getattr(cls, method)).replace("ToolMamba", "X").replace("ToolRNN", "X")
+
+    assert source(ToolRNNForCausalLM) == source(ToolMambaForCausalLM)

@@ -236,6 +236,8 @@ class ToolRNNModel(ToolRNNPreTrainedModel):
 
 
 class ToolRNNForCausalLM(ToolRNNPreTrainedModel, GenerationMixin):
+    # The embedding accessors and prepare_inputs_for_generation are ToolMambaForCausalLM's, copied so that each
+    # model file stands alone (tests/test_modeling_tool_rnn.py keeps the copies equal).
     # Only tied when config.tie_word_embeddings (which needs embedding_size == hidden_size).
     _tied_weights_keys = {"lm_head.weight": "backbone.embeddings.weight"}
 
@@ -251,9 +253,8 @@ class ToolRNNForCausalLM(ToolRNNPreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, new_embeddings):
         self.backbone.set_input_embeddings(new_embeddings)
 
-    def prepare_inputs_for_generation(
-        self, input_ids, cache=None, attention_mask=None, is_first_iteration=False, **kwargs
-    ):
+    def prepare_inputs_for_generation(self, input_ids, cache=None, attention_mask=None, is_first_iteration=False,
+                                      **kwargs):
         model_inputs = super().prepare_inputs_for_generation(
             input_ids, cache=cache, attention_mask=attention_mask, is_first_iteration=is_first_iteration, **kwargs
         )
