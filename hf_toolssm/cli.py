@@ -26,14 +26,16 @@ def _provenance(argv: list[str]) -> dict:
     return provenance("toolssm " + shlex.join(argv))
 
 
-def require_checkpoint_folder(model_path: str) -> Path:
-    """``model_path`` as a Path, or a usage error: from_pretrained would read a missing folder as a Hub repo id
-    and fail with a message about repo names."""
-    path = Path(model_path)
-    if not (path / "config.json").is_file():
-        raise SystemExit(f"toolssm: {model_path!r} is not a checkpoint folder (no config.json). "
-                         f"Pass a folder written by save_pretrained, e.g. {DEFAULT_CHECKPOINT}")
-    return path
+def require_checkpoint_folder(model_path: str, command: str) -> Path:
+    """``model_path`` as a Path, or a usage error that says what is wrong with the folder: from_pretrained would
+    read a missing folder as a Hub repo id (and fail about repo names), a damaged one with a long traceback."""
+    from .checkpoint import check_checkpoint
+
+    try:
+        check_checkpoint(model_path)
+    except ValueError as error:
+        raise SystemExit(f"toolssm {command}: {error}") from None
+    return Path(model_path)
 
 
 def load_checkpoint(model_path: str, task_name: str | None, command: str):
@@ -46,14 +48,21 @@ def load_checkpoint(model_path: str, task_name: str | None, command: str):
 
     from .tasks import checkpoint_task, checkpoint_tool_config, get_task
 
-    path = require_checkpoint_folder(model_path)
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    path = require_checkpoint_folder(model_path, command)
+    try:  # what check_checkpoint does not look at, e.g. the tokenizer's files
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise SystemExit(f"toolssm {command}: cannot load {model_path}: {str(error).splitlines()[0]}") from None
     # an unknown --task, task arguments the task does not take, a checkpoint that names no task: usage errors
+    tool_config = checkpoint_tool_config(path, model.config)
     try:
-        task = get_task(task_name) if task_name else checkpoint_task(checkpoint_tool_config(path, model.config))
+        task = get_task(task_name) if task_name else checkpoint_task(tool_config)
     except ValueError as error:
         raise SystemExit(f"toolssm {command}: {error}" + ("" if task_name else "; or pass --task")) from None
+    trained_on = tool_config.get("task")
+    if task_name and trained_on and task_name != trained_on:  # allowed (a transfer test), but worth saying
+        print(f"toolssm {command}: note: {model_path} was trained on {trained_on}, not {task_name}", file=sys.stderr)
     return model, tokenizer, task
 
 
@@ -69,7 +78,7 @@ def cmd_solve(args) -> int:
         if args.random is not None:  # the first test instance `toolssm eval --sizes SIZE --seed SEED` decodes
             reference = heldout_instances(task, args.seed, args.random, 1)[0]
         else:
-            problem = sys.stdin.read() if args.problem == "-" else args.problem  # a logical graph is many lines
+            problem = sys.stdin.read() if args.problem == "-" else args.problem.strip()  # a graph is many lines
             reference = task.instance_from_text(problem)
     except ValueError as error:  # the task's message says what it expected: a usage error, not a traceback
         raise SystemExit(f"toolssm solve: {error}") from None
@@ -82,6 +91,8 @@ def cmd_solve(args) -> int:
 
     if not args.quiet:  # the prompt is the trace's first part (a logical graph's can be thousands of lines)
         sys.stderr.write("".join(prompt) if not colour else f"{_ROLE_COLOURS['prompt']}{''.join(prompt)}{_RESET}")
+    elif args.random is not None:  # the problem was drawn here: say which
+        sys.stderr.write(f"[problem: {_excerpt(''.join(prompt).strip())}]\n")
     started = time.monotonic()
     (result,) = generate_with_tools(
         model, tokenizer, [prompt], task.make_environment,
@@ -95,12 +106,16 @@ def cmd_solve(args) -> int:
         f"{time.monotonic() - started:.1f}s]\n"
     )
     right = task.check(reference, result.answer)
-    sys.stderr.write(f"[the answer is {'right' if right else 'wrong'}"
-                     + ("]\n" if right else f"; the reference answer: {_excerpt(reference.answer)}]\n"))
-    if task.checks_final_state:  # what the model did, beside what it answered
+    if task.checks_final_state:  # coding: what counts is what the model did to the files, not what it answered
         fixed = task.check_final_state(reference, result.tools)
-        sys.stderr.write(f"[the sandbox's files {'pass' if fixed else 'do not pass'}: main.py "
-                         f"{'prints' if fixed else 'does not print'} the reference fix's output]\n")
+        sys.stderr.write(f"[the code is {'fixed' if fixed else 'not fixed'}: main.py in the sandbox "
+                         f"{'prints' if fixed else 'does not print'} the reference fix's output; the pass rate "
+                         "counts this]\n"
+                         f"[its answer, the status line of its last run, {'matches' if right else 'differs from'} "
+                         f"the reference fix's" + ("]\n" if right else f": {_excerpt(reference.answer)}]\n"))
+    else:
+        sys.stderr.write(f"[the answer is {'right' if right else 'wrong'}"
+                         + ("]\n" if right else f"; the reference answer: {_excerpt(reference.answer)}]\n"))
     print(result.answer)
     return 0 if result.answer else 1
 
@@ -155,6 +170,7 @@ def cmd_eval(args) -> int:
     partial.unlink(missing_ok=True)
     if args.plot:
         plot_accuracy_vs_size({Path(args.model).name: results}, args.plot, title=f"{task.name}: length generalization")
+    print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""), file=sys.stderr)
     if args.show_mistakes:
         for size in sizes:
             for mistake in first_mistakes(model, tokenizer, task, size, seed=args.seed, limit=args.show_mistakes):
@@ -187,7 +203,7 @@ def cmd_bench(args) -> int:
     from .benchmark import run_benchmarks
 
     if args.what in ("decode", "ragged", "all"):
-        require_checkpoint_folder(args.model)
+        require_checkpoint_folder(args.model, "bench")
     if args.what == "ragged":
         from transformers import AutoConfig
 
@@ -208,7 +224,7 @@ def cmd_bench(args) -> int:
 def cmd_card(args) -> int:
     from .model_card import write_model_card
 
-    require_checkpoint_folder(args.model)
+    require_checkpoint_folder(args.model, "card")
     try:
         path = write_model_card(args.model, eval_results=args.eval_results, reproduce=args.reproduce,
                                 repo_id=args.repo_id)
@@ -221,7 +237,7 @@ def cmd_card(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    require_checkpoint_folder(args.model)
+    require_checkpoint_folder(args.model, "demo")
     return run_demo(args.model, sizes=args.sizes, samples=args.samples, out=args.out)
 
 
@@ -230,6 +246,17 @@ def positive_int(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return int(text)
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number > 0, e.g. seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
 
 
 def non_negative_int(text: str) -> int:
@@ -304,10 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="override the checkpoint's task")
     p.add_argument("--max-new-tokens", type=positive_int, help="cap on trace tokens (default: twice the reference "
                    "trace's, as toolssm eval: a model that loops stops)")
-    p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--time-budget", type=positive_float, default=None, help="stop after this many seconds")
     p.add_argument("--quiet", action="store_true", help="do not stream the trace")
     p.add_argument("--no-colour", action="store_true", help="plain trace on stderr")
-    p.set_defaults(func=cmd_solve)
+    p.set_defaults(command_parser=p, func=cmd_solve)
 
     p = sub.add_parser("eval", help="length-generalization evaluation over a grid of sizes, to JSON (+ PNG)",
                        description="Decode fresh test instances at every size with tools in the loop and write a JSON "
@@ -330,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-mistakes", type=non_negative_int, default=0, metavar="K",
                    help="also print (stderr) up to K teacher-forced mistakes per size, with the text before each: "
                    "where the model fails")
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(command_parser=p, func=cmd_eval)
 
     p = sub.add_parser("train", help="train on tool traces from a YAML config (resumable)",
                        description="Train with Accelerate from a YAML config (see training/configs/). Checkpoints go "
@@ -341,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int, help="override the number of steps")
     p.add_argument("--seed", type=int, help="override the seed")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(command_parser=p, func=cmd_train)
 
     p = sub.add_parser("bench", help="speed benchmarks: scan paths, decode loops, the sandbox, a training step",
                        description="Measure the CPU scan paths against their references, the fast tool loop against "
@@ -356,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instance size for ragged (default: the checkpoint's largest training size)")
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     p.add_argument("--out", default="eval/results/bench.json", help="output JSON (default: %(default)s)")
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(command_parser=p, func=cmd_bench)
 
     p = sub.add_parser("card", help="write a Hub-ready README.md model card for a checkpoint folder",
                        description="Write CHECKPOINT/README.md with huggingface_hub's ModelCard and model-index "
@@ -365,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-results", help="JSON written by `toolssm eval`")
     p.add_argument("--reproduce", help="the exact command that reproduces the checkpoint")
     p.add_argument("--repo-id", help="Hub repo id to name in the card, e.g. you/toolmamba-addition")
-    p.set_defaults(func=cmd_card)
+    p.set_defaults(command_parser=p, func=cmd_card)
 
     p = sub.add_parser("demo", help="the README main job: the shipped model on fresh additions at growing sizes",
                        description="Solve fresh random additions at each size with the tool in the loop, print "
@@ -375,12 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=size_list, default="10,100,1000", help="digits per operand (default: %(default)s)")
     p.add_argument("--samples", type=positive_int, default=10, help="additions per size (default: %(default)s)")
     p.add_argument("--out", default="demo_output", help="folder for the JSON and PNG (default: %(default)s)")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(command_parser=p, func=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # parse_args would answer with the top-level usage; the command's own says what it takes
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = sys.argv[1:] if argv is None else list(argv)  # what results files record as their command
     return args.func(args)
 

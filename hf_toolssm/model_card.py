@@ -11,7 +11,6 @@ import re
 import shutil
 from pathlib import Path
 
-import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -62,10 +61,12 @@ def write_model_card(
     repo_id: str | None = None,
 ) -> Path:
     """Write ``checkpoint/README.md``; returns its path."""
+    from .checkpoint import check_checkpoint, read_config
     from .tasks.registry import TASKS, checkpoint_tool_config
 
     checkpoint = Path(checkpoint)
-    config = json.loads((checkpoint / "config.json").read_text())
+    config = read_config(checkpoint)
+    name = repo_id or _model_name(checkpoint)
     tool_config = checkpoint_tool_config(checkpoint, config)
     task = tool_config.get("task", "unknown")
     results = json.loads(Path(eval_results).read_text()) if eval_results else None
@@ -87,9 +88,9 @@ def write_model_card(
     data = ModelCardData(
         library_name="transformers", license="apache-2.0",
         tags=["hf_toolssm", "mamba", "tool-use", "length-generalization"],
-        model_name=repo_id or checkpoint.name, eval_results=model_index or None, pipeline_tag="text-generation",
+        model_name=name, eval_results=model_index or None, pipeline_tag="text-generation",
     )
-    params = _count_parameters(checkpoint)
+    params = check_checkpoint(checkpoint)  # and a ValueError for a config that does not fit the weights
     task_kwargs = tool_config.get("task_kwargs") or {}
     task_arguments = "".join(f", {name}={value!r}" for name, value in task_kwargs.items())
     example_size = tool_config.get("train_max_size") or 5
@@ -117,7 +118,7 @@ def write_model_card(
 {data.to_yaml()}
 ---
 
-# {repo_id or checkpoint.name}
+# {name}
 
 A {config.get('model_type')} model ({params:,} parameters: {config.get('num_hidden_layers')} layers, d_model
 {config.get('hidden_size')}) {origin} with hf_toolssm on
@@ -145,8 +146,8 @@ instance = task.sample(random.Random(0), {example_size})  # a fresh problem; tas
 
 or from the command line, on a local copy of this folder: `toolssm solve FOLDER PROBLEM` (one problem, the trace
 streamed) or `toolssm eval FOLDER --sizes {example_size} --samples 10 --out results.json`.
-Without hf_toolssm installed the weights still load with `trust_remote_code=True` (the modeling code ships in this
-folder); the tool loop itself needs hf_toolssm.
+Without hf_toolssm installed, pass `trust_remote_code=True` to both `from_pretrained` calls: the modeling code
+ships in this folder. The tool loop itself needs hf_toolssm.
 
 ## Results (greedy decoding, tool in the loop)
 
@@ -162,6 +163,11 @@ outputs (prompt and tool observations masked). Protocol: `docs/protocol.md`; tas
     path = checkpoint / "README.md"
     ModelCard(content).save(path)
     return path
+
+
+def _model_name(checkpoint: Path) -> str:
+    """A card's title without a repo id: the folder's name, or its run's for a training run's ``final`` folder."""
+    return checkpoint.resolve().parent.name if checkpoint.name == "final" else checkpoint.name
 
 
 def merge_eval_results(paths: list[str | Path]) -> dict:
@@ -191,11 +197,3 @@ def _metrics(results: dict) -> tuple[str, ...]:
 def _token_accuracy(row: dict) -> str:
     # null where the evaluation skipped the teacher-forced pass (toolssm eval --no-token-accuracy)
     return "–" if row.get("token_accuracy") is None else f"{row['token_accuracy']:.4f}"
-
-
-def _count_parameters(checkpoint: Path) -> int:
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    with torch.device("meta"):  # shapes only: any weight format, nothing allocated
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(checkpoint))
-    return model.num_parameters()

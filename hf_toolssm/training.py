@@ -32,6 +32,7 @@ from huggingface_hub.errors import StrictDataclassError
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 
+from .checkpoint import check_checkpoint
 from .data import IGNORE_INDEX, collate, encode_instance, micro_batches
 from .tasks import get_task
 from .tokenization import build_char_tokenizer
@@ -158,6 +159,10 @@ def _initial_checkpoint(config: TrainConfig, tokenizer) -> PreTrainedModel:
         raise ValueError(f"init_from: {str(path)!r} is not a checkpoint folder (no config.json); train it first "
                          f"(`bash eval/run_experiment.sh` does so for a runs/NAME_seedS/final it lacks) or point "
                          f"init_from at a folder written by save_pretrained")
+    try:
+        check_checkpoint(path)
+    except ValueError as error:
+        raise ValueError(f"init_from: {error}") from None
     model = AutoModelForCausalLM.from_pretrained(path)
     # Whole configs compared, both as transformers normalises them: a model_kwargs key may live elsewhere once
     # loaded (GPT-NeoX's rotary_pct becomes rope_parameters["partial_rotary_factor"]).

@@ -204,16 +204,17 @@ def test_solve_prints_the_answer_alone_as_the_last_stdout_line(checkpoint):
 def test_solve_on_a_coding_repository_says_whether_the_files_pass(checkpoint, capsys):
     """An untrained model fixes nothing: solve says so on stderr, beside the trace."""
     main(["solve", str(checkpoint), "4-7", "--task", "coding_interactive", "--max-new-tokens", "20", "--no-colour"])
-    err = capsys.readouterr().err
-    assert err.startswith("repo 4-7\n") and "[the sandbox's files do not pass" in err
-    assert "[the answer is wrong; the reference answer: exit 0 hash " in err
+    note, err = capsys.readouterr().err.split("\n", 1)
+    assert note.endswith("was trained on addition, not coding_interactive")  # --task overrode it: said first
+    assert err.startswith("repo 4-7\n") and "[the code is not fixed: main.py in the sandbox does not print" in err
+    assert "[its answer, the status line of its last run, differs from the reference fix's: exit 0 hash " in err
 
 
 def test_solve_reads_a_many_line_problem_from_stdin(checkpoint, capsys, monkeypatch):
     graph = "v7 = True\nv3 = False\nv12 = False\nv5 = v7 and not v3\n"
     monkeypatch.setattr("sys.stdin", io.StringIO(graph))
     main(["solve", str(checkpoint), "-", "--task", "logical_graph", "--max-new-tokens", "20", "--no-colour"])
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err.split("\n", 1)[1]  # after the note that the checkpoint was trained on addition
     assert err.startswith(graph) and "the reference answer: True]" in err
 
 
@@ -230,6 +231,61 @@ def test_solve_random_decodes_the_first_problem_that_eval_decodes_at_that_size(c
     for argv in (["1+1", "--random", "7"], []):
         with pytest.raises(SystemExit, match="give a PROBLEM or --random SIZE"):
             main(["solve", str(checkpoint), *argv])
+    main(["solve", str(checkpoint), "--random", "7", "--seed", "3", "--max-new-tokens", "10", "--quiet"])
+    assert f"[problem: {''.join(first.prompt)}]" in capsys.readouterr().err  # no trace streamed: say which one
+
+
+def _damaged_copy(checkpoint, tmp_path, damage):
+    folder = tmp_path / damage
+    shutil.copytree(checkpoint, folder)
+    config = json.loads((folder / "config.json").read_text())
+    if damage == "not_json":
+        (folder / "config.json").write_text("{'hidden_size': 32}")
+    elif damage == "no_weights":
+        (folder / "model.safetensors").unlink()
+    else:  # a field lost: transformers would fill in its default
+        del config[{"no_model_type": "model_type", "no_hidden_size": "hidden_size"}[damage]]
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("not_json", r"config.json is not valid JSON \(.*\); re-save the checkpoint with save_pretrained"),
+    ("no_model_type", r"config.json names no model_type"),
+    ("no_hidden_size", r"config.json does not fit the weights \(backbone.embeddings.weight is \(\d+, 32\) in the "
+                       r"weights but \(\d+, 768\) from config.json\); a size field \(hidden_size, "),
+    ("no_weights", r"holds no weights \(model.safetensors\)"),
+])
+@pytest.mark.parametrize("argv", [["solve", "{}", "1+1"], ["card", "{}"], ["demo", "--model", "{}"]])
+def test_a_damaged_checkpoint_is_a_usage_error_that_names_the_damage(checkpoint, tmp_path, damage, message, argv):
+    """Not transformers' tracebacks (a size mismatch report, advice to pass trust_remote_code=True), nor a model
+    card that counts the parameters of a model built from config defaults."""
+    folder = _damaged_copy(checkpoint, tmp_path, damage)
+    with pytest.raises(SystemExit, match=f"toolssm {argv[0]}: .*{message}"):
+        main([part.format(folder) for part in argv])
+
+
+def test_a_damaged_init_from_checkpoint_is_named_before_training(checkpoint, tmp_path):
+    from hf_toolssm.training import _initial_checkpoint
+
+    folder = _damaged_copy(checkpoint, tmp_path, "no_hidden_size")
+    with pytest.raises(ValueError, match=r"init_from: .*config.json does not fit the weights"):
+        _initial_checkpoint(TrainConfig(output_dir=str(tmp_path / "run"), init_from=str(folder)),
+                            build_char_tokenizer())
+
+
+def test_an_unknown_option_is_reported_with_the_commands_own_usage(checkpoint, capsys):
+    with pytest.raises(SystemExit):
+        main(["card", str(checkpoint), "--help-me"])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: toolssm card") and "unrecognized arguments: --help-me" in err
+
+
+@pytest.mark.parametrize("budget", ["-1", "0", "nan", "inf", "soon"])
+def test_solve_rejects_a_time_budget_that_is_not_a_positive_number(checkpoint, budget, capsys):
+    with pytest.raises(SystemExit):
+        main(["solve", str(checkpoint), "1+1", "--time-budget", budget])
+    assert f"argument --time-budget: expected a number > 0, got {budget!r}" in capsys.readouterr().err
 
 
 def test_solve_rejects_a_folder_that_is_not_a_checkpoint(tmp_path):
@@ -407,6 +463,17 @@ def test_model_card_carries_model_index_metadata(checkpoint, tmp_path):
     assert "trained from scratch" in card.text and "pass rate" not in card.text
 
 
+def test_the_card_of_a_training_runs_final_folder_is_named_after_the_run(checkpoint, tmp_path):
+    """runs/NAME/final: the card's title is NAME, not "final"; its parameter count is the weights'."""
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path / "runs" / "addition_tool_mamba_seed4" / "final"
+    shutil.copytree(checkpoint, folder)
+    text = write_model_card(folder).read_text()
+    parameters = AutoModelForCausalLM.from_pretrained(checkpoint).num_parameters()
+    assert "\n# addition_tool_mamba_seed4\n" in text and f"({parameters:,} parameters: 1 layers, d_model\n32)" in text
+
+
 def test_card_rejects_an_eval_results_file_that_toolssm_eval_did_not_write(checkpoint, tmp_path):
     results = tmp_path / "other.json"
     results.write_text(json.dumps({"accuracy": 1.0}))
@@ -449,8 +516,10 @@ _BLOCK_HF_TOOLSSM = textwrap.dedent("""
 def _remote_code_logits_script(checkpoint, ids_path, out_path):
     return _BLOCK_HF_TOOLSSM + textwrap.dedent(f"""
         import torch
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, AutoTokenizer
         model = AutoModelForCausalLM.from_pretrained({str(checkpoint)!r}, trust_remote_code=True).eval()
+        tokenizer = AutoTokenizer.from_pretrained({str(checkpoint)!r}, trust_remote_code=True)  # as the card says
+        assert tokenizer.tokenize("12+34=") == list("12+34="), tokenizer.tokenize("12+34=")
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
         # the fused C++ scan builds from the source shipped as a module (the cache holds no csrc/ folder)
         kernels = sys.modules[type(model).__module__.rsplit(".", 1)[0] + ".kernels"]
@@ -460,11 +529,12 @@ def _remote_code_logits_script(checkpoint, ids_path, out_path):
 
 
 def _exported_copy(checkpoint, tmp_path):
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = tmp_path / "exported"
     model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
     model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(checkpoint).save_pretrained(folder)
     export_remote_code(folder)
     ids = torch.randint(2, 100, (2, 9))
     torch.save(ids, tmp_path / "ids.pt")

@@ -534,3 +534,18 @@ def test_one_token_update_is_differentiable_although_it_writes_the_state_in_plac
     y.sum().backward()  # used to fail: "modified by an inplace operation"
     assert A.grad is not None and x.grad is not None
     assert not torch.equal(state, before)
+
+
+def test_the_cpu_kernels_first_compile_is_announced_and_later_loads_are_not(tmp_path, monkeypatch, caplog):
+    """A fresh machine's first forward compiles for about a minute: without a word it looks like a hang."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.delenv("HF_TOOLSSM_NO_CPP", raising=False)
+    built = SimpleNamespace()
+    with mock.patch("torch.utils.cpp_extension.load_inline", return_value=built) as load_inline:
+        assert kernels.cpu_scan_extension.__wrapped__() is built  # the cached function, called afresh
+        name = load_inline.call_args.kwargs["name"]
+        assert "compiling the fused CPU scan kernel, once on this machine" in caplog.text
+        caplog.clear()
+        (tmp_path / name / f"{name}.so").touch()  # what load_inline leaves behind
+        assert kernels.cpu_scan_extension.__wrapped__() is built
+        assert "compiling" not in caplog.text

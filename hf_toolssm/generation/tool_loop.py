@@ -156,7 +156,9 @@ def generate_with_tools(
     cache = None
     start = time.monotonic()
     show = progress if progress is not None else max_new_tokens * len(envs) > 2_000
-    bar = tqdm(total=max_new_tokens, desc="decoding with tools", unit="tok", disable=not show, leave=False)
+    # The longest row's trace against max_new_tokens, a cap rather than a forecast: no time-left estimate.
+    bar = tqdm(total=max_new_tokens, desc="decoding with tools", unit="tok", disable=not show, leave=False,
+               bar_format="{desc}: {bar:20} {n_fmt}/{total_fmt} tok (cap) [{elapsed}, {rate_fmt}]")
 
     def finish(row: int, reason: StopReason | None) -> None:
         results[row] = ToolGenerationResult.from_environment(envs[row], reason)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import platform
 import warnings
@@ -102,6 +103,16 @@ def _extension_source() -> str:
     return SOURCE
 
 
+def _built_before(name: str) -> bool:
+    """Whether torch's extension cache holds a build of ``name`` (else ``load_inline`` compiles it)."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory  # private, but where load_inline looks
+
+        return any(Path(_get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
+    except Exception:  # cannot tell: assume built, say nothing
+        return True
+
+
 @functools.cache
 def cpu_scan_extension():
     """Compile (first time) and load the fused CPU extension (scan and mixer step); None if that is impossible.
@@ -110,11 +121,15 @@ def cpu_scan_extension():
     """
     if env_flag("HF_TOOLSSM_NO_CPP"):
         return None
+    name = f"hf_toolssm_selective_scan_{_cpu_fingerprint()}"
+    if not _built_before(name):  # else the first forward seems to hang
+        logging.getLogger(__name__).warning(
+            "hf_toolssm: compiling the fused CPU scan kernel, once on this machine (about a minute)...")
     try:
         from torch.utils.cpp_extension import load_inline
 
         return load_inline(
-            name=f"hf_toolssm_selective_scan_{_cpu_fingerprint()}", cpp_sources=[_extension_source()],
+            name=name, cpp_sources=[_extension_source()],
             extra_cflags=["-O3", "-ffast-math", "-march=native"], extra_ldflags=["-lmvec"], verbose=False,
         )
     except Exception as error:  # no compiler, no ninja, a build error: fall back, loudly once

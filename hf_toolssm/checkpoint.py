@@ -1,0 +1,88 @@
+"""What a checkpoint folder must hold, checked before transformers loads it.
+
+A damaged folder (a config.json that is not JSON, that names no model type, whose sizes do not fit the weights;
+no weights at all) makes ``from_pretrained`` fail deep inside transformers, or worse, load with freshly initialised
+weights of the wrong size. :func:`check_checkpoint` says instead which file is wrong and how; the CLI and the
+model-card writer call it first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+#: What save_pretrained writes: one safetensors file, or shards listed in an index.
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+
+
+def read_config(folder: str | Path) -> dict:
+    """The folder's config.json as a dict, or a ValueError that says what is wrong with it."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{str(folder)!r} is not a checkpoint folder (no config.json); "
+                         "pass a folder written by save_pretrained, e.g. model_cards/toolmamba-addition")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); re-save the checkpoint with save_pretrained") from None
+    if not isinstance(config, dict) or not config.get("model_type"):
+        raise ValueError(f"{path} names no model_type (e.g. \"tool_mamba\", \"gpt_neox\"): it says which "
+                         "architecture the weights belong to; re-save the checkpoint with save_pretrained")
+    return config
+
+
+def weight_shapes(folder: str | Path) -> dict[str, tuple[int, ...]] | None:
+    """Every tensor's shape in the folder's safetensors weights (one file or shards); None when it has none."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    if (folder / WEIGHTS_INDEX_NAME).is_file():
+        files = sorted(set(json.loads((folder / WEIGHTS_INDEX_NAME).read_text())["weight_map"].values()))
+    elif (folder / WEIGHTS_NAME).is_file():
+        files = [WEIGHTS_NAME]
+    else:
+        return None
+    shapes = {}
+    for name in files:
+        with safe_open(folder / name, framework="pt") as weights:
+            shapes.update({key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()})  # noqa: SIM118
+    return shapes
+
+
+def check_checkpoint(folder: str | Path) -> int:
+    """Check that ``folder`` holds a config and weights that fit each other; return the number of parameters.
+
+    The weights are read as shapes only (nothing is loaded) and compared with a model built from config.json on
+    the meta device: a config that lost a size field (transformers fills in its default) builds a model of another
+    size. Raises ValueError with what is wrong and how to fix it."""
+    from transformers import AutoConfig, AutoModelForCausalLM  # our model types: registered by hf_toolssm's import
+
+    read_config(folder)
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        with torch.device("meta"):  # shapes only: nothing allocated
+            model = AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"{folder}/config.json does not describe a model transformers can build: "
+                         f"{str(error).splitlines()[0]}") from None
+    expected = model.num_parameters()
+    shapes = weight_shapes(folder)
+    if shapes is None:
+        if any(Path(folder).glob("*.bin")):  # the old pickle format: transformers checks it when loading
+            return expected
+        raise ValueError(f"{folder} holds no weights ({WEIGHTS_NAME}); save the model there with save_pretrained")
+    found = sum(torch.Size(shape).numel() for shape in shapes.values())
+    if found == expected:
+        return found
+    built = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    wrong = [name for name, shape in shapes.items() if name in built and built[name] != shape]
+    detail = (f"{wrong[0]} is {shapes[wrong[0]]} in the weights but {built[wrong[0]]} from config.json" if wrong
+              else f"config.json describes {expected:,} parameters, the weights hold {found:,}")
+    raise ValueError(f"{folder}: config.json does not fit the weights ({detail}); a size field (hidden_size, "
+                     "intermediate_size, num_hidden_layers, vocab_size, ...) is missing or wrong there")
+
+
+__all__ = ["WEIGHTS_INDEX_NAME", "WEIGHTS_NAME", "check_checkpoint", "read_config", "weight_shapes"]
