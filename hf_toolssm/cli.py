@@ -76,6 +76,7 @@ def cmd_solve(args) -> int:
     model, tokenizer, task = load_checkpoint(args.model, args.task, "solve")
     try:  # the problem's prompt, reference trace and answer
         if args.random is not None:  # the first test instance `toolssm eval --sizes SIZE --seed SEED` decodes
+            task.validate_size(args.random, "--random")
             reference = heldout_instances(task, args.seed, args.random, 1)[0]
         else:
             problem = sys.stdin.read() if args.problem == "-" else args.problem.strip()  # a graph is many lines

@@ -233,6 +233,8 @@ def test_solve_random_decodes_the_first_problem_that_eval_decodes_at_that_size(c
             main(["solve", str(checkpoint), *argv])
     main(["solve", str(checkpoint), "--random", "7", "--seed", "3", "--max-new-tokens", "10", "--quiet"])
     assert f"[problem: {''.join(first.prompt)}]" in capsys.readouterr().err  # no trace streamed: say which one
+    with pytest.raises(SystemExit, match=r"hanoi_recursive: --random is the number of disks .* got 50"):
+        main(["solve", str(checkpoint), "--random", "50", "--task", "hanoi_recursive"])
 
 
 def _damaged_copy(checkpoint, tmp_path, damage):
