@@ -66,7 +66,7 @@ def write_model_card(
 
     checkpoint = Path(checkpoint)
     config = read_config(checkpoint)
-    name = repo_id or _model_name(checkpoint)
+    title = repo_id or _model_name(checkpoint)
     tool_config = checkpoint_tool_config(checkpoint, config)
     task = tool_config.get("task", "unknown")
     results = json.loads(Path(eval_results).read_text()) if eval_results else None
@@ -88,7 +88,7 @@ def write_model_card(
     data = ModelCardData(
         library_name="transformers", license="apache-2.0",
         tags=["hf_toolssm", "mamba", "tool-use", "length-generalization"],
-        model_name=name, eval_results=model_index or None, pipeline_tag="text-generation",
+        model_name=title, eval_results=model_index or None, pipeline_tag="text-generation",
     )
     params = check_checkpoint(checkpoint)  # and a ValueError for a config that does not fit the weights
     task_kwargs = tool_config.get("task_kwargs") or {}
@@ -118,7 +118,7 @@ def write_model_card(
 {data.to_yaml()}
 ---
 
-# {name}
+# {title}
 
 A {config.get('model_type')} model ({params:,} parameters: {config.get('num_hidden_layers')} layers, d_model
 {config.get('hidden_size')}) {origin} with hf_toolssm on
