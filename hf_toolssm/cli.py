@@ -190,13 +190,16 @@ def _print_size_result(r, note: str = "") -> None:
 
 
 def cmd_train(args) -> int:
-    from .training import TrainConfig, train
+    from .training import TrainConfig, TrainingSetupError, train
 
     try:  # a missing file or a bad option: a usage error that names it, not a traceback
         config = TrainConfig.from_yaml(args.config, output_dir=args.output_dir, steps=args.steps, seed=args.seed)
     except (OSError, ValueError) as error:
         raise SystemExit(f"toolssm train: {error}") from None
-    final = train(config, resume=args.resume)
+    try:
+        final = train(config, resume=args.resume)
+    except TrainingSetupError as error:  # the output folder, init_from, a resume of another config
+        raise SystemExit(f"toolssm train: {error}") from None
     print(final)
     return 0
 

@@ -20,7 +20,9 @@ import inspect
 import json
 import math
 import random
+import sys
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,11 @@ from .checkpoint import check_checkpoint
 from .data import IGNORE_INDEX, collate, encode_instance, micro_batches
 from .tasks import get_task
 from .tokenization import build_char_tokenizer
+
+
+class TrainingSetupError(ValueError):
+    """A run that cannot start as asked (its output folder, the checkpoint it resumes or starts from); the
+    message says what to change. The CLI prints it alone; an error inside a training step keeps its traceback."""
 
 
 @dataclasses.dataclass
@@ -74,7 +81,13 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path} is not valid YAML: {error}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping of training options (key: value lines), "
+                             f"got a {type(raw).__name__}")
         raw.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
@@ -85,16 +98,47 @@ class TrainConfig:
         return config
 
     def validate(self) -> None:
-        for name in ("steps", "batch_size", "train_max_size", "save_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"training option {name} must be >= 1, got {getattr(self, name)}")
-        if self.micro_batch_tokens is not None and self.micro_batch_tokens < 1:
-            raise ValueError(f"micro_batch_tokens must be >= 1 (or left out: one forward per step), got "
-                             f"{self.micro_batch_tokens}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        get_task(self.task, **self.task_kwargs)  # raises a clear error for an unknown task or bad arguments
+        """A clear ValueError for an option of the wrong type or out of range (before any step runs: a bad
+        ``eval_sizes`` would otherwise fail only at the first ``eval_every``)."""
+        self._check_types()
+        at_least = {"steps": 1, "batch_size": 1, "train_max_size": 1, "save_every": 1, "log_every": 1,
+                    "warmup_steps": 0, "eval_every": 0, "eval_samples": 1, "micro_batch_tokens": 1, "num_threads": 1,
+                    "weight_decay": 0, "min_lr_ratio": 0}
+        for name, least in at_least.items():
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise ValueError(f"training option {name} must be >= {least}, got {value}")
+        for name in ("learning_rate", "max_grad_norm", "max_minutes"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"training option {name} must be > 0, got {value}")
+        if self.min_lr_ratio > 1:
+            raise ValueError(f"min_lr_ratio is the final learning rate's share of the peak: at most 1, got "
+                             f"{self.min_lr_ratio}")
+        task = get_task(self.task, **self.task_kwargs)  # raises a clear error for an unknown task or bad arguments
+        if self.eval_every:
+            if not (isinstance(self.eval_sizes, list) and self.eval_sizes):
+                raise ValueError(f"eval_sizes must be a list of sizes, e.g. [5, 20], got {self.eval_sizes!r}")
+            for size in self.eval_sizes:
+                task.validate_size(size, "eval_sizes")
         check_model_kwargs(self.model_type, self.model_kwargs)
+
+    def _check_types(self) -> None:
+        """Each option has its annotated type. YAML 1.1 reads ``2e-3`` (no dot) as a string: a float option takes
+        it as the number it spells."""
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            value, expected = getattr(self, field.name), hints[field.name]
+            allowed = typing.get_args(expected) or (expected,)  # X | None -> (X, NoneType)
+            if float in allowed and isinstance(value, str):
+                with contextlib.suppress(ValueError):
+                    value = float(value)
+                    setattr(self, field.name, value)
+            if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+                continue  # an int is a fine float
+            if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
+                names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in allowed)
+                raise ValueError(f"training option {field.name} must be {names}, got {value!r}")
 
 
 def check_model_kwargs(model_type: str, model_kwargs: dict) -> None:
@@ -148,7 +192,9 @@ def _fresh_model(config: TrainConfig, tokenizer) -> PreTrainedModel:
 
 
 #: config fields that say where a checkpoint came from or what it was trained on, not what it is
-_NOT_ARCHITECTURE = {"_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version", "tool_config"}
+#: (auto_map: where a Hub copy finds its remote code, as in the shipped model cards)
+_NOT_ARCHITECTURE = {"_name_or_path", "architectures", "auto_map", "dtype", "torch_dtype", "transformers_version",
+                     "tool_config"}
 
 
 def _initial_checkpoint(config: TrainConfig, tokenizer) -> PreTrainedModel:
@@ -156,13 +202,13 @@ def _initial_checkpoint(config: TrainConfig, tokenizer) -> PreTrainedModel:
     character vocabulary, so a checkpoint of one task can start another)."""
     path = Path(config.init_from)  # checked here, not in validate(): a config may name a run not trained yet
     if not (path / "config.json").is_file():
-        raise ValueError(f"init_from: {str(path)!r} is not a checkpoint folder (no config.json); train it first "
-                         f"(`bash eval/run_experiment.sh` does so for a runs/NAME_seedS/final it lacks) or point "
-                         f"init_from at a folder written by save_pretrained")
+        raise TrainingSetupError(f"init_from: {str(path)!r} is not a checkpoint folder (no config.json); train it "
+                                 f"first (`bash eval/run_experiment.sh` does so for a runs/NAME_seedS/final it lacks) "
+                                 f"or point init_from at a folder written by save_pretrained")
     try:
         check_checkpoint(path)
     except ValueError as error:
-        raise ValueError(f"init_from: {error}") from None
+        raise TrainingSetupError(f"init_from: {error}") from None
     model = AutoModelForCausalLM.from_pretrained(path)
     # Whole configs compared, both as transformers normalises them: a model_kwargs key may live elsewhere once
     # loaded (GPT-NeoX's rotary_pct becomes rope_parameters["partial_rotary_factor"]).
@@ -173,8 +219,8 @@ def _initial_checkpoint(config: TrainConfig, tokenizer) -> PreTrainedModel:
     if differ:
         listed = ", ".join(f"{key}: the config says {want!r}, the checkpoint has {have!r}"
                            for key, (want, have) in differ.items())
-        raise ValueError(f"init_from {str(path)!r} does not match this config ({listed}); make model_type and "
-                         f"model_kwargs those of the checkpoint")
+        raise TrainingSetupError(f"init_from {str(path)!r} does not match this config ({listed}); make model_type "
+                                 f"and model_kwargs those of the checkpoint")
     return model
 
 
@@ -228,6 +274,37 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
+#: what a checkpoint was trained as: a resumed run must keep these (steps, time budget, logging may change)
+_RUN_IDENTITY = ("task", "task_kwargs", "train_max_size", "model_type", "model_kwargs", "init_from", "seed",
+                 "batch_size")
+
+
+def _checkpoint_to_resume(config: TrainConfig, output_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint a run continues from (None: it starts afresh), or a TrainingSetupError: a fresh run into a
+    folder that holds one (its checkpoints would mix with the old ones, and a later --resume would pick the newest
+    of either), or a resume with a config that is not the checkpoint's (other sizes, data or seed)."""
+    checkpoint = latest_checkpoint(output_dir)
+    if not resume:
+        if checkpoint is not None or (output_dir / "final").is_dir():
+            found = checkpoint.name if checkpoint is not None else "final"
+            raise TrainingSetupError(f"{output_dir} already holds a run ({found}); pass --resume to continue it, "
+                                     "or give another --output-dir (or delete this one) to start afresh")
+        return None
+    saved_path = output_dir / "train_config.yaml"
+    if checkpoint is None or not saved_path.is_file():
+        return checkpoint
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    differ = [f"{key}: {saved[key]!r} there, {getattr(config, key)!r} now" for key in _RUN_IDENTITY
+              if key in saved and saved[key] != getattr(config, key)]
+    if differ:
+        raise TrainingSetupError(f"--resume: {output_dir} holds a run of another config ({'; '.join(differ)}); "
+                                 f"resume it with its own ({saved_path}) or start afresh in another --output-dir")
+    if saved.get("steps", config.steps) != config.steps:
+        print(f"--resume: the run now ends at step {config.steps}, not {saved['steps']}: the learning rate decays "
+              "over the new length from here on", file=sys.stderr)
+    return checkpoint
+
+
 def train(
     config: TrainConfig, *, resume: bool = False, stop_at: int | None = None, accelerator: Accelerator | None = None
 ) -> Path:
@@ -240,6 +317,7 @@ def train(
         torch.set_num_threads(config.num_threads)
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     output_dir = Path(config.output_dir)
+    checkpoint = _checkpoint_to_resume(config, output_dir, resume)
     tokenizer = build_char_tokenizer()
     task = get_task(config.task, **config.task_kwargs)
     model = build_model(config, tokenizer)
@@ -251,15 +329,14 @@ def train(
     # also step once per process per update, as if each process loaded its own batch; here they split one.
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    start_step = 0
-    if resume:
-        checkpoint = latest_checkpoint(output_dir)
-        if checkpoint is None:
-            accelerator.print(f"--resume: no checkpoint in {output_dir}, starting from step 0")
-        else:
-            accelerator.load_state(str(checkpoint / "accelerate_state"))
-            start_step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
-            accelerator.print(f"resumed from {checkpoint} at step {start_step}")
+    start_step, elapsed_before = 0, 0.0  # elapsed_s counts running time over every invocation of the run
+    if resume and checkpoint is None:
+        accelerator.print(f"--resume: no checkpoint in {output_dir}, starting from step 0")
+    elif checkpoint is not None:
+        accelerator.load_state(str(checkpoint / "accelerate_state"))
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        start_step, elapsed_before = state["step"], state.get("elapsed_s", 0.0)
+        accelerator.print(f"resumed from {checkpoint} at step {start_step}")
     log_path = output_dir / "metrics.jsonl"
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -269,7 +346,8 @@ def train(
             log_path.write_text("".join(line + "\n" for line in kept))
     rank, world = accelerator.process_index, accelerator.num_processes
     if config.batch_size % world:
-        raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes ({world})")
+        raise TrainingSetupError(f"batch_size {config.batch_size} must be divisible by the number of processes "
+                                 f"({world})")
     share = config.batch_size // world
     started = time.monotonic()
     bar = tqdm(total=config.steps, initial=start_step, desc="training", disable=not accelerator.is_main_process)
@@ -290,13 +368,13 @@ def train(
         step += 1
         bar.update(1)
 
-        if step % config.log_every == 0 or step == 1:
+        if step % config.log_every == 0 or step in (1, config.steps):
             # Reduced only when logged: a collective (every rank takes this branch) and a synchronisation.
             global_loss = accelerator.reduce(loss.detach() / world, reduction="sum").item()
             if accelerator.is_main_process:
                 record = {
                     "step": step, "loss": global_loss, "lr": learning_rate,
-                    "grad_norm": float(grad_norm), "elapsed_s": round(time.monotonic() - started, 2),
+                    "grad_norm": float(grad_norm), "elapsed_s": round(elapsed_before + time.monotonic() - started, 2),
                 }
                 with log_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -307,7 +385,8 @@ def train(
         out_of_time = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
         interrupted = stop_at is not None and step >= stop_at
         if step % config.save_every == 0 or step == config.steps or out_of_time or interrupted:
-            _save_checkpoint(accelerator, model, tokenizer, output_dir / f"checkpoint-{step}", step)
+            _save_checkpoint(accelerator, model, tokenizer, output_dir / f"checkpoint-{step}", step,
+                             elapsed_before + time.monotonic() - started)
         if interrupted:
             bar.close()
             return output_dir / f"checkpoint-{step}"
@@ -344,13 +423,14 @@ def learning_rate_at(step: int, config: TrainConfig) -> float:
     return config.learning_rate * ratio
 
 
-def _save_checkpoint(accelerator: Accelerator, model, tokenizer, path: Path, step: int) -> None:
+def _save_checkpoint(accelerator: Accelerator, model, tokenizer, path: Path, step: int, elapsed: float) -> None:
     accelerator.wait_for_everyone()
     accelerator.save_state(str(path / "accelerate_state"))
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(path)
         tokenizer.save_pretrained(path)
-        (path / "trainer_state.json").write_text(json.dumps({"step": step, "num_processes": accelerator.num_processes}))
+        (path / "trainer_state.json").write_text(json.dumps(
+            {"step": step, "num_processes": accelerator.num_processes, "elapsed_s": round(elapsed, 2)}))
 
 
 def _length_check(model, tokenizer, task, config: TrainConfig, step: int, log_path: Path) -> None:
@@ -379,7 +459,7 @@ def plot_loss_curve(log_path: Path, png_path: Path) -> None:
     if not records:
         return
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in records], [r["loss"] for r in records])
+    ax.plot([r["step"] for r in records], [r["loss"] for r in records], marker="o" if len(records) < 20 else None)
     ax.set(xlabel="step", ylabel="training loss (masked CE)", yscale="log", title=log_path.parent.name)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()

@@ -1,9 +1,11 @@
 """Training: the loss goes down, resume is exact, the Trainer and PEFT routes run, two processes agree."""
 
+import dataclasses
 import importlib.util
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import torch
 import yaml
 
 import hf_toolssm  # noqa: F401
-from hf_toolssm.training import TrainConfig, latest_checkpoint, learning_rate_at, train
+from hf_toolssm.training import TrainConfig, TrainingSetupError, latest_checkpoint, learning_rate_at, train
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "state_size": 8}
@@ -74,6 +76,8 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
     for step in (4, 5, 6):
         assert resumed[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-6)
+    elapsed = logged(tmp_path / "resumed", "elapsed_s")  # running time over both invocations, not since the resume
+    assert elapsed[4] >= elapsed[3] > 0
 
 
 def test_resume_skips_a_checkpoint_a_kill_cut_short(tmp_path):
@@ -95,6 +99,65 @@ def test_bad_training_options_say_what_is_wrong(tmp_path):
         TrainConfig.from_yaml(path)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         tiny_config(tmp_path, batch_size=0).validate()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("steps: many", "training option steps must be int, got 'many'"),
+    ("steps: 3.5", "training option steps must be int, got 3.5"),
+    ("warmup_steps: -3", "training option warmup_steps must be >= 0, got -3"),
+    ("eval_every: -5", "training option eval_every must be >= 0, got -5"),
+    ("max_minutes: 0", "training option max_minutes must be > 0, got 0"),
+    ("eval_every: 10\neval_sizes: 5", "training option eval_sizes must be list, got 5"),
+    ("eval_every: 10\neval_sizes: [5, 0]", "eval_sizes is the number of digits per operand and must be an int >= 1"),
+    ("learning_rate: fast", "training option learning_rate must be float, got 'fast'"),
+    ("steps: [3", "is not valid YAML"),
+    ("- steps: 3", "expected a mapping of training options"),
+])
+def test_options_of_the_wrong_type_or_range_are_named_before_training(tmp_path, text, message):
+    """Not a TypeError deep in the loop (or, for eval_sizes, only at the first in-training check)."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"output_dir: {tmp_path / 'run'}\n{text}\n" if not text.startswith("-") else text)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig.from_yaml(path)
+
+
+def test_yaml_reads_2e_3_as_a_string_and_a_float_option_takes_it_as_the_number(tmp_path):
+    path = tmp_path / "lr.yaml"
+    path.write_text(f"output_dir: {tmp_path}\nlearning_rate: 2e-3\nmodel_kwargs: {{hidden_size: 8}}\n")
+    assert TrainConfig.from_yaml(path).learning_rate == 0.002
+
+
+def test_a_fresh_run_into_a_used_folder_and_a_resume_of_another_config_are_refused(tmp_path, capsys):
+    """Either would mix two runs' checkpoints: a later --resume would continue the newest of either."""
+    from hf_toolssm.cli import main
+
+    run = tmp_path / "run"
+    train(tiny_config(run, steps=3))
+    with pytest.raises(TrainingSetupError, match=r"already holds a run \(checkpoint-3\); pass --resume"):
+        train(tiny_config(run, steps=3, seed=5))
+    another = r"--resume: .* holds a run of another config \(seed: 0 there, 5 now\)"
+    with pytest.raises(TrainingSetupError, match=another):
+        train(tiny_config(run, steps=3, seed=5), resume=True)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(dataclasses.asdict(tiny_config(run, steps=3, seed=5))))
+    with pytest.raises(SystemExit, match=r"toolssm train: .*already holds a run"):  # one line, no traceback
+        main(["train", "--config", str(path)])
+    capsys.readouterr()
+    train(tiny_config(run, steps=4, log_every=10), resume=True)  # a longer schedule is the same run
+    assert "the run now ends at step 4, not 3" in capsys.readouterr().err
+    assert max(logged(run, "loss")) == 4  # the last step is logged though 4 is no multiple of log_every
+
+
+def test_init_from_a_shipped_model_card_folder(tmp_path):
+    """A card's config carries auto_map (its remote code): where the code lives, not what the model is."""
+    from hf_toolssm.model_card import export_remote_code
+    from hf_toolssm.tokenization import build_char_tokenizer
+    from hf_toolssm.training import build_model
+
+    card = train(tiny_config(tmp_path / "addition", steps=1))
+    export_remote_code(card)
+    config = tiny_config(tmp_path / "tuned", init_from=str(card))
+    assert build_model(config, build_char_tokenizer()).config.tool_config["init_from"] == str(card)
 
 
 @pytest.mark.parametrize("model_type", ["tool_mamba", "tool_rnn", "gpt_neox", "mistral"])
