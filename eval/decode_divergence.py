@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the rows and the summary to this JSON file")
     args = parser.parse_args(argv)
 
-    model, tokenizer, task = load_checkpoint(args.model, args.task, "decode_divergence")
+    model, tokenizer, task = load_checkpoint(args.model, args.task, "decode_divergence.py")
     results = []
     for size in args.sizes:
         rows = divergence_rows(model, tokenizer, task, size, args.samples, args.seed, args.batch_size)

@@ -761,5 +761,9 @@ def render() -> str:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    # no options; --help says what the script does instead of rewriting the page
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     (RESULTS / "README.md").write_text(render())
     print(f"wrote {RESULTS / 'README.md'}")

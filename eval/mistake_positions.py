@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the rows and the summary to this JSON file")
     args = parser.parse_args(argv)
 
-    model, tokenizer, task = load_checkpoint(args.model, args.task, "mistake_positions")
+    model, tokenizer, task = load_checkpoint(args.model, args.task, "mistake_positions.py")
     results = []
     for size in args.sizes:
         rows = mistake_rows(model, tokenizer, task, size, args.samples, args.seed, args.context)

@@ -11,12 +11,18 @@
 set -euo pipefail
 # The whole script is functions, called on its last line, so that bash parses it before running: editing this
 # file while a queue runs it cannot break the run in progress.
+usage() {  # this file's header comment
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+}
+
 main() {
   local phase=all
   case "${1:-}" in
     --train-only) phase=train; shift ;;
     --eval-only)  phase=eval; shift ;;
+    -h|--help)    usage; return 0 ;;
   esac
+  if [ $# -lt 2 ]; then usage >&2; return 2; fi
   default_samples=100
   long_sizes=""  # a second grid, 20 samples a size: traces too long for 100 in a session
   local experiment=$1 model=$2 seed=${3:-0}
@@ -26,6 +32,11 @@ main() {
   config=training/configs/${experiment}_${model}.yaml
   run=runs/${experiment}_${model}_seed${seed}
   out=eval/results/${experiment}/${model}_seed${seed}.json
+  if [ "$phase" != eval ] && [ ! -f "$config" ]; then
+    echo "run_experiment.sh: no config $config; the EXPERIMENT_MODEL pairs there:" >&2
+    (cd training/configs && ls -- *.yaml | sed 's/\.yaml$//; s/^/  /') >&2
+    return 2
+  fi
   if [ "$phase" != eval ]; then train_run "$config" "$run" "$seed"; fi
   if [ "$phase" = train ]; then return; fi
   if [ ! -f "$run/final/config.json" ]; then

@@ -11,8 +11,13 @@
 # hour of coding decodes) holds back only the evaluations after it, not the next trainings.
 set -uo pipefail
 overlap=false
-if [ "${1:-}" = --overlap ]; then overlap=true; shift; fi
-queue="$(realpath "${1:-$(dirname "$0")/queue.txt}")"  # resolved before the cd: a path relative to the caller
+case "${1:-}" in
+  -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  --overlap) overlap=true; shift ;;
+esac
+queue="${1:-$(dirname "$0")/queue.txt}"
+if [ ! -f "$queue" ]; then echo "run_queue.sh: no queue file $queue (lines: EXPERIMENT MODEL SEED)" >&2; exit 2; fi
+queue="$(realpath -- "$queue")"  # resolved before the cd: a path relative to the caller
 cd "$(dirname "$0")/.."
 evaluation=""  # the pid of the last evaluation started in the background (it may still be waiting its turn)
 

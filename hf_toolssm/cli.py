@@ -27,7 +27,7 @@ def _provenance(argv: list[str]) -> dict:
     return provenance("toolssm " + shlex.join(argv))
 
 
-def require_checkpoint_folder(model_path: str, command: str) -> Path:
+def require_checkpoint_folder(model_path: str, prog: str) -> Path:
     """``model_path`` as a Path, or a usage error that says what is wrong with the folder: from_pretrained would
     read a missing folder as a Hub repo id (and fail about repo names), a damaged one with a long traceback."""
     from .checkpoint import check_checkpoint
@@ -35,13 +35,13 @@ def require_checkpoint_folder(model_path: str, command: str) -> Path:
     try:
         check_checkpoint(model_path)
     except ValueError as error:
-        raise SystemExit(f"toolssm {command}: {error}") from None
+        raise SystemExit(f"{prog}: {error}") from None
     return Path(model_path)
 
 
-def load_checkpoint(model_path: str, task_name: str | None, command: str):
+def load_checkpoint(model_path: str, task_name: str | None, prog: str):
     """A checkpoint folder -> (model, tokenizer, task): ``task_name``, else the checkpoint's own task.
-    Clear errors for what users get wrong."""
+    Clear errors for what users get wrong, headed by ``prog`` (``toolssm solve``, ``mistake_positions.py``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -49,21 +49,21 @@ def load_checkpoint(model_path: str, task_name: str | None, command: str):
 
     from .tasks import checkpoint_task, checkpoint_tool_config, get_task
 
-    path = require_checkpoint_folder(model_path, command)
+    path = require_checkpoint_folder(model_path, prog)
     try:  # what check_checkpoint does not look at, e.g. the tokenizer's files
         model = AutoModelForCausalLM.from_pretrained(path).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, RuntimeError) as error:
-        raise SystemExit(f"toolssm {command}: cannot load {model_path}: {str(error).splitlines()[0]}") from None
+        raise SystemExit(f"{prog}: cannot load {model_path}: {str(error).splitlines()[0]}") from None
     # an unknown --task, task arguments the task does not take, a checkpoint that names no task: usage errors
     tool_config = checkpoint_tool_config(path, model.config)
     try:
         task = get_task(task_name) if task_name else checkpoint_task(tool_config)
     except ValueError as error:
-        raise SystemExit(f"toolssm {command}: {error}" + ("" if task_name else "; or pass --task")) from None
+        raise SystemExit(f"{prog}: {error}" + ("" if task_name else "; or pass --task")) from None
     trained_on = tool_config.get("task")
     if task_name and trained_on and task_name != trained_on:  # allowed (a transfer test), but worth saying
-        print(f"toolssm {command}: note: {model_path} was trained on {trained_on}, not {task_name}", file=sys.stderr)
+        print(f"{prog}: note: {model_path} was trained on {trained_on}, not {task_name}", file=sys.stderr)
     return model, tokenizer, task
 
 
@@ -74,7 +74,7 @@ def cmd_solve(args) -> int:
 
     if (args.problem is None) == (args.random is None):
         raise SystemExit("toolssm solve: give a PROBLEM or --random SIZE (not both)")
-    model, tokenizer, task = load_checkpoint(args.model, args.task, "solve")
+    model, tokenizer, task = load_checkpoint(args.model, args.task, "toolssm solve")
     try:  # the problem's prompt, reference trace and answer
         if args.random is not None:  # the first test instance `toolssm eval --sizes SIZE --seed SEED` decodes
             task.validate_size(args.random, "--random")
@@ -138,7 +138,7 @@ def cmd_eval(args) -> int:
         write_results,
     )
 
-    model, tokenizer, task = load_checkpoint(args.model, args.task, "eval")
+    model, tokenizer, task = load_checkpoint(args.model, args.task, "toolssm eval")
     sizes = args.sizes
     try:
         for size in sizes:
@@ -208,7 +208,7 @@ def cmd_bench(args) -> int:
     from .benchmark import run_benchmarks
 
     if args.what in ("decode", "ragged", "all"):
-        require_checkpoint_folder(args.model, "bench")
+        require_checkpoint_folder(args.model, "toolssm bench")
     if args.what == "ragged":
         from transformers import AutoConfig
 
@@ -229,7 +229,7 @@ def cmd_bench(args) -> int:
 def cmd_card(args) -> int:
     from .model_card import write_model_card
 
-    require_checkpoint_folder(args.model, "card")
+    require_checkpoint_folder(args.model, "toolssm card")
     try:
         path = write_model_card(args.model, eval_results=args.eval_results, reproduce=args.reproduce,
                                 repo_id=args.repo_id)
@@ -242,7 +242,7 @@ def cmd_card(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    require_checkpoint_folder(args.model, "demo")
+    require_checkpoint_folder(args.model, "toolssm demo")
     return run_demo(args.model, sizes=args.sizes, samples=args.samples, out=args.out)
 
 

@@ -32,7 +32,7 @@ import yaml
 from accelerate import Accelerator
 from huggingface_hub.errors import StrictDataclassError
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
+from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 
 from .checkpoint import check_checkpoint
 from .data import IGNORE_INDEX, collate, encode_instance, micro_batches
@@ -146,7 +146,11 @@ def check_model_kwargs(model_type: str, model_kwargs: dict) -> None:
     unknown keyword as a plain attribute, so a typo (``hidden_sise``) would train the default size in silence.
     Known: the config class's arguments and default attributes, and legacy names it converts on the way in
     (GPT-NeoX's ``rotary_pct`` goes into ``rope_parameters``: it is not stored under its own name)."""
-    try:  # an unknown model_type raises transformers' own ValueError, which lists the known ones
+    if model_type not in CONFIG_MAPPING:  # transformers' own message lists all of its several hundred
+        raise ValueError(f"unknown model_type {model_type!r}: hf_toolssm's are tool_mamba and tool_rnn (model_kwargs "
+                         "cell_type: lstm or gru), the baselines here gpt_neox and mistral; any AutoConfig model type "
+                         "works")
+    try:
         built = AutoConfig.for_model(model_type, **model_kwargs)
     except StrictDataclassError as error:  # a validated config's complaint (heads that do not divide the width)
         raise ValueError(f"model_kwargs of {model_type}: {error.__cause__ or error}") from None

@@ -786,6 +786,8 @@ def test_mistake_positions_script_lists_every_rows_teacher_forced_mistakes(check
             assert row["mistakes_not_listed"] == len(full_row["mistakes"]) - len(row["mistakes"])
     with pytest.raises(SystemExit):  # a negative count is a usage error, not a list cut from its end
         script.main([str(checkpoint), "--sizes", "2", "--max-listed", "-1"])
+    with pytest.raises(SystemExit, match=r"^mistake_positions\.py: '.*typo' is not a checkpoint folder"):
+        script.main([str(tmp_path / "typo"), "--sizes", "2"])  # the script's own name heads its errors
 
 
 def test_decode_divergence_finds_the_first_difference_and_one_edit_decodes():

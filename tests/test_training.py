@@ -110,6 +110,7 @@ def test_bad_training_options_say_what_is_wrong(tmp_path):
     ("eval_every: 10\neval_sizes: 5", "training option eval_sizes must be list, got 5"),
     ("eval_every: 10\neval_sizes: [5, 0]", "eval_sizes is the number of digits per operand and must be an int >= 1"),
     ("learning_rate: fast", "training option learning_rate must be float, got 'fast'"),
+    ("model_type: mamba3", "unknown model_type 'mamba3': hf_toolssm's are tool_mamba and tool_rnn"),
     ("steps: [3", "is not valid YAML"),
     ("- steps: 3", "expected a mapping of training options"),
 ])
@@ -247,9 +248,13 @@ def _load_script(name):
     return module
 
 
-def test_the_trainer_route_runs(tmp_path):
-    trainer = _load_script("trainer_example").main(["--output-dir", str(tmp_path), "--steps", "4", "--batch-size", "4"])
-    assert trainer.state.global_step == 4
+@pytest.mark.parametrize("model_type", ["tool_mamba", "gpt_neox"])
+def test_the_trainer_route_runs(tmp_path, model_type):
+    """At the configs' size for every model type (transformers' GPT-NeoX defaults would give 64 heads of width 1)."""
+    trainer = _load_script("trainer_example").main([
+        "--output-dir", str(tmp_path), "--steps", "4", "--batch-size", "4", "--model-type", model_type,
+        "--num-threads", str(torch.get_num_threads())])  # the suite's own thread count, left as it was
+    assert trainer.state.global_step == 4 and trainer.model.num_parameters() < 200_000
     assert all(torch.isfinite(torch.tensor(log["loss"])) for log in trainer.state.log_history if "loss" in log)
     assert (tmp_path / "final" / "model.safetensors").is_file()
 

@@ -8,6 +8,7 @@ and would skip the adapters: ToolMambaMixer detects wrapped projections and take
 """
 
 import argparse
+import os
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -38,8 +39,9 @@ def main(argv=None):
     parser.add_argument("--output-dir", default="runs/lora_example")
     args = parser.parse_args(argv)
 
-    tokenizer = AutoTokenizer.from_pretrained(args.base)
-    model = lora_model(AutoModelForCausalLM.from_pretrained(args.base))
+    base = os.path.abspath(args.base) if os.path.isdir(args.base) else args.base  # the adapter records this path
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = lora_model(AutoModelForCausalLM.from_pretrained(base))
     model.print_trainable_parameters()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     stream = training_instances(get_task(args.task), seed=0)
@@ -52,10 +54,12 @@ def main(argv=None):
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        if step % 10 == 0:
+        if step % 10 == 0 or step == args.steps - 1:
             print(f"step {step}: loss {loss.item():.4f}")
     model.save_pretrained(args.output_dir)  # the adapter only; load with PeftModel.from_pretrained(base, dir)
-    print(f"adapter saved to {args.output_dir}")
+    print(f"adapter saved to {args.output_dir}. The base's config still names its own task: after "
+          f"merge_and_unload(), set config.tool_config['task'] = {args.task!r} before save_pretrained, or pass "
+          f"--task {args.task} to toolssm solve/eval")
 
 
 if __name__ == "__main__":
