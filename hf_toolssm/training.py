@@ -325,6 +325,9 @@ def train(
     tokenizer = build_char_tokenizer()
     task = get_task(config.task, **config.task_kwargs)
     model = build_model(config, tokenizer)
+    # said up front: a config without model_kwargs trains the model type's default size (Mamba's: 130M)
+    accelerator.print(f"{config.model_type}: {model.num_parameters():,} parameters, {config.task} to size "
+                      f"{config.train_max_size}, {config.steps:,} steps of {config.batch_size}")
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, betas=(0.9, 0.95), weight_decay=config.weight_decay
     )
