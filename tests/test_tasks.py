@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import random
 import re
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hf_toolssm.data import (
     IGNORE_INDEX,
@@ -27,7 +30,7 @@ from hf_toolssm.data import (
     encode_instance,
     micro_batches,
 )
-from hf_toolssm.tasks import TASKS, ReplayMismatch, Trace, get_task, replay
+from hf_toolssm.tasks import TASKS, ReplayMismatch, Trace, get_task, register_task, replay
 from hf_toolssm.tasks.addition_ablations import NO_TOOL_ERR
 from hf_toolssm.tasks.hanoi import IterativeHanoiTask, RecursiveHanoiTask, optimal_moves
 from hf_toolssm.tasks.logical_graph import label_pool_size, random_graph
@@ -627,3 +630,62 @@ def test_ten_thousand_training_instances_replay(name):
         tokens += assert_replays(task, instance).num_tokens
     count = SLOW_REPLAYS.get(name, 10_000)
     print(f"{name}: {count:,} instances, {tokens:,} tokens, {time.monotonic() - started:.0f} s")
+
+
+def _doc_blocks(language: str) -> list[str]:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "your_own_task.md").read_text()
+    return re.findall(rf"```{language}\n(.*?)```", text, re.S)
+
+
+@pytest.fixture
+def my_tasks(tmp_path, monkeypatch):
+    """docs/your_own_task.md's module, written out as my_tasks.py on the import path."""
+    (tmp_path / "my_tasks.py").write_text(_doc_blocks("python")[0])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_tasks", raising=False)
+    yield importlib.import_module("my_tasks")
+    sys.modules.pop("my_tasks", None)
+    TASKS.pop("reverse", None)
+
+
+def test_the_guide_to_a_task_of_your_own_runs_as_written(my_tasks, tmp_path, capsys):
+    """Its task replays through the real tool, loads by import path from a config, trains, and solve and eval
+    find it again through the checkpoint."""
+    from hf_toolssm.cli import main
+    from hf_toolssm.training import TrainConfig, train
+
+    namespace = {"random": random, "ReverseTask": my_tasks.ReverseTask}
+    exec(compile(_doc_blocks("python")[1], "docs/your_own_task.md", "exec"), namespace)  # asserts the replay
+    assert isinstance(get_task("my_tasks:ReverseTask"), my_tasks.ReverseTask)
+    register_task(my_tasks.ReverseTask)  # and by its short name
+    assert get_task("reverse").instance_from_text("abc").answer == "cba"
+
+    config = yaml.safe_load(_doc_blocks("yaml")[0])
+    config.update(output_dir=str(tmp_path / "run"), steps=2, batch_size=4,
+                  model_kwargs={"hidden_size": 16, "num_hidden_layers": 1, "state_size": 4})
+    (tmp_path / "reverse.yaml").write_text(yaml.safe_dump(config))
+    final = train(TrainConfig.from_yaml(tmp_path / "reverse.yaml"))
+    capsys.readouterr()
+    main(["solve", str(final), "hello", "--max-new-tokens", "30", "--no-colour"])
+    assert capsys.readouterr().err.startswith("hello=")  # the prompt the task built, then the trace
+    main(["eval", str(final), "--sizes", "3", "--samples", "2", "--out", str(tmp_path / "r.json")])
+    assert json.loads((tmp_path / "r.json").read_text())["task"] == "reverse"
+
+
+@pytest.mark.parametrize("name, message", [
+    ("no_such_module:Task", r"task 'no_such_module:Task': cannot import no_such_module"),
+    ("random:Random", r"task 'random:Random': random has no Task subclass named 'Random'"),
+])
+def test_a_task_import_path_that_names_no_task_says_so(name, message):
+    with pytest.raises(ValueError, match=message):
+        get_task(name)
+
+
+def test_register_task_keeps_the_built_in_names(my_tasks):
+    class Addition(my_tasks.ReverseTask):
+        name = "addition"
+
+    with pytest.raises(ValueError, match="'addition' is one of hf_toolssm's tasks"):
+        register_task(Addition)
+    with pytest.raises(TypeError, match="register_task takes a Task subclass"):
+        register_task(object)

@@ -6,7 +6,7 @@ example. Each instance carries its role-tagged trace, and :func:`replay` checks 
 """
 
 from .base import Instance, ReplayMismatch, ReplayResult, Segment, Task, Trace, replay
-from .registry import TASKS, checkpoint_task, checkpoint_tool_config, get_task
+from .registry import TASKS, checkpoint_task, checkpoint_tool_config, get_task, register_task
 
 __all__ = [
     "TASKS",
@@ -19,5 +19,6 @@ __all__ = [
     "checkpoint_task",
     "checkpoint_tool_config",
     "get_task",
+    "register_task",
     "replay",
 ]

@@ -1,8 +1,14 @@
 """Tasks by name, for configs and the command line: ``get_task("multiplication", k=1)``; and the task a
-checkpoint was trained on: ``checkpoint_task(checkpoint_tool_config(folder, config))``."""
+checkpoint was trained on: ``checkpoint_task(checkpoint_tool_config(folder, config))``.
+
+A task of your own (``docs/your_own_task.md``) is named by its import path, ``"my_tasks:ReverseTask"``, in a
+training config and so in the checkpoints it writes: ``toolssm train``, ``solve`` and ``eval`` import it. In
+Python, :func:`register_task` also makes it known by its short name.
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from pathlib import Path
 from typing import Any
@@ -42,11 +48,43 @@ TASKS: dict[str, type[Task]] = {
 }
 
 
+_BUILT_IN = frozenset(TASKS)
+
+
+def register_task(task_class: type[Task]) -> type[Task]:
+    """Make ``task_class`` known to :func:`get_task` by its ``name`` (usable as a class decorator)."""
+    if not (inspect.isclass(task_class) and issubclass(task_class, Task)):
+        raise TypeError(f"register_task takes a Task subclass, got {task_class!r}")
+    if task_class.name in _BUILT_IN and TASKS[task_class.name] is not task_class:
+        raise ValueError(f"{task_class.name!r} is one of hf_toolssm's tasks; give yours another name")
+    TASKS[task_class.name] = task_class  # a class defined again (a notebook cell run twice) replaces its namesake
+    return task_class
+
+
+def _imported_task(path: str) -> type[Task]:
+    """The Task subclass an import path ``module:Class`` names; a ValueError that says what is wrong."""
+    module_name, _, class_name = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"task {path!r}: cannot import {module_name} ({error}); put its folder on PYTHONPATH or "
+                         "install it") from None
+    task_class = getattr(module, class_name, None)
+    if not (inspect.isclass(task_class) and issubclass(task_class, Task)):
+        raise ValueError(f"task {path!r}: {module_name} has no Task subclass named {class_name!r}")
+    return task_class
+
+
 def get_task(name: str, **options: Any) -> Task:
-    """The task registered as ``name``, built with ``options`` (e.g. ``k=1`` for multiplication)."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
-    task_class = TASKS[name]
+    """The task registered as ``name``, or imported from a path ``module:Class``, built with ``options`` (e.g.
+    ``k=1`` for multiplication)."""
+    if name in TASKS:
+        task_class = TASKS[name]
+    elif ":" in name:
+        task_class = _imported_task(name)
+    else:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}; or a task of your own as "
+                         "module:Class (docs/your_own_task.md)")
     accepted = list(inspect.signature(task_class).parameters)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
