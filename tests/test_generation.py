@@ -8,16 +8,24 @@ GPT-NeoX) check that the two paths agree on free-running, tool-calling decodes.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
+from pathlib import Path
 from unittest import mock
 
 import pytest
 import torch
 from scripted_model import ScriptedConfig, ScriptedModel
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import AutoModelForCausalLM, GPTNeoXConfig, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPTNeoXConfig,
+    LogitsProcessor,
+    PreTrainedTokenizerFast,
+)
 from transformers.generation.streamers import BaseStreamer
 
 from hf_toolssm import ToolMambaConfig, ToolMambaForCausalLM, ToolRNNConfig, ToolRNNForCausalLM
@@ -28,6 +36,7 @@ from hf_toolssm.generation import (
     generate_with_tools,
     tool_loop,
 )
+from hf_toolssm.tasks import get_task
 from hf_toolssm.tokenization import CHARACTERS, add_tool_tokens, build_char_tokenizer
 from hf_toolssm.tools import (
     ANS,
@@ -426,7 +435,10 @@ def test_the_time_budget_ends_rows_whose_command_is_still_running():
         search.run = waits
         return env
 
+    streamed = {0: [], 1: []}
+
     def on_token(row, token, role):
+        streamed[row].append(token)
         if row == 1 and token == EOS:
             other_row_done.set()
 
@@ -438,6 +450,8 @@ def test_the_time_budget_ends_rows_whose_command_is_still_running():
     assert results[1].answer == ANSWERS["addition"]
     find = results[0]
     assert find.roles[find.roles.index(OBS) - 1] is C and find.tokens[find.roles.index(OBS)] == OBS_OPEN
+    for row, (result, prompt) in enumerate(zip(results, prompts, strict=True)):  # the command's tail streamed too
+        assert streamed[row] == result.tokens[len(prompt):]
 
 
 def test_time_budget_zero_ends_every_row_of_the_logits_processor_path():
@@ -745,3 +759,69 @@ def test_ids_past_the_tokenizer_are_never_picked(path):
     (result,) = PATHS[path](model, [prompt_of("addition")], scripted_environment, max_new_tokens=20)
     assert len(result.tokens) > len(prompt_of("addition"))
     assert set(result.tokens) <= set(TOKENIZER.get_vocab())
+
+
+# --- misuse of the two routes --------------------------------------------------------------------------------
+SHIPPED = Path(__file__).resolve().parents[1] / "model_cards" / "toolmamba-addition"
+
+
+@pytest.mark.parametrize("path", ["fast_loop", "generate"])
+def test_one_prompt_given_as_a_string_is_refused_not_split_into_characters(path):
+    with pytest.raises(TypeError, match=r"prompts is a list of prompts; for one, pass \['12\+34='\]"):
+        PATHS[path](scripted_model(), "12+34=", scripted_environment)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, math.inf, math.nan])
+def test_sampling_takes_a_finite_positive_temperature(temperature):
+    """As generate() does: not a silent greedy decode at 0, nor ids past the tokenizer sampled at infinity."""
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0 to sample"):
+        decode_fast(scripted_model(), [prompt_of("addition")], scripted_environment, do_sample=True,
+                    temperature=temperature)
+
+
+def test_beam_search_is_refused_by_both_ways_into_generate():
+    """Beams reorder rows between steps; each row's tools have run on its own tokens."""
+    model = AutoModelForCausalLM.from_pretrained(SHIPPED)
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED)
+    environment = get_task("addition").make_environment
+    with pytest.raises(ValueError, match=r"not beam search \(num_beams > 1\)"):
+        generate_with_logits_processor(model, tokenizer, [list("12+34=")], environment, max_new_tokens=50,
+                                       num_beams=2)
+    processor = ToolCallingLogitsProcessor(tokenizer, environment)
+    with pytest.raises(RuntimeError, match=r"Beam search .* reorders rows"):
+        model.generate(**tokenizer(["12+34="], return_tensors="pt"), logits_processor=[processor], num_beams=2,
+                       max_new_tokens=50, do_sample=False)
+
+
+def test_a_processor_reused_after_results_starts_its_next_call_afresh():
+    """The next call's prompt may extend the last call's: "1+2=" then "1+2=5" is not one call going on."""
+    model = AutoModelForCausalLM.from_pretrained(SHIPPED)
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED)
+    processor = ToolCallingLogitsProcessor(tokenizer, get_task("addition").make_environment)
+    first = model.generate(**tokenizer(["1+2="], return_tensors="pt"), logits_processor=[processor],
+                           max_new_tokens=1, do_sample=False)
+    processor.results(first)
+    second = model.generate(**tokenizer(["1+2=5"], return_tensors="pt"), logits_processor=[processor],
+                            max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
+    (result,) = processor.results(second)  # a GenerateOutput: its sequences
+    assert "".join(result.tokens[: result.roles.count(Role.PROMPT)]) == "1+2=5"
+    with pytest.raises(ValueError, match=r"2 sequences for the 1 rows of the last generate\(\) call"):
+        processor.results(second.sequences.repeat(2, 1))
+
+
+class ForcesSomethingElse(LogitsProcessor):
+    """A processor listed after the tool-calling one that moves every forced choice to another token."""
+
+    def __call__(self, input_ids, scores):
+        forced = (scores > torch.finfo(scores.dtype).min).sum(dim=-1) == 1  # (batch,)
+        scores[forced] = scores[forced].roll(1, dims=-1)
+        return scores
+
+
+def test_a_forced_observation_token_that_another_processor_changed_is_an_error():
+    """Else the trace would show an observation the model never saw."""
+    processor = ToolCallingLogitsProcessor(TOKENIZER, scripted_environment)
+    inputs = torch.tensor([TOKENIZER.convert_tokens_to_ids(prompt_of("find"))])
+    with pytest.raises(RuntimeError, match=r"was forced .* put this one last"):
+        scripted_model().generate(inputs, logits_processor=[processor, ForcesSomethingElse()], max_new_tokens=40,
+                                  do_sample=False, pad_token_id=PAD_ID, eos_token_id=EOS_ID)

@@ -22,6 +22,7 @@ from hf_toolssm.tools import (
     OBS_CLOSE,
     OBS_OPEN,
     OBSERVATION_ONLY_TOKENS,
+    PAD,
     TRUNC,
     Calculator,
     Memory,
@@ -29,6 +30,7 @@ from hf_toolssm.tools import (
     Role,
     SearchMemory,
     StopReason,
+    Tool,
     ToolEnvironment,
     build_environment,
     environment_factory,
@@ -481,3 +483,23 @@ def test_the_protocol_docs_example_of_a_tool_of_your_own_runs():
     env.reset(list("x"))
     assert [env.step(t) for t in ["[rev]", "[/cmd]"]][-1] == error_observation("usage: [rev]TEXT[/cmd]")
 
+
+
+@pytest.mark.parametrize("returned", [None, [7], ["a", None], [EOS], [PAD], ("a",)])
+def test_a_tool_returning_a_malformed_observation_gets_a_defined_error_observation(returned):
+    """Not a TypeError in the decode, nor ints in the trace, nor an [EOS] that would end only the generate()
+    route's row: a tool bug, answered as a raising tool's is."""
+
+    class Sloppy(Tool):
+        name = "sloppy"
+
+        def command_tokens(self) -> list[str]:
+            return ["[sloppy]"]
+
+        def run(self, command, argument, memory):
+            return returned
+
+    env = ToolEnvironment([Sloppy()])
+    env.reset(list("x"))
+    assert env.step("[sloppy]") == error_observation("tool error: malformed observation")
+    assert all(isinstance(token, str) for token in env.tokens)

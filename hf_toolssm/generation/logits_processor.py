@@ -28,15 +28,15 @@ from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
 from ..tools.base import EOS, EnvironmentFactory, StopReason
 from .result import ToolGenerationResult
-from .vocabulary import ProtocolVocabulary
+from .vocabulary import ProtocolVocabulary, check_prompts
 
 
 class ToolCallingLogitsProcessor(LogitsProcessor):
     """Runs tools on the tokens ``generate()`` samples and forces their observations back in.
 
     One processor can serve several ``generate()`` calls in turn: each call starts over with fresh
-    environments (read :meth:`results` before the next call). A call is told from the previous one's next
-    step by its length and its last token column; :meth:`reset` makes the start certain.
+    environments once :meth:`results` (or :meth:`reset`) has closed the one before. Greedy decoding or
+    sampling: beam search reorders rows between steps, which the environments cannot follow (an error says so).
     """
 
     def __init__(
@@ -49,15 +49,17 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
         self.env_factory = env_factory
         self.vocabulary = ProtocolVocabulary(tokenizer)
         self.pad_id = tokenizer.pad_token_id
-        self.envs = None
+        self.reset()
 
     def reset(self) -> None:
         """Forget the last ``generate()`` call: the next call starts with fresh environments."""
         self.envs = None
+        self.call_over = False
 
     def _start(self, input_ids: torch.LongTensor) -> None:
         """First call: the rows are the (left-padded) prompts."""
         self.envs, self.forced, self.finished, self.timed_out = [], [], [], []
+        self.call_over = False
         self.started = time.monotonic()
         for row in input_ids.tolist():
             start = 0
@@ -73,13 +75,18 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
 
     def _mark_seen(self, input_ids: torch.LongTensor) -> None:
         self.seen = input_ids.shape[1]
-        self.last_column = input_ids[:, -1].clone()
+        self.previous = input_ids  # generate() appends by torch.cat: a new tensor every step, never this one
 
     def _continues_last_call(self, input_ids: torch.LongTensor) -> bool:
-        """Within one generate() call each call brings exactly one new token after the columns seen."""
-        return (
-            self.envs is not None and input_ids.shape == (len(self.envs), self.seen + 1)
-            and torch.equal(input_ids[:, self.seen - 1], self.last_column)
+        """Within one generate() call each step brings one new token after the rows seen, which it repeats."""
+        if self.envs is None or self.call_over or input_ids.shape != (len(self.envs), self.seen + 1):
+            return False  # a first call, or one after results(), or another batch or length: a new call
+        if torch.equal(input_ids[:, : self.seen], self.previous):
+            return True
+        raise RuntimeError(
+            "ToolCallingLogitsProcessor: this step's rows do not continue the last step's. Beam search "
+            "(num_beams > 1) reorders rows, which the tool environments cannot follow: decode greedily or sample. "
+            "Starting another generate() call? Call results() or reset() first."
         )
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -112,6 +119,11 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
                 token = self.vocabulary.id_to_token[token_id]
                 if self.forced[row]:
                     expected = self.forced[row].popleft()
+                    if [token_id] != self.vocabulary.ids([expected]):  # else the trace shows what the model did not see
+                        raise RuntimeError(
+                            f"ToolCallingLogitsProcessor: row {row} was forced {expected!r} but got {token!r}; a "
+                            "logits processor after this one changed the choice: put this one last"
+                        )
                     if expected == EOS:  # a forced end (tool-call budget or time budget)
                         self.finished[row] = True
                         continue
@@ -123,16 +135,23 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
                 if token == EOS:
                     self.finished[row] = True
 
-    def results(self, sequences: torch.LongTensor | None = None) -> list[ToolGenerationResult]:
-        """One result per row; rows that did not finish were cut by ``max_new_tokens``.
+    def results(self, sequences=None) -> list[ToolGenerationResult]:
+        """One result per row (per returned sequence); rows that did not finish were cut by ``max_new_tokens``.
+        Closes the call: the processor's next ``generate()`` starts afresh.
 
-        Pass the ``sequences`` that ``generate()`` returned: the last sampled token never reaches a logits
-        processor, so only the returned sequences show it.
+        Pass what ``generate()`` returned (its ``sequences``, or the whole output of
+        ``return_dict_in_generate=True``): the last sampled token never reaches a logits processor, so only the
+        returned sequences show it.
         """
         if self.envs is None:
             raise RuntimeError(
                 "ToolCallingLogitsProcessor.results(): call model.generate(...) with this processor first"
             )
+        sequences = getattr(sequences, "sequences", sequences)  # a GenerateOutput: its token ids
+        if sequences is not None and sequences.shape[0] != len(self.envs):
+            raise ValueError(f"ToolCallingLogitsProcessor.results(): {sequences.shape[0]} sequences for the "
+                             f"{len(self.envs)} rows of the last generate() call; pass what that call returned")
+        self.call_over = True
         if sequences is not None and sequences.shape[1] > self.seen:
             self._consume(sequences[:, self.seen :].tolist())
             self._mark_seen(sequences)
@@ -150,10 +169,16 @@ def generate_with_logits_processor(
 ) -> list[ToolGenerationResult]:
     """Tool-augmented decoding through stock ``model.generate()``: left-pad the prompts (text, or lists of
     token strings taken as they are; read as :func:`~hf_toolssm.generation.generate_with_tools` reads them),
-    generate with a :class:`ToolCallingLogitsProcessor`, return one result per prompt.
+    generate with a :class:`ToolCallingLogitsProcessor`, return one result per prompt (per returned sequence,
+    with ``num_return_sequences``).
 
-    Greedy unless ``generate_kwargs`` say otherwise; they go to ``generate()`` (e.g. ``streamer``).
+    Greedy unless ``generate_kwargs`` say otherwise; they go to ``generate()`` (e.g. ``streamer``). Not beam
+    search: it reorders rows, which the tool environments cannot follow.
     """
+    check_prompts(prompts)
+    if generate_kwargs.get("num_beams", model.generation_config.num_beams or 1) > 1:
+        raise ValueError("tool-augmented decoding takes greedy decoding or sampling, not beam search (num_beams > 1): "
+                         "beams reorder rows between steps, and each row's tools have run on its own tokens")
     if not prompts:
         return []  # as generate_with_tools
     processor = ToolCallingLogitsProcessor(tokenizer, env_factory, time_budget=time_budget)

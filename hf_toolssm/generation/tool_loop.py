@@ -30,6 +30,7 @@ same traces (tested).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import deque
@@ -43,7 +44,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..tools.base import EnvironmentFactory, StopReason
 from .kv_cache import use_growing_kv_layers
 from .result import ToolGenerationResult
-from .vocabulary import ProtocolVocabulary
+from .vocabulary import ProtocolVocabulary, check_prompts
 
 #: The ragged feed's widest forward (tokens per row): a longer observation takes several forwards, which bounds
 #: the padding that the other rows' one-token queues add to each. These three: `toolssm bench ragged`.
@@ -124,8 +125,12 @@ def generate_with_tools(
             the ragged feed. Default: :func:`default_tool_threads`, one per core the forwards leave free. ``0``
             runs every command in line, as the in-step feed does.
     """
+    check_prompts(prompts)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if do_sample and not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0 to sample, got {temperature} "
+                         "(do_sample=False decodes greedily)")
     if ragged_feed is None:
         ragged_feed = padding_keeps_state(model)
     elif ragged_feed and not padding_keeps_state(model):
@@ -163,14 +168,19 @@ def generate_with_tools(
     def finish(row: int, reason: StopReason | None) -> None:
         results[row] = ToolGenerationResult.from_environment(envs[row], reason)
 
+    def stream(row: int, before: int) -> None:
+        """Hand the trace tokens row ``row`` added since it had ``before`` to ``on_token``."""
+        if on_token is not None:
+            env = envs[row]
+            for t, role in zip(env.tokens[before:], env.roles[before:], strict=True):
+                on_token(row, t, role)
+
     def take(row: int, token_id: int, observation: list[str], before: int) -> None:
         """Row ``row`` generated ``token_id`` and its environment answered ``observation``: stream the new trace
         tokens, end the row or queue the token and the observation for the model."""
         env = envs[row]
         produced[row] += 1 + len(observation)
-        if on_token is not None:
-            for t, role in zip(env.tokens[before:], env.roles[before:], strict=True):
-                on_token(row, t, role)
+        stream(row, before)
         if env.stop_reason is not None:  # EOS, or the tool-call budget is spent
             finish(row, None)
         elif produced[row] >= max_new_tokens:
@@ -221,8 +231,9 @@ def generate_with_tools(
 
             if time_budget is not None and time.monotonic() - start > time_budget:
                 # every row ends now, even mid-observation: a long one (a printed codebase) must not outrun it
-                for future, _, _ in waiting.values():
+                for row, (future, _, before) in waiting.items():
                     future.result()  # the command's own time limit bounds this; its environment records it
+                    stream(row, before)  # the command and its observation are in the trace: stream them too
                 waiting.clear()
                 for row in active:
                     finish(row, StopReason.TIME_BUDGET)
@@ -233,7 +244,7 @@ def generate_with_tools(
             #    waits on another process.
             sampling = [(p, row) for p, row in enumerate(active) if not queues[row] and row not in waiting]
             if do_sample:
-                probs = torch.softmax(logits / max(temperature, 1e-6), dim=-1)  # (active, vocab)
+                probs = torch.softmax(logits / temperature, dim=-1)  # (active, vocab)
                 next_ids = {p: int(torch.multinomial(probs[p], 1, generator=row_generators[row]))
                             for p, row in sampling}
             else:

@@ -58,3 +58,10 @@ class ProtocolVocabulary:
         if scores.shape[-1] > len(self.id_to_token):
             scores[..., len(self.id_to_token) :] = torch.finfo(scores.dtype).min
         return scores
+
+
+def check_prompts(prompts) -> None:
+    """A TypeError for one prompt given where a list of prompts is expected: a string would decode each of its
+    characters as a prompt of its own."""
+    if isinstance(prompts, str):
+        raise TypeError(f"prompts is a list of prompts; for one, pass [{prompts[:20]!r}]")

@@ -245,6 +245,8 @@ class ToolEnvironment:
             observation = self._owner[command].run(command, argument, self.memory)
         except Exception as error:  # a tool bug must not crash a decode: report it as an observation
             observation = error_observation(f"tool error: {type(error).__name__}")
+        if not _well_formed(observation):  # a tool bug too: None, ints, or a token only the model may write
+            observation = error_observation("tool error: malformed observation")
         return self._inject(observation)
 
     def _inject(self, observation: list[str]) -> list[str]:
@@ -271,6 +273,14 @@ class ToolEnvironment:
 
     def answer(self) -> str:
         return "".join(self.output_tokens())
+
+
+def _well_formed(observation: object) -> bool:
+    """A list of token strings, none of them one that ends or pads a sequence (an ``[EOS]`` injected as an
+    observation would end the ``generate()`` route's row but not the fast loop's)."""
+    return isinstance(observation, list) and all(
+        isinstance(token, str) and token not in (EOS, PAD) for token in observation
+    )
 
 
 def error_observation(message: str) -> list[str]:
