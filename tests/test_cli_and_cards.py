@@ -707,11 +707,11 @@ def _shipped_scores(name: str, size: int, samples: int):
 
     from hf_toolssm.data import heldout_instances
     from hf_toolssm.evaluation import score_instances
-    from hf_toolssm.tasks import get_task
+    from hf_toolssm.tasks import checkpoint_task
 
     folder = ROOT / "model_cards" / name
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
-    task = get_task(json.loads((folder / "config.json").read_text())["tool_config"]["task"])
+    task = checkpoint_task(json.loads((folder / "config.json").read_text())["tool_config"])  # with its options
     instances = heldout_instances(task, 1234, size, samples)  # the first of the stream the card's figures used
     scores, _ = score_instances(model, AutoTokenizer.from_pretrained(folder), task, instances, size=size,
                                 token_accuracy=False, progress=False)
@@ -721,6 +721,13 @@ def _shipped_scores(name: str, size: int, samples: int):
 def test_the_shipped_hanoi_model_solves_beyond_its_training_size_as_its_card_says():
     """toolmamba-hanoi-recursive, trained on <= 7 disks: its card claims every 8-disk trace exact."""
     scores = _shipped_scores("toolmamba-hanoi-recursive", 8, 2)  # 2 x 18.6k-token traces
+    assert scores.trace_exact_match == 1.0 and scores.answer_exact_match == 1.0
+
+
+def test_the_shipped_logical_graph_model_evaluates_graphs_5x_its_training_size_as_its_card_says():
+    """toolmamba-logical-graph, trained on <= 10 nodes (the trace that looks each gate up again): its card claims
+    every 50-node trace exact."""
+    scores = _shipped_scores("toolmamba-logical-graph", 50, 4)
     assert scores.trace_exact_match == 1.0 and scores.answer_exact_match == 1.0
 
 
