@@ -252,7 +252,7 @@ def test_a_padded_short_chunk_on_a_cache_is_masked_as_the_chunked_path_masks_it(
 
     ids = random_ids(2, 9)
     mask = torch.ones(2, 3, dtype=torch.long)
-    mask[0, 0] = 0
+    mask[0, 2] = 0  # right padding: what a chunk on a cache may have
     with torch.inference_mode():
         prefix = model(ids[:, :6], use_cache=True)
         default = model(ids[:, 6:], cache=copy.deepcopy(prefix.cache), attention_mask=mask, use_cache=True).logits
@@ -581,3 +581,73 @@ def test_transformers_mamba_restarts_its_scan_on_a_multi_token_forward_but_ours_
     if hf_error <= ATOL:
         pytest.skip(f"transformers' Mamba now continues from the cache (max error {hf_error:.2g}): fixed upstream")
     assert hf_error > 1e-2
+
+
+# --------------------------------------------------------------------------------------------------
+# The cache and the mask as transformers users pass them (ToolRNN shares the cache plumbing)
+# --------------------------------------------------------------------------------------------------
+def _family(name: str):
+    from hf_toolssm import ToolRNNConfig, ToolRNNForCausalLM
+
+    torch.manual_seed(0)
+    if name == "tool_mamba":
+        return make_model()
+    return ToolRNNForCausalLM(ToolRNNConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1)).eval()
+
+
+@pytest.mark.parametrize("family", ["tool_mamba", "tool_rnn"])
+def test_a_cache_is_used_under_transformers_name_and_in_training_mode(family):
+    """past_key_values= (transformers' usual name) and train() (use_cache off by default) both continue from it,
+    rather than restart from a zero state in silence."""
+    model, ids = _family(family), random_ids(2, 9)
+    with torch.no_grad():
+        prefix = model(ids[:, :6], use_cache=True)
+        expected = model(ids[:, 6:], cache=copy.deepcopy(prefix.cache)).logits
+        assert_close(model(ids[:, 6:], past_key_values=copy.deepcopy(prefix.cache)).logits, expected)
+        model.train()
+        assert_close(model(ids[:, 6:], cache=copy.deepcopy(prefix.cache)).logits, expected)
+        model.eval()
+
+
+@pytest.mark.parametrize("family", ["tool_mamba", "tool_rnn"])
+def test_a_cache_the_model_cannot_use_is_a_clear_error(family):
+    model, ids = _family(family), random_ids(2, 4)
+    cache = model(ids, use_cache=True).cache
+    for kwargs, message in [
+        (dict(cache=DynamicCache()), r"build it with DynamicCache\(config=model.config\)"),
+        (dict(cache=cache, use_cache=False), "a cache was passed, but use_cache=False"),
+        (dict(cache=cache, past_key_values=cache), "pass the cache once"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            model(ids, **kwargs)
+    with pytest.raises(ValueError, match="the input has no tokens"):
+        model(ids[:, :0])
+
+
+def test_a_mask_the_scan_cannot_honour_is_refused_and_the_ones_it_can_are_taken(model):
+    """Left padding of a fresh prompt and right padding of a chunk are exact; a hole, left padding on a cache
+    holding a past, or a mask shorter than the input would give wrong numbers in silence."""
+    ids = random_ids(2, 6)
+    holes = torch.tensor([[1, 1, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="covers 5 positions, the input has 6"):
+            model(ids, attention_mask=torch.ones(2, 5, dtype=torch.long))
+        with pytest.raises(ValueError, match="padding between tokens"):
+            model(ids, attention_mask=holes)
+        prefix = model(ids[:, :3], use_cache=True)
+        left = torch.tensor([[0, 1, 1], [1, 1, 1]])
+        with pytest.raises(ValueError, match="left-pads a chunk on a cache that holds a past"):
+            model(ids[:, 3:], cache=copy.deepcopy(prefix.cache), attention_mask=left)
+        model(ids[:, 3:], cache=copy.deepcopy(prefix.cache), attention_mask=left.flip(1))  # right padding
+        model(ids[:, 3:], cache=copy.deepcopy(prefix.cache), attention_mask=torch.tensor([[0, 0, 0], [1, 1, 1]]))
+        model(ids, attention_mask=torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]))  # a left-padded prompt
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(time_step_min=0.5, time_step_max=0.1), "0 < time_step_min <= time_step_max"),
+    (dict(time_step_init_scheme="bogus"), "time_step_init_scheme must be 'random' or 'constant'"),
+    (dict(layer_norm_epsilon=-1.0), "layer_norm_epsilon must be > 0"),
+])
+def test_config_rejects_a_time_step_range_or_norm_that_would_build_a_broken_model(kwargs, message):
+    with pytest.raises((ValueError, StrictDataclassError), match=message):
+        ToolMambaConfig(**{**TINY, **kwargs})

@@ -257,3 +257,18 @@ def test_the_lm_head_plumbing_is_the_mamba_one(method):
         return inspect.getsource(getattr(cls, method)).replace("ToolMamba", "X").replace("ToolRNN", "X")
 
     assert source(ToolRNNForCausalLM) == source(ToolMambaForCausalLM)
+
+
+@pytest.mark.parametrize("cell_type", CELLS)
+def test_backward_through_a_cache_continuation_gives_the_full_pass_gradients(cell_type):
+    """The GRU's state comes out of the cache as a view that the cache then overwrites in place: autograd needs
+    its own copy (the LSTM's is made by torch.cat)."""
+    ids = random_ids(2, 6)
+    full = tiny_model(cell_type).train()
+    full(ids).logits.sum().backward()
+    split = tiny_model(cell_type).train()
+    first = split(ids[:, :3], use_cache=True)
+    second = split(ids[:, 3:], cache=first.cache)
+    torch.cat([first.logits, second.logits], dim=1).sum().backward()
+    for (name, whole), (_, parts) in zip(full.named_parameters(), split.named_parameters(), strict=True):
+        torch.testing.assert_close(parts.grad, whole.grad, atol=1e-5, rtol=1e-4, msg=name)

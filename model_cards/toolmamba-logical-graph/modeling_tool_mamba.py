@@ -69,6 +69,51 @@ def _padding_rows(mask: torch.Tensor | None) -> torch.Tensor | None:
     return padded if bool(padded.any()) else None
 
 
+def _one_cache(cache: Cache | None, cache_params: Cache | None, past_key_values: Cache | None, config) -> Cache | None:
+    """The cache passed under any of its names (one only), checked to be one built for this model."""
+    given = [c for c in (cache, cache_params, past_key_values) if c is not None]
+    if len(given) > 1:
+        raise ValueError("pass the cache once: `cache` (or `cache_params` / `past_key_values`), not several")
+    cache = given[0] if given else None
+    if cache is not None and len(getattr(cache, "layers", ())) < config.num_hidden_layers:
+        raise ValueError(f"the cache holds {len(getattr(cache, 'layers', ()))} layers, the model has "
+                         f"{config.num_hidden_layers}: build it with DynamicCache(config=model.config), or pass none "
+                         "(use_cache=True makes one)")
+    return cache
+
+
+def _use_cache(use_cache: bool | None, cache: Cache | None, config, checkpointing: bool, training: bool) -> bool:
+    """Whether this forward reads and updates a cache: a cache passed is used (as transformers' past_key_values);
+    otherwise ``config.use_cache`` outside training. Gradient checkpointing recomputes forwards: no cache."""
+    if cache is not None and (use_cache is False or checkpointing):
+        raise ValueError("a cache was passed, but " + ("use_cache=False" if use_cache is False else
+                         "gradient checkpointing (which recomputes forwards) is on") + ": the cache would be ignored")
+    if checkpointing:
+        return False
+    return cache is not None or (use_cache if use_cache is not None else config.use_cache and not training)
+
+
+def _check_padding(mask: torch.Tensor | None, length: int, on_cache: bool) -> None:
+    """A ValueError for a mask the scan cannot honour: shorter than the chunk, padding between tokens, or left
+    padding on a cache that holds a past (a token would convolve the pad). Left padding of a fresh prompt and
+    right padding of a chunk (or a row of padding alone) are fine. A mask over more than the chunk is generate()'s
+    over the whole sequence: only its prompt step matters, and there it is the chunk's own."""
+    if mask is None or mask.shape[1] > length:
+        return
+    if mask.shape[1] < length:
+        raise ValueError(f"attention_mask covers {mask.shape[1]} positions, the input has {length}")
+    tokens = mask.bool()  # (b, l)
+    rows = tokens.any(dim=1)  # (b,): rows with a token
+    first = tokens.int().argmax(dim=1)  # (b,): each row's first token
+    last = length - 1 - tokens.flip(1).int().argmax(dim=1)  # (b,): and its last
+    if bool((rows & (last - first + 1 != tokens.sum(dim=1))).any()):
+        raise ValueError("attention_mask has padding between tokens: ToolMamba takes left padding of a fresh prompt "
+                         "and right padding of a chunk, not holes")
+    if on_cache and bool((rows & (first > 0)).any()):
+        raise ValueError("attention_mask left-pads a chunk on a cache that holds a past: the token after the pad "
+                         "would convolve it; right-pad chunks on a cache")
+
+
 class ToolMambaMixer(nn.Module):
     """The selective SSM block: in_proj -> causal conv -> selective scan (gated) -> out_proj."""
 
@@ -340,10 +385,12 @@ class ToolMambaModel(ToolMambaPreTrainedModel):
         return_dict: bool | None = None,
         attention_mask: torch.Tensor | None = None,  # (b, l)
         cache_params: Cache | None = None,  # the pre-5.24 name of `cache`
+        past_key_values: Cache | None = None,  # transformers' usual name
         **kwargs,
     ) -> ToolMambaOutput | tuple:
-        cache = cache if cache is not None else cache_params
-        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        cache = _one_cache(cache, cache_params, past_key_values, self.config)
+        use_cache = _use_cache(use_cache, cache, self.config, self.training and self.gradient_checkpointing,
+                               self.training)
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
@@ -352,10 +399,12 @@ class ToolMambaModel(ToolMambaPreTrainedModel):
             raise ValueError("ToolMambaModel.forward: pass exactly one of `input_ids` or `inputs_embeds`")
         if inputs_embeds is None:
             inputs_embeds = self.embeddings(input_ids)  # (b, l, d_model)
-        if self.gradient_checkpointing and self.training:
-            use_cache = False
+        if inputs_embeds.shape[1] == 0:
+            raise ValueError("ToolMambaModel.forward: the input has no tokens (length 0)")
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
+        _check_padding(attention_mask, inputs_embeds.shape[1], on_cache=cache is not None and use_cache
+                       and cache.get_conv_state(0) is not None)
 
         hidden_states = inputs_embeds
         all_hidden_states = () if output_hidden_states else None
@@ -408,13 +457,14 @@ class ToolMambaForCausalLM(ToolMambaPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         cache_params: Cache | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> ToolMambaCausalLMOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.backbone(
-            input_ids, inputs_embeds=inputs_embeds, cache=cache if cache is not None else cache_params,
-            use_cache=use_cache, output_hidden_states=output_hidden_states, return_dict=True,
-            attention_mask=attention_mask,
+            input_ids, inputs_embeds=inputs_embeds, cache=cache, cache_params=cache_params,
+            past_key_values=past_key_values, use_cache=use_cache, output_hidden_states=output_hidden_states,
+            return_dict=True, attention_mask=attention_mask,
         )
         hidden_states = outputs.last_hidden_state
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:

@@ -90,6 +90,14 @@ class ToolMambaConfig(PreTrainedConfig):
             raise ValueError(
                 f"ToolMambaConfig.time_step_rank must be 'auto' or a positive integer, got {self.time_step_rank!r}"
             )
+        if not 0 < self.time_step_min <= self.time_step_max:
+            raise ValueError(f"ToolMambaConfig needs 0 < time_step_min <= time_step_max (the range Δ starts in), got "
+                             f"{self.time_step_min} and {self.time_step_max}")
+        if self.time_step_init_scheme not in ("random", "constant"):
+            raise ValueError(f"ToolMambaConfig.time_step_init_scheme must be 'random' or 'constant', got "
+                             f"{self.time_step_init_scheme!r}")
+        if not self.layer_norm_epsilon > 0:
+            raise ValueError(f"ToolMambaConfig.layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon}")
 
     @property
     def layer_types(self) -> list[str]:

@@ -28,6 +28,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.utils import ModelOutput
 
+from ..tool_mamba.modeling_tool_mamba import _one_cache, _use_cache  # one cache plumbing for both recurrent models
 from .configuration_tool_rnn import ToolRNNConfig
 
 #: What flows between the layers: a plain (b, l, d) tensor, or a PackedSequence when the batch is padded.
@@ -133,6 +134,8 @@ class ToolRNNLayer(nn.Module):
         if state is not None:
             dtype = inputs.data.dtype if isinstance(inputs, PackedSequence) else inputs.dtype
             hx = state.transpose(0, 1).to(dtype)  # (s, b, h); torch wants (num_layers=1, b, h) per state
+            if torch.is_grad_enabled():  # the cache overwrites `state` in place after this forward: autograd saved it
+                hx = hx.clone()
             hx = (hx[0:1].contiguous(), hx[1:2].contiguous()) if self.is_lstm else hx[0:1].contiguous()
         outputs, hx = self.rnn(inputs, hx)
         new_state = torch.cat(hx, dim=0) if self.is_lstm else hx  # (s, b, h)
@@ -199,9 +202,11 @@ class ToolRNNModel(ToolRNNPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         attention_mask: torch.Tensor | None = None,  # (b, l) or (b, past + l), 1 = token, 0 = padding
+        past_key_values: Cache | None = None,  # transformers' usual name of `cache`
         **kwargs,
     ) -> ToolRNNOutput | tuple:
-        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        cache = _one_cache(cache, None, past_key_values, self.config)
+        use_cache = _use_cache(use_cache, cache, self.config, False, self.training)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         return_dict = return_dict if return_dict is not None else self.config.return_dict
@@ -209,6 +214,8 @@ class ToolRNNModel(ToolRNNPreTrainedModel):
             raise ValueError("ToolRNNModel.forward: pass exactly one of `input_ids` or `inputs_embeds`")
         if inputs_embeds is None:
             inputs_embeds = self.embeddings(input_ids)  # (b, l, e)
+        if inputs_embeds.shape[1] == 0:
+            raise ValueError("ToolRNNModel.forward: the input has no tokens (length 0)")
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
 
@@ -274,11 +281,12 @@ class ToolRNNForCausalLM(ToolRNNPreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> ToolRNNCausalLMOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.backbone(
-            input_ids, inputs_embeds=inputs_embeds, cache=cache, use_cache=use_cache,
+            input_ids, inputs_embeds=inputs_embeds, cache=cache, past_key_values=past_key_values, use_cache=use_cache,
             output_hidden_states=output_hidden_states, return_dict=True, attention_mask=attention_mask,
         )
         hidden_states = outputs.last_hidden_state  # (b, l, h)
