@@ -651,3 +651,31 @@ def test_a_mask_the_scan_cannot_honour_is_refused_and_the_ones_it_can_are_taken(
 def test_config_rejects_a_time_step_range_or_norm_that_would_build_a_broken_model(kwargs, message):
     with pytest.raises((ValueError, StrictDataclassError), match=message):
         ToolMambaConfig(**{**TINY, **kwargs})
+
+
+@pytest.mark.parametrize("family", ["tool_mamba", "tool_rnn"])
+def test_generate_takes_inputs_embeds_as_it_takes_input_ids(family):
+    model, ids = _family(family), random_ids(1, 5)
+    embeds = model.get_input_embeddings()(ids)
+    with torch.no_grad():
+        from_ids = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
+        from_embeds = model.generate(inputs_embeds=embeds, max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert torch.equal(from_embeds, from_ids[:, ids.shape[1]:])  # generate() returns only the new tokens here
+
+
+def test_hidden_states_are_each_blocks_output_then_the_normed_last_as_in_transformers_mamba(model):
+    ids = random_ids(2, 5)
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+        mine = model.backbone(ids, output_hidden_states=True)
+    assert len(out.hidden_states) == model.config.num_hidden_layers + 1
+    assert_close(mine.hidden_states[-1], mine.last_hidden_state, what="the last hidden state")
+
+
+@pytest.mark.parametrize("family", ["tool_mamba", "tool_rnn"])
+def test_a_float64_model_computes_in_float64_so_gradcheck_holds(family):
+    """The norm, the residual and the logits upcast half precision to float32 but keep float64 as it is."""
+    model = _family(family).double()
+    embeds = model.get_input_embeddings()(random_ids(1, 3)).detach().requires_grad_(True)
+    assert model(inputs_embeds=embeds).logits.dtype == torch.float64
+    assert torch.autograd.gradcheck(lambda e: model(inputs_embeds=e, use_cache=False).logits, (embeds,))

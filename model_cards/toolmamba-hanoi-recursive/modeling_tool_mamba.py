@@ -290,7 +290,7 @@ class ToolMambaRMSNorm(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         input_dtype = hidden_states.dtype
-        hidden_states = hidden_states.float()
+        hidden_states = hidden_states.to(torch.promote_types(input_dtype, torch.float32))  # float64 stays float64
         hidden_states = hidden_states * torch.rsqrt(hidden_states.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
         return self.weight * hidden_states.to(input_dtype)
 
@@ -305,7 +305,8 @@ class ToolMambaBlock(GradientCheckpointingLayer):
         self.mixer = ToolMambaMixer(config, layer_idx=layer_idx)
 
     def forward(self, hidden_states, cache: Cache | None = None, attention_mask: torch.Tensor | None = None):
-        residual = hidden_states.float() if self.residual_in_fp32 else hidden_states
+        residual = hidden_states.to(torch.promote_types(hidden_states.dtype, torch.float32)) if self.residual_in_fp32 \
+            else hidden_states
         hidden_states = self.mixer(self.norm(hidden_states.to(self.norm.weight.dtype)), cache=cache,
                                    attention_mask=attention_mask)
         return residual + hidden_states
@@ -413,6 +414,8 @@ class ToolMambaModel(ToolMambaPreTrainedModel):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
         hidden_states = self.norm_f(hidden_states.to(self.norm_f.weight.dtype))  # (b, l, d_model)
+        if output_hidden_states:  # as transformers' Mamba: every block's output, then the normed last state
+            all_hidden_states += (hidden_states,)
 
         cache = cache if use_cache else None
         if not return_dict:
@@ -435,10 +438,12 @@ class ToolMambaForCausalLM(ToolMambaPreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, new_embeddings):
         self.backbone.set_input_embeddings(new_embeddings)
 
-    def prepare_inputs_for_generation(self, input_ids, cache=None, attention_mask=None, is_first_iteration=False,
-                                      **kwargs):
+    def prepare_inputs_for_generation(self, input_ids, inputs_embeds=None, cache=None, attention_mask=None,
+                                      is_first_iteration=False, **kwargs):
+        # inputs_embeds named: generate() checks this signature for it before it takes inputs_embeds
         model_inputs = super().prepare_inputs_for_generation(
-            input_ids, cache=cache, attention_mask=attention_mask, is_first_iteration=is_first_iteration, **kwargs
+            input_ids, inputs_embeds=inputs_embeds, cache=cache, attention_mask=attention_mask,
+            is_first_iteration=is_first_iteration, **kwargs
         )
         # After the prompt the cache holds everything; the mask only matters for the (left-padded) prompt.
         if model_inputs.get("cache") is not None and not is_first_iteration:
@@ -471,7 +476,8 @@ class ToolMambaForCausalLM(ToolMambaPreTrainedModel, GenerationMixin):
             hidden_states = hidden_states[:, -logits_to_keep:]
         elif isinstance(logits_to_keep, torch.Tensor):
             hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.lm_head(hidden_states.to(self.lm_head.weight.dtype)).float()  # (b, l, vocab)
+        logits = self.lm_head(hidden_states.to(self.lm_head.weight.dtype))  # (b, l, vocab)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 up, float64 kept
 
         loss = None
         if labels is not None:

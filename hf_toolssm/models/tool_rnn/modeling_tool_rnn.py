@@ -260,10 +260,12 @@ class ToolRNNForCausalLM(ToolRNNPreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, new_embeddings):
         self.backbone.set_input_embeddings(new_embeddings)
 
-    def prepare_inputs_for_generation(self, input_ids, cache=None, attention_mask=None, is_first_iteration=False,
-                                      **kwargs):
+    def prepare_inputs_for_generation(self, input_ids, inputs_embeds=None, cache=None, attention_mask=None,
+                                      is_first_iteration=False, **kwargs):
+        # inputs_embeds named: generate() checks this signature for it before it takes inputs_embeds
         model_inputs = super().prepare_inputs_for_generation(
-            input_ids, cache=cache, attention_mask=attention_mask, is_first_iteration=is_first_iteration, **kwargs
+            input_ids, inputs_embeds=inputs_embeds, cache=cache, attention_mask=attention_mask,
+            is_first_iteration=is_first_iteration, **kwargs
         )
         # After the prompt the cache holds everything; the mask only matters for the (left-padded) prompt.
         if model_inputs.get("cache") is not None and not is_first_iteration:
@@ -294,7 +296,8 @@ class ToolRNNForCausalLM(ToolRNNPreTrainedModel, GenerationMixin):
             hidden_states = hidden_states[:, -logits_to_keep:]
         elif isinstance(logits_to_keep, torch.Tensor):
             hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.lm_head(hidden_states.to(self.lm_head.weight.dtype)).float()  # (b, l, v)
+        logits = self.lm_head(hidden_states.to(self.lm_head.weight.dtype))  # (b, l, v)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 up, float64 kept
 
         loss = None
         if labels is not None:
