@@ -403,21 +403,20 @@ class ToolMambaModel(ToolMambaPreTrainedModel):
         if inputs_embeds.shape[1] == 0:
             raise ValueError("ToolMambaModel.forward: the input has no tokens (length 0)")
         if use_cache and cache is None:
-            cache = DynamicCache(config=self.config)
-        _check_padding(attention_mask, inputs_embeds.shape[1], on_cache=cache is not None and use_cache
-                       and cache.get_conv_state(0) is not None)
+            cache = DynamicCache(config=self.config)  # from here on, a cache exactly when use_cache
+        _check_padding(attention_mask, inputs_embeds.shape[1],
+                       on_cache=cache is not None and cache.get_conv_state(0) is not None)
 
         hidden_states = inputs_embeds
         all_hidden_states = () if output_hidden_states else None
         for block in self.layers:
-            hidden_states = block(hidden_states, cache=cache if use_cache else None, attention_mask=attention_mask)
+            hidden_states = block(hidden_states, cache=cache, attention_mask=attention_mask)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
         hidden_states = self.norm_f(hidden_states.to(self.norm_f.weight.dtype))  # (b, l, d_model)
         if output_hidden_states:  # as transformers' Mamba: every block's output, then the normed last state
             all_hidden_states += (hidden_states,)
 
-        cache = cache if use_cache else None
         if not return_dict:
             return tuple(v for v in (hidden_states, cache, all_hidden_states) if v is not None)
         return ToolMambaOutput(last_hidden_state=hidden_states, cache=cache, hidden_states=all_hidden_states)

@@ -217,16 +217,16 @@ class ToolRNNModel(ToolRNNPreTrainedModel):
         if inputs_embeds.shape[1] == 0:
             raise ValueError("ToolRNNModel.forward: the input has no tokens (length 0)")
         if use_cache and cache is None:
-            cache = DynamicCache(config=self.config)
+            cache = DynamicCache(config=self.config)  # from here on, a cache exactly when use_cache
 
         tokens_only = _TokensOnly.from_mask(attention_mask, inputs_embeds.shape[1])
         hidden_states = inputs_embeds if tokens_only is None else tokens_only.pack(inputs_embeds)
         unpack = (lambda x: x) if tokens_only is None else tokens_only.unpack
         all_hidden_states = () if output_hidden_states else None
         for layer in self.layers:
-            state = cache.get_recurrent_state(layer.layer_idx) if use_cache else None  # (b, s, h) | None
+            state = cache.get_recurrent_state(layer.layer_idx) if cache is not None else None  # (b, s, h) | None
             hidden_states, new_state = layer(hidden_states, state)
-            if use_cache:
+            if cache is not None:
                 if tokens_only is not None:
                     new_state = tokens_only.keep_empty_rows(new_state, state)
                 _store_state(cache, layer.layer_idx, new_state)
@@ -236,7 +236,6 @@ class ToolRNNModel(ToolRNNPreTrainedModel):
                 all_hidden_states += (unpack(hidden_states),)
         hidden_states = unpack(hidden_states)  # (b, l, h)
 
-        cache = cache if use_cache else None
         if not return_dict:
             return tuple(v for v in (hidden_states, cache, all_hidden_states) if v is not None)
         return ToolRNNOutput(last_hidden_state=hidden_states, cache=cache, hidden_states=all_hidden_states)
