@@ -190,7 +190,7 @@ def _print_size_result(r, note: str = "") -> None:
 
 
 def cmd_train(args) -> int:
-    from .training import TrainConfig, TrainingSetupError, train
+    from .training import TrainConfig, TrainingInterrupted, TrainingSetupError, train
 
     try:  # a missing file or a bad option: a usage error that names it, not a traceback
         config = TrainConfig.from_yaml(args.config, output_dir=args.output_dir, steps=args.steps, seed=args.seed)
@@ -200,6 +200,9 @@ def cmd_train(args) -> int:
         final = train(config, resume=args.resume)
     except TrainingSetupError as error:  # the output folder, init_from, a resume of another config
         raise SystemExit(f"toolssm train: {error}") from None
+    except TrainingInterrupted as stopped:  # Ctrl-C or SIGTERM, after a checkpoint: the shell's code for the signal
+        print(f"toolssm train: {stopped}", file=sys.stderr)
+        return 128 + stopped.signal_number
     print(final)
     return 0
 

@@ -18,9 +18,13 @@ import dataclasses
 import difflib
 import inspect
 import json
+import logging
 import math
 import random
+import shutil
+import signal
 import sys
+import threading
 import time
 import typing
 from pathlib import Path
@@ -43,6 +47,16 @@ from .tokenization import build_char_tokenizer
 class TrainingSetupError(ValueError):
     """A run that cannot start as asked (its output folder, the checkpoint it resumes or starts from); the
     message says what to change. The CLI prints it alone; an error inside a training step keeps its traceback."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped a run after the step in progress, which was checkpointed first:
+    ``resume=True`` carries on from ``checkpoint``. A KeyboardInterrupt, so code that handles Ctrl-C still does."""
+
+    def __init__(self, checkpoint: Path, signal_number: int):
+        self.checkpoint, self.signal_number = checkpoint, signal_number
+        super().__init__(f"{signal.Signals(signal_number).name} at step {checkpoint.name.split('-')[-1]}: saved "
+                         f"{checkpoint}; --resume continues from there")
 
 
 @dataclasses.dataclass
@@ -72,6 +86,7 @@ class TrainConfig:
     eval_sizes: list = dataclasses.field(default_factory=lambda: [5, 20])
     eval_samples: int = 16
     max_minutes: float | None = None  # stop (and save) after this much wall time
+    keep_checkpoints: int | None = None  # keep only the newest N checkpoint-STEP folders; None keeps them all
     #: at most this many padded tokens (rows x longest row) per forward/backward: each process's share of the
     #: batch is sorted by length and cut into micro-batches padded only to their own longest row, whose
     #: gradients add up to the batch's (hf_toolssm.data.micro_batches). Saves the padding of batches whose
@@ -103,7 +118,7 @@ class TrainConfig:
         self._check_types()
         at_least = {"steps": 1, "batch_size": 1, "train_max_size": 1, "save_every": 1, "log_every": 1,
                     "warmup_steps": 0, "eval_every": 0, "eval_samples": 1, "micro_batch_tokens": 1, "num_threads": 1,
-                    "weight_decay": 0, "min_lr_ratio": 0}
+                    "weight_decay": 0, "min_lr_ratio": 0, "keep_checkpoints": 1}
         for name, least in at_least.items():
             value = getattr(self, name)
             if value is not None and value < least:
@@ -270,11 +285,16 @@ def accumulate_gradients(accelerator, model, parts: list[dict[str, torch.Tensor]
     return loss
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint. ``trainer_state.json`` is written last (:func:`_save_checkpoint`), so a
-    checkpoint a kill cut short has none and is skipped: the resume starts from the one before it."""
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    """The complete checkpoints, oldest first. ``trainer_state.json`` is written last (:func:`_save_checkpoint`),
+    so a checkpoint a kill cut short has none and is not listed."""
     complete = [path for path in output_dir.glob("checkpoint-*") if (path / "trainer_state.json").is_file()]
-    checkpoints = sorted(complete, key=lambda p: int(p.name.split("-")[1]))
+    return sorted(complete, key=lambda p: int(p.name.split("-")[1]))
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint: a resume starts from it, skipping one a kill cut short."""
+    checkpoints = complete_checkpoints(output_dir)
     return checkpoints[-1] if checkpoints else None
 
 
@@ -360,47 +380,57 @@ def train(
     bar = tqdm(total=config.steps, initial=start_step, desc="training", disable=not accelerator.is_main_process)
     model.train()
     step = start_step
-    while step < config.steps:
-        batch = batch_for_step(config, task, tokenizer, step)
-        targets = target_count(batch)
-        local = {k: v[rank * share : (rank + 1) * share].to(accelerator.device) for k, v in batch.items()}
-        loss = accumulate_gradients(accelerator, model, micro_batches(local, config.micro_batch_tokens),
-                                    targets=targets, world=world)
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        learning_rate = learning_rate_at(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        bar.update(1)
+    with _StopRequests() as requests:
+        while step < config.steps:
+            batch = batch_for_step(config, task, tokenizer, step)
+            targets = target_count(batch)
+            local = {k: v[rank * share : (rank + 1) * share].to(accelerator.device) for k, v in batch.items()}
+            loss = accumulate_gradients(accelerator, model, micro_batches(local, config.micro_batch_tokens),
+                                        targets=targets, world=world)
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            learning_rate = learning_rate_at(step, config)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
 
-        if step % config.log_every == 0 or step in (1, config.steps):
-            # Reduced only when logged: a collective (every rank takes this branch) and a synchronisation.
-            global_loss = accelerator.reduce(loss.detach() / world, reduction="sum").item()
-            if accelerator.is_main_process:
-                record = {
-                    "step": step, "loss": global_loss, "lr": learning_rate,
-                    "grad_norm": float(grad_norm), "elapsed_s": round(elapsed_before + time.monotonic() - started, 2),
-                }
-                with log_path.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-                bar.set_postfix(loss=f"{global_loss:.4f}")
-        if config.eval_every and step % config.eval_every == 0 and accelerator.is_main_process:
-            _length_check(accelerator.unwrap_model(model), tokenizer, task, config, step, log_path)
-            model.train()
-        out_of_time = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
-        interrupted = stop_at is not None and step >= stop_at
-        if step % config.save_every == 0 or step == config.steps or out_of_time or interrupted:
-            _save_checkpoint(accelerator, model, tokenizer, output_dir / f"checkpoint-{step}", step,
-                             elapsed_before + time.monotonic() - started)
-        if interrupted:
-            bar.close()
-            return output_dir / f"checkpoint-{step}"
-        if out_of_time:  # the time budget is spent: finish here (the final model is this step's)
-            accelerator.print(f"max_minutes={config.max_minutes} reached at step {step}; "
-                              "--resume continues the schedule")
-            break
+            if step % config.log_every == 0 or step in (1, config.steps):
+                # Reduced only when logged: a collective (every rank takes this branch) and a synchronisation.
+                global_loss = accelerator.reduce(loss.detach() / world, reduction="sum").item()
+                if accelerator.is_main_process:
+                    elapsed = round(elapsed_before + time.monotonic() - started, 2)
+                    record = {"step": step, "loss": global_loss, "lr": learning_rate, "grad_norm": float(grad_norm),
+                              "elapsed_s": elapsed}
+                    with log_path.open("a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    bar.set_postfix(loss=f"{global_loss:.4f}")
+            signal_number = requests.signal_number
+            if world > 1:  # the checkpoint is collective: every process stops at the step where any one was signalled
+                signal_number = int(accelerator.reduce(
+                    torch.tensor(signal_number or 0, device=accelerator.device), reduction="max").item()) or None
+            if signal_number:
+                accelerator.print(f"\n{signal.Signals(signal_number).name}: saving checkpoint-{step} before stopping "
+                                  "(signal again to stop at once, without it)", file=sys.stderr)
+            length_check = config.eval_every and step % config.eval_every == 0 and not signal_number
+            if length_check and accelerator.is_main_process:
+                _length_check(accelerator.unwrap_model(model), tokenizer, task, config, step, log_path)
+                model.train()
+            out_of_time = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
+            interrupted = (stop_at is not None and step >= stop_at) or signal_number
+            if step % config.save_every == 0 or step == config.steps or out_of_time or interrupted:
+                _save_checkpoint(accelerator, model, tokenizer, output_dir / f"checkpoint-{step}", step,
+                                 elapsed_before + time.monotonic() - started, keep=config.keep_checkpoints)
+            if interrupted:
+                bar.close()
+                if signal_number:
+                    raise TrainingInterrupted(output_dir / f"checkpoint-{step}", signal_number)
+                return output_dir / f"checkpoint-{step}"
+            if out_of_time:  # the time budget is spent: finish here (the final model is this step's)
+                accelerator.print(f"max_minutes={config.max_minutes} reached at step {step}; "
+                                  "--resume continues the schedule")
+                break
     bar.close()
 
     final = output_dir / "final"
@@ -430,14 +460,68 @@ def learning_rate_at(step: int, config: TrainConfig) -> float:
     return config.learning_rate * ratio
 
 
-def _save_checkpoint(accelerator: Accelerator, model, tokenizer, path: Path, step: int, elapsed: float) -> None:
+def _save_checkpoint(accelerator: Accelerator, model, tokenizer, path: Path, step: int, elapsed: float,
+                     keep: int | None = None) -> None:
+    """Save ``path`` (trainer_state.json last: it marks the checkpoint complete), then delete all but the newest
+    ``keep`` complete checkpoints."""
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(path / "accelerate_state"))
+    with _quiet_tied_weights_warning():
+        accelerator.save_state(str(path / "accelerate_state"))
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(path)
         tokenizer.save_pretrained(path)
         (path / "trainer_state.json").write_text(json.dumps(
             {"step": step, "num_processes": accelerator.num_processes, "elapsed_s": round(elapsed, 2)}))
+        if keep is not None:
+            for old in complete_checkpoints(path.parent)[:-keep]:
+                shutil.rmtree(old)
+
+
+class _StopRequests:
+    """Catches SIGINT (Ctrl-C) and SIGTERM while a run trains: the first asks the loop to stop after the step in
+    progress, with a checkpoint (an interrupted optimizer step would leave a state no resume can trust); the
+    previous handlers then return, so a second signal stops at once. Python runs signal handlers on the main
+    thread only, so a run on another thread keeps the default behaviour."""
+
+    def __init__(self):
+        self.signal_number: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._request)
+        return self
+
+    def _request(self, number: int, frame) -> None:  # no printing here: the handler may interrupt a print
+        self.signal_number = number
+        self._restore()
+
+    def _restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        self._previous.clear()
+
+    def __exit__(self, *exc_info) -> None:
+        self._restore()
+
+
+class _TiedWeightsFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_tied_weights_warning():
+    """Accelerate's safetensors save drops the tied ``lm_head.weight`` (it aliases the embeddings) and warns at
+    every checkpoint; ``load_state`` loads into the same tied module, so nothing is lost (the resume test holds a
+    resumed run equal to an uninterrupted one). Only that message is silenced, only during the save."""
+    logger, quiet = logging.getLogger("accelerate.utils.other"), _TiedWeightsFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def _length_check(model, tokenizer, task, config: TrainConfig, step: int, log_path: Path) -> None:

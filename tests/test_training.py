@@ -17,6 +17,7 @@ import yaml
 
 import hf_toolssm  # noqa: F401
 from hf_toolssm.training import TrainConfig, TrainingSetupError, latest_checkpoint, learning_rate_at, train
+from hf_toolssm.training import batch_for_step as build_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "state_size": 8}
@@ -78,6 +79,68 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
         assert resumed[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-6)
     elapsed = logged(tmp_path / "resumed", "elapsed_s")  # running time over both invocations, not since the resume
     assert elapsed[4] >= elapsed[3] > 0
+
+
+def signalled_at(step_to_signal: int, *signals: int):
+    """A batch_for_step that sends this process ``signals`` while the loop builds that step's batch, as a Ctrl-C
+    or a kill from outside would arrive mid-step."""
+    import signal
+
+    def batch_for_step(config, task, tokenizer, step):
+        if step == step_to_signal:
+            for number in signals:
+                signal.raise_signal(number)
+        return build_batch(config, task, tokenizer, step)
+
+    return batch_for_step
+
+
+def test_a_signal_mid_step_saves_that_step_and_the_resume_matches_the_uninterrupted_run(tmp_path, monkeypatch):
+    import signal
+
+    from hf_toolssm import training
+
+    train(tiny_config(tmp_path / "straight"))
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(training, "batch_for_step", signalled_at(3, signal.SIGTERM))
+    with pytest.raises(training.TrainingInterrupted, match="SIGTERM at step 4: saved .*checkpoint-4; --resume"):
+        train(tiny_config(tmp_path / "resumed"))  # save_every=3: step 4 is saved only because of the signal
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # restored
+    assert latest_checkpoint(tmp_path / "resumed") == tmp_path / "resumed" / "checkpoint-4"
+    monkeypatch.undo()
+    train(tiny_config(tmp_path / "resumed"), resume=True)
+    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
+    for step in (5, 6):
+        assert resumed[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-6)
+
+
+def test_a_second_signal_stops_at_once_and_the_cli_exits_with_the_signals_code(tmp_path, monkeypatch, capsys):
+    import signal
+
+    from hf_toolssm import training
+    from hf_toolssm.cli import main
+
+    monkeypatch.setattr(training, "batch_for_step", signalled_at(1, signal.SIGINT, signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train(tiny_config(tmp_path / "twice"))
+    assert type(stopped.value) is KeyboardInterrupt  # Python's own: no checkpoint of the unfinished step
+    assert latest_checkpoint(tmp_path / "twice") is None
+
+    monkeypatch.setattr(training, "batch_for_step", signalled_at(1, signal.SIGINT))
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(dataclasses.asdict(tiny_config(tmp_path / "once"))))
+    assert main(["train", "--config", str(path)]) == 128 + signal.SIGINT  # a script sees an interrupted run
+    err = capsys.readouterr().err
+    assert "SIGINT: saving checkpoint-2 before stopping" in err
+    assert "toolssm train: SIGINT at step 2: saved" in err and (tmp_path / "once" / "checkpoint-2").is_dir()
+
+
+def test_keep_checkpoints_deletes_all_but_the_newest(tmp_path, caplog):
+    train(tiny_config(tmp_path, save_every=1, keep_checkpoints=2))
+    assert sorted(path.name for path in tmp_path.glob("checkpoint-*")) == ["checkpoint-5", "checkpoint-6"]
+    # the tied lm_head that accelerate drops from its safetensors copy (and load_state re-ties) is not warned about
+    assert not [record for record in caplog.records if "Removed shared tensor" in record.getMessage()]
 
 
 def test_resume_skips_a_checkpoint_a_kill_cut_short(tmp_path):
