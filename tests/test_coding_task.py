@@ -9,6 +9,7 @@ Every run here is a real subprocess (~50 ms); the limit tests use a 1 s time lim
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import random
@@ -17,6 +18,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -398,7 +400,7 @@ def test_protocol_tokens_in_an_argument_and_over_long_arguments():
 
 def test_path_escapes_through_links_fifos_and_directories_are_refused(tmp_path):
     outside = tmp_path / "secret.py"
-    outside.write_text("secret\n")
+    outside.write_text("TOP-SECRET\n")
     program = (
         f"import os\nos.symlink({str(outside)!r}, 'link.py')\nos.symlink('/etc', 'etc.py')\n"
         "os.mkfifo('fifo.py')\nos.mkdir('dir.py')\nprint('made')\n"
@@ -412,9 +414,10 @@ def test_path_escapes_through_links_fifos_and_directories_are_refused(tmp_path):
     for name in ("link.py", "etc.py", "fifo.py", "dir.py"):
         assert command(env, f"cat {name}") == err(f"not a regular file {name}")
         assert command(env, f"replace {name} 1 pwned") == err(f"not a regular file {name}")
-    assert outside.read_text() == "secret\n"
+    assert outside.read_text() == "TOP-SECRET\n"
     assert command(env, "ls").startswith(obs("dir.py/")[:-6])
-    assert "link.py" not in command(env, "cat *") and "secret" not in command(env, "cat *")
+    listing = command(env, "cat *")  # main.py alone: the rest is skipped, and cat * still answers
+    assert listing.startswith(obs("==> main.py <==")[:-6]) and listing.count("==>") == 1 and "TOP-SECRET" not in listing
     assert set(env.tools[0].files()) == {"main.py"}
 
 
@@ -524,6 +527,22 @@ def test_no_process_outlives_its_run(level, monkeypatch):
     assert command(env, "ls") == obs("main.py")  # the child died with the run
 
 
+def test_a_program_that_leaves_its_process_group_dies_at_the_time_limit_without_a_cgroup(monkeypatch):
+    """The script is its PID namespace's init; after os.setsid() the process-group kill misses it, so the
+    namespace is killed through its init from outside (the cgroup, where there is one, also empties it)."""
+    if not CONFINEMENT.namespaces:
+        pytest.skip(f"no PID namespace here ({CONFINEMENT.describe()})")
+    confinement = dataclasses.replace(CONFINEMENT, cgroups=None)
+    monkeypatch.setattr(code_sandbox, "detect_confinement", lambda python=None: confinement)
+    program = "import os, time\nos.setsid()\nwhile True:\n    open('alive', 'a').write('x')\n    time.sleep(0.05)\n"
+    observation, _, env = run_program(program, time_limit=0.5)
+    assert observation.startswith(obs("timeout")[:-6])
+    alive = Path(env.tools[0].workspace().path, "alive")
+    written = alive.stat().st_size
+    time.sleep(0.4)
+    assert alive.stat().st_size == written  # no longer writing
+
+
 def test_a_1_gb_allocation_fails_inside_the_program():
     observation, seconds, _ = run_program("x = bytearray(10**9)\nprint('allocated')\n")
     assert observation.startswith(
@@ -619,6 +638,99 @@ def test_weaker_confinement_levels_still_run_the_task_and_stop_runaways(level, m
     observation, seconds, env = run_program("while True:\n    pass\n")
     assert observation.startswith(obs("timeout")[:-6]) and seconds < 2.0
     assert env.tools[0].confinement() == confinement
+
+
+def test_a_directory_nested_past_the_recursion_limit_is_removed_without_an_error():
+    """shutil.rmtree recursed once per level before Python 3.12: 1,100 levels raised RecursionError out of the
+    checker (run_files) and left the directory behind."""
+    program = "import os\nfor _ in range(1100):\n    os.mkdir('d')\n    os.chdir('d')\nprint('deep')\n"
+    result = code_sandbox.run_files({"main.py": program})
+    assert result.output == b"deep\n" and result.returncode == 0
+    _, _, env = run_program(program)
+    base = env.tools[0].workspace().base
+    env.reset(["q"])
+    assert not os.path.exists(base)
+
+
+def test_a_run_that_fills_the_disk_has_the_directory_put_back():
+    """Each file is capped by RLIMIT_FSIZE, their number is not: the directory is checked after each run."""
+    program = (
+        "open('main.py', 'a').write('# grew\\n')\n"
+        "for i in range(100):\n    open(f'junk{i}.bin', 'wb').write(b'x' * 200_000)\n"
+        "print('filled')\n"
+    )
+    env = sandbox_env({"main.py": program, "keep.py": "x = 1\n"})
+    observation = command(env, "run")
+    assert observation.startswith(obs("filled\nexit 0")[:-6])
+    assert observation.endswith("[the run left over 16 MiB or 1,000 entries: the files are back as before it]"
+                                + OBS_CLOSE)
+    assert env.tools[0].files() == {"main.py": program, "keep.py": "x = 1\n"}  # main.py's growth undone too
+    many = "for i in range(1200):\n    open(f'e{i}', 'w').close()\n"
+    env = sandbox_env({"main.py": many})
+    assert "the files are back as before it" in command(env, "run") and command(env, "ls") == obs("main.py")
+    small = "open('out.txt', 'w').write('result')\n"
+    env = sandbox_env({"main.py": small})
+    assert "back as before" not in command(env, "run") and command(env, "ls") == obs("main.py\nout.txt")
+
+
+def test_one_sandboxs_program_cannot_find_another_sandboxs_files():
+    other = sandbox_env({"main.py": "print(1)\n", "secret.py": "TOKEN = 'b-row-secret'\n"})
+    command(other, "ls")  # its directory exists
+    snoop = (
+        "import glob, tempfile\nfound = glob.glob(tempfile.gettempdir() + '/hf_toolssm_code_*/*/*')\n"
+        "print(len(found), any('b-row-secret' in open(f).read() for f in found if f.endswith('.py')))\n"
+    )
+    observation, _, _ = run_program(snoop)
+    if CONFINEMENT.user is not None:  # as the caller's own user it could list them: nothing to hide from itself
+        assert observation.startswith(obs("0 False\nexit 0")[:-6])
+
+
+def test_the_programs_own_hard_links_stay_readable_and_cat_star_skips_what_it_cannot_show():
+    program = "import os\nos.link('main.py', 'backup.py')\nopen('big.py', 'w').write('#' * 70_000)\nprint('ok')\n"
+    env = sandbox_env({"main.py": program})
+    assert command(env, "run").startswith(obs("ok\nexit 0")[:-6])
+    assert command(env, "cat main.py").startswith(obs("1:import os")[:-6])  # two links, both in the sandbox
+    assert command(env, "replace main.py 2 pass") == obs("")
+    listing = command(env, "cat *")
+    assert "==> backup.py <==" in listing and "==> big.py" not in listing  # over max_file_bytes: skipped
+    assert command(env, "cat big.py") == err("file too large big.py")
+
+
+def test_edge_cases_of_the_file_commands():
+    env = sandbox_env({"main.py": "", "a.py": "x\n"})
+    assert command(env, "replace main.py 1 print(2)") == obs("")  # an empty file has a line 1
+    assert env.tools[0].files()["main.py"] == "print(2)"
+    assert command(env, "run").startswith(obs("2\nexit 0")[:-6])
+    tool = env.tools[0]
+    surrogate = tool.run("[code]", list("replace a.py 1 \ud800"), env.memory)
+    assert "".join(surrogate) == err("text for a.py is not valid unicode")
+    names = "import os\nos.mkdir('a_dir')\nopen('new\\nline.py', 'w').close()\n"
+    names += "for i in range(250):\n    open(f'f{i:03}', 'w').close()\n"
+    env = sandbox_env({"main.py": names})
+    command(env, "run")
+    listing = command(env, "ls").removeprefix(OBS_OPEN).removesuffix(OBS_CLOSE).split("\n")
+    assert len(listing) == 201 and listing[-1] == "... and 52 more" and "new" not in " ".join(listing)
+    assert listing[0] == "a_dir/"  # sorted, directories marked
+
+
+def test_an_exception_whose_str_raises_still_gets_its_traceback():
+    program = "class Odd(Exception):\n    def __str__(self):\n        raise ValueError\nraise Odd()\n"
+    observation, _, _ = run_program(program)
+    assert observation.startswith(obs("Traceback (most recent call last):\n  main.py:4\n__main__.Odd\nexit 1")[:-6])
+
+
+def test_directories_a_killed_process_left_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    orphan, young, alive = (tmp_path / f"hf_toolssm_code_{dead.pid}_x", tmp_path / f"hf_toolssm_code_{dead.pid}_y",
+                            tmp_path / f"hf_toolssm_code_{os.getppid()}_z")
+    for folder in (orphan, young, alive):
+        (folder / "work_1").mkdir(parents=True)
+    for folder in (orphan, alive):
+        os.utime(folder, (time.time() - 7200, time.time() - 7200))
+    code_sandbox.remove_orphaned_workspaces.__wrapped__()
+    assert not orphan.exists() and young.exists() and alive.exists()  # young: maybe another namespace's live one
 
 
 def test_workspaces_are_removed():

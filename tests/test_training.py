@@ -103,7 +103,7 @@ def test_a_signal_mid_step_saves_that_step_and_the_resume_matches_the_uninterrup
     train(tiny_config(tmp_path / "straight"))
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr(training, "batch_for_step", signalled_at(3, signal.SIGTERM))
-    with pytest.raises(training.TrainingInterrupted, match="SIGTERM at step 4: saved .*checkpoint-4; --resume"):
+    with pytest.raises(training.TrainingInterrupted, match=r"SIGTERM at step 4: saved .*checkpoint-4; --resume"):
         train(tiny_config(tmp_path / "resumed"))  # save_every=3: step 4 is saved only because of the signal
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # restored
     assert latest_checkpoint(tmp_path / "resumed") == tmp_path / "resumed" / "checkpoint-4"

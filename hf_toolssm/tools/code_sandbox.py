@@ -4,10 +4,11 @@ The paper's coding agents work through mini-SWE-agent's bash. A character-level 
 exactly specified surface, so this tool has six commands, one ``[code]`` command token with a plain-text
 argument (``docs/protocol.md`` §5)::
 
-    [code] ls [/cmd]                     the file names, one per line, sorted
+    [code] ls [/cmd]                     the file names, one per line, sorted (directories end in "/";
+                                         at most 200, then "... and N more")
     [code] cat FILE [/cmd]               the file with numbered lines, "N:text", as cat -n would number them
     [code] cat FILE FILE ... [/cmd]      several files, each after a "==> FILE <==" line
-    [code] cat * [/cmd]                  every file
+    [code] cat * [/cmd]                  every file cat can show (links, directories, oversized files skipped)
     [code] replace FILE N TEXT [/cmd]    line N of FILE becomes TEXT (everything after the third space, so
                                          leading spaces are kept; a "\\n" in TEXT makes several lines)
     [code] open FILE [/cmd]              FILE becomes the open file, shown as cat shows it
@@ -45,19 +46,24 @@ letters, digits, ``_ . -``, not starting with ``.`` or ``-``, at most 64 charact
 :meth:`reset` and removed at the next :meth:`reset`, :meth:`close`, garbage collection or interpreter
 exit (``weakref.finalize``). File commands only ever open a plain regular file directly inside it: names
 are validated, opened relative to the directory with ``O_NOFOLLOW``, and anything that is not a regular
-file with a single link (a symlink, a hard link to an outside file, a FIFO, a directory the program made)
-is refused. ``run`` executes ``python main.py`` confined (``docs/sandbox.md``).
+file whose every link is in the directory (a symlink, a hard link to an outside file, a FIFO, a directory the
+program made) is refused. ``run`` executes ``python main.py`` confined (``docs/sandbox.md``); a run that
+leaves more than 16 MiB or 1,000 entries in the directory has it put back as it was before the run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import stat
+import subprocess
 import tempfile
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 
@@ -72,6 +78,14 @@ ENTRY_POINT = "main.py"
 COMMANDS = ("ls", "cat", "replace", "open", "edit", "run")
 
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", re.ASCII)
+
+#: what a program may leave in its directory; a run that leaves more has the directory put back as it was before
+MAX_WORKSPACE_BYTES = 16 * 2**20
+MAX_WORKSPACE_ENTRIES = 1000
+#: the most names an ``ls`` observation lists
+MAX_LS_NAMES = 200
+#: a sandbox's temporary directory is ``PREFIX + pid + "_" + random``: the pid finds those a killed process left
+WORKSPACE_PREFIX = "hf_toolssm_code_"
 _PRINTABLE = re.compile(r"[^\n\x20-\x7e]")
 
 #: a callable that maps the prompt's first line to the codebase's files (raise ``ValueError`` if unknown)
@@ -137,30 +151,107 @@ class SandboxError(Exception):
     """A command the tool refuses; its message becomes ``[OBS][ERR]message[/OBS]``."""
 
 
+def remove_tree(path: str) -> None:
+    """Delete ``path`` and everything in it, however deep: a program can nest directories past Python's recursion
+    limit in a fraction of a second, and ``shutil.rmtree`` recurses once per level before Python 3.12, so those
+    go to ``rm -rf``, which walks any depth. Never raises."""
+    try:
+        shutil.rmtree(path)
+        return
+    except FileNotFoundError:
+        return
+    except (OSError, RecursionError):
+        pass
+    with contextlib.suppress(OSError):
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", path], check=False, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@functools.cache
+def remove_orphaned_workspaces(older_than_s: float = 3600.0) -> None:
+    """Delete the directories of sandboxes whose process is gone (killed before its finalizers ran) and that were
+    last changed over ``older_than_s`` ago: a live sandbox's directory is remade at each reset, so it is young, and
+    the age guards against another PID namespace's live process with the same pid. Once per process."""
+    now = time.time()
+    with contextlib.suppress(OSError), os.scandir(tempfile.gettempdir()) as listing:
+        for entry in listing:
+            pid = entry.name[len(WORKSPACE_PREFIX):].partition("_")[0]
+            if not (entry.name.startswith(WORKSPACE_PREFIX) and pid.isdigit()) or int(pid) == os.getpid():
+                continue
+            with contextlib.suppress(OSError):
+                info = entry.stat(follow_symlinks=False)
+                if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or now - info.st_mtime < older_than_s:
+                    continue
+                try:
+                    os.kill(int(pid), 0)
+                    continue  # alive (or another user's)
+                except ProcessLookupError:
+                    remove_tree(entry.path)
+                except PermissionError:
+                    continue
+
+
+def _usage(top: str, max_entries: int, max_bytes: int) -> tuple[int, int] | None:
+    """(entries, bytes) under ``top``, walked without recursion and without following links; None as soon as
+    either passes its maximum, or for a tree too deep to walk by path (over the budget: fail closed)."""
+    entries = size = 0
+    pending = [top]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as listing:
+                for entry in listing:
+                    info = entry.stat(follow_symlinks=False)
+                    entries, size = entries + 1, size + info.st_size
+                    if entries > max_entries or size > max_bytes:
+                        return None
+                    if stat.S_ISDIR(info.st_mode):
+                        pending.append(entry.path)
+        except OSError:  # a path past PATH_MAX, or a directory the program locked
+            return None
+    return entries, size
+
+
 class _Workspace:
-    """One private directory: ``base`` (ours, traversable only) holds ``work`` (the program's)."""
+    """One private directory: ``base`` (ours, traversable only) holds ``work_SECRET`` (the program's). Every
+    program runs as the same user, so the secret name is what keeps one sandbox's program from reading another's
+    files: the ``0711`` base lets it enter a directory it can name, not list one."""
 
     def __init__(self, files: Mapping[str, str], confinement: Confinement, max_file_bytes: int):
+        remove_orphaned_workspaces()
         self.confinement = confinement
         self.max_file_bytes = max_file_bytes
-        self.base = tempfile.mkdtemp(prefix="hf_toolssm_code_")
-        self._finalizer = weakref.finalize(self, shutil.rmtree, self.base, True)
-        self.path = os.path.join(self.base, "work")
+        self.base = tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{os.getpid()}_")
+        self._finalizer = weakref.finalize(self, remove_tree, self.base)
+        self.path = os.path.join(self.base, f"work_{secrets.token_hex(8)}")
+        self._fill(files)
+
+    def _fill(self, files: Mapping[str, str]) -> None:
         os.mkdir(self.path, 0o755)
-        if confinement.user:  # the program's user may enter base and write in work, nothing else
+        if self.confinement.user:  # the program's user may enter base and write in work, nothing else
             os.chmod(self.base, 0o711)
-            os.chown(self.path, *confinement.user)
+            os.chown(self.path, *self.confinement.user)
         for name, text in files.items():
             check_file_name(name)
             self.write(name, text)
+
+    def within_budget(self) -> bool:
+        return _usage(self.path, MAX_WORKSPACE_ENTRIES, MAX_WORKSPACE_BYTES) is not None
+
+    def restore(self, files: Mapping[str, str]) -> None:
+        """Put the directory back to exactly ``files``."""
+        remove_tree(self.path)
+        self._fill(files)
 
     def close(self) -> None:
         self._finalizer()
 
     # Every access is relative to the work directory and refuses anything but a plain regular file.
     def names(self) -> list[str]:
+        """What ``ls`` lists: directories (with a "/") and regular files, whose names are valid file names."""
         names = []
         for entry in sorted(os.scandir(self.path), key=lambda entry: entry.name):
+            if not _FILE_NAME.fullmatch(entry.name):  # "a\nb.py" would read as two entries
+                continue
             if entry.is_dir(follow_symlinks=False):
                 names.append(entry.name + "/")
             elif entry.is_file(follow_symlinks=False):
@@ -169,7 +260,7 @@ class _Workspace:
 
     def files(self) -> list[str]:
         """The names ``cat *`` shows: regular files with a valid name."""
-        return [name for name in self.names() if not name.endswith("/") and _FILE_NAME.fullmatch(name)]
+        return [name for name in self.names() if not name.endswith("/")]
 
     def read(self, name: str) -> str:
         check_file_name(name)
@@ -181,7 +272,7 @@ class _Workspace:
         except OSError:
             raise SandboxError(f"not a regular file {name}") from None
         info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        if not stat.S_ISREG(info.st_mode) or (info.st_nlink != 1 and not self._links_all_inside(info)):
             os.close(descriptor)
             raise SandboxError(f"not a regular file {name}")
         with os.fdopen(descriptor, "rb") as file:
@@ -190,9 +281,23 @@ class _Workspace:
             raise SandboxError(f"file too large {name}")
         return data.decode("utf-8", errors="replace")
 
+    def _links_all_inside(self, info: os.stat_result) -> bool:
+        """Whether every hard link of this file is an entry of the directory (the program linked one of its own
+        files, ``os.link("main.py", "backup.py")``), not a link to a file outside it."""
+        inside = 0
+        with os.scandir(self.path) as listing:
+            for entry in listing:
+                with contextlib.suppress(OSError):
+                    found = entry.stat(follow_symlinks=False)
+                    inside += (found.st_dev, found.st_ino) == (info.st_dev, info.st_ino)
+        return inside == info.st_nlink
+
     def write(self, name: str, text: str) -> None:
         """Replace ``name`` by a new file (a new inode: a link the program planted is replaced, not followed)."""
-        data = text.encode()
+        try:
+            data = text.encode()
+        except UnicodeEncodeError:  # a lone surrogate: only the Python API can pass one, the tokenizer cannot
+            raise SandboxError(f"text for {name} is not valid unicode") from None
         if len(data) > self.max_file_bytes:
             raise SandboxError(f"file too large {name}")
         descriptor, temporary = tempfile.mkstemp(prefix=".replace_", dir=self.path)  # O_EXCL, a fresh name
@@ -301,7 +406,9 @@ class CodeSandbox(Tool):
         if word == "ls":
             if rest:
                 raise SandboxError("usage: ls")
-            return "\n".join(workspace.names())
+            names = workspace.names()
+            more = [f"... and {len(names) - MAX_LS_NAMES} more"] if len(names) > MAX_LS_NAMES else []
+            return "\n".join(names[:MAX_LS_NAMES] + more)
         if word == "cat":
             return self._cat(workspace, rest)
         if word == "replace":
@@ -320,16 +427,22 @@ class CodeSandbox(Tool):
             return self._replace(workspace, self._open_file, line, new_text)
         if rest:
             raise SandboxError("usage: run")
+        before = self.files()
         result = run_script(workspace.path, ENTRY_POINT, self.limits, workspace.confinement)
-        return run_observation_text(result.output, result.returncode, self.max_output_chars)
+        text = run_observation_text(result.output, result.returncode, self.max_output_chars)
+        if not workspace.within_budget():  # disk is the one resource the process limits do not bound across runs
+            workspace.restore(before)
+            text += (f"\n[the run left over {MAX_WORKSPACE_BYTES // 2**20} MiB or {MAX_WORKSPACE_ENTRIES:,} entries: "
+                     "the files are back as before it]")
+        return text
 
     def _cat(self, workspace: _Workspace, rest: str) -> str:
         names = rest.split(" ") if rest else []
         if not names or "" in names:
             raise SandboxError("usage: cat FILE... or cat *")
-        if names == ["*"]:
-            names = workspace.files()
-        elif len(names) == 1:
+        if names == ["*"]:  # every file that reads as a codebase file (what files() returns), the rest skipped
+            return cat_text(self.files().items())
+        if len(names) == 1:
             return numbered(workspace.read(names[0]))
         return cat_text([(name, workspace.read(name)) for name in names])
 
@@ -346,7 +459,7 @@ class CodeSandbox(Tool):
     def _replace(self, workspace: _Workspace, name: str, line: str, new_text: str) -> str:
         check_file_name(name)
         text = workspace.read(name)
-        lines = _lines(text)
+        lines = _lines(text) or [""]  # an empty file has a line 1 to write
         lines[_line_number(line, len(lines)) - 1] = new_text
         workspace.write(name, "\n".join(lines) + ("\n" if text.endswith("\n") else ""))
         return ""

@@ -116,7 +116,10 @@ def _report(error, here):
         lines += [line] * min(count, 3)
         if count > 3:
             lines.append("  [Previous line repeated %d more times]" % (count - 3))
-    message = str(error)
+    try:
+        message = str(error)
+    except BaseException:  # an exception class whose __str__ raises: its name alone
+        message = ""
     if isinstance(error, SyntaxError):
         path = error.filename or ""
         if path.startswith(here + os.sep):
@@ -268,14 +271,40 @@ def run_script(
             close_fds=True,
         )
         timed_out = not _wait_unreaped(process.pid, limits.time_limit)
+        # read while unshare lives: once it is dead its child is another process's
+        namespace_init = _children(process.pid) if confinement.namespaces else []
         # Still unreaped, so the group id cannot have been reused: kill whatever the program left behind
-        # (everything, on a timeout; in a PID namespace the kernel already did on a normal exit).
+        # (everything, on a timeout; in a PID namespace the kernel already did on a normal exit). unshare goes
+        # first: killed after its child, it would print its own complaint into the program's output.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
+        for pid in namespace_init:  # and the namespace with its init, which left the group if it called setsid()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         returncode = process.wait()
         output.seek(0)
         data = output.read(limits.max_output_bytes)
     return ProcessResult(data, None if timed_out else returncode)
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid``. For unshare: its PID namespace's init, which is the script; killing it
+    kills every process of the namespace. The process-group kill alone misses the script once it has left the
+    group (``os.setsid()``), and unshare's ``--kill-child`` death signal is void by then: Linux clears it when
+    the runner drops its privileges. Without a cgroup to empty, this is what stops a timed-out run. On a
+    normal exit the init is gone already and the list is empty."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:  # a kernel without CONFIG_PROC_CHILDREN: find the children by their parent
+        return [int(entry.name) for entry in Path("/proc").iterdir() if _parent(entry) == pid]
+
+
+def _parent(proc_entry: Path) -> int | None:
+    """The parent pid in ``/proc/PID/stat`` ("pid (comm) state ppid ...", where comm may hold ")"), or None."""
+    try:
+        return int(proc_entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):  # not a process, or it just exited
+        return None
 
 
 def _wait_unreaped(pid: int, timeout: float) -> bool:
