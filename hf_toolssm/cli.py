@@ -235,7 +235,7 @@ def cmd_card(args) -> int:
     require_checkpoint_folder(args.model, "toolssm card")
     try:
         path = write_model_card(args.model, eval_results=args.eval_results, reproduce=args.reproduce,
-                                repo_id=args.repo_id)
+                                repo_id=args.repo_id, notes=args.notes)
     except (OSError, ValueError) as error:  # e.g. an --eval-results file that `toolssm eval` did not write
         raise SystemExit(f"toolssm card: {error}") from None
     print(path)
@@ -400,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-results", help="JSON written by `toolssm eval`")
     p.add_argument("--reproduce", help="the exact command that reproduces the checkpoint")
     p.add_argument("--repo-id", help="Hub repo id to name in the card, e.g. you/toolmamba-addition")
+    p.add_argument("--notes", help="Markdown after the results: what they do not show (e.g. other seeds' results)")
     p.set_defaults(command_parser=p, func=cmd_card)
 
     p = sub.add_parser("demo", help="the README main job: the shipped model on fresh additions at growing sizes",

@@ -58,9 +58,10 @@ def export_remote_code(checkpoint: str | Path) -> None:
 
 def write_model_card(
     checkpoint: str | Path, *, eval_results: str | Path | None = None, reproduce: str | None = None,
-    repo_id: str | None = None,
+    repo_id: str | None = None, notes: str | None = None,
 ) -> Path:
-    """Write ``checkpoint/README.md``; returns its path."""
+    """Write ``checkpoint/README.md``; returns its path. ``notes`` (Markdown) follows the results: what the card's
+    own numbers do not show, e.g. how other seeds of the same config did."""
     from .checkpoint import check_checkpoint, read_config
     from .tasks.registry import TASKS, checkpoint_tool_config
 
@@ -104,6 +105,12 @@ def write_model_card(
                           + ["| " + " | ".join(cells) + " |" for cells in rows])
         table += (f"\n\nMeasured with `{results.get('command', 'toolssm eval')}` on {results.get('machine', '?')}, "
                   f"{results.get('date', '?')}.")
+        if "pass_rate" in metrics:
+            table += ("\n\nPass rate: the share of codebases whose files pass after the decode (the paper's metric). "
+                      "Answer exact also needs the model's final answer, the program's status line with its output "
+                      "hash, copied exactly; trace exact, every token of the trace.")
+    if notes:
+        table += f"\n\n{notes.strip()}"
     if reproduce:
         training_text = f"Reproduce with:\n\n```bash\n{reproduce}\n```"
     elif (checkpoint / "train_config.yaml").is_file():
@@ -114,6 +121,11 @@ def write_model_card(
     if task in TASKS and TASKS[task].checks_final_state:  # judged by the tools' final state (coding: the files)
         check = "print(result.answer, task.check_final_state(instance, result.tools))  # do the files now pass?"
     origin = f"fine-tuned from `{tool_config['init_from']}`" if tool_config.get("init_from") else "trained from scratch"
+    trained_to = tool_config.get("train_max_size")
+    tested = [row["size"] for row in results["results"]] if results else []
+    scope = ""
+    if tested and trained_to:
+        scope = f"The results below test it at sizes up to {max(tested)}; it was trained on sizes up to {trained_to}."
     content = f"""---
 {data.to_yaml()}
 ---
@@ -124,7 +136,7 @@ A {config.get('model_type')} model ({params:,} parameters: {config.get('num_hidd
 {config.get('hidden_size')}) {origin} with hf_toolssm on
 **{task}** traces that call a tool, after Malach et al., *To Infinity and Beyond: Tool-Use Unlocks Length
 Generalization in State Space Models* (ICLR 2026). The tool holds the data, so the model's fixed-size state only
-has to hold the algorithm's control: the results below are on instances larger than any it was trained on.
+has to hold the algorithm's control. {scope}
 
 ## Use
 

@@ -17,5 +17,6 @@ json.dump(merged, open('model_cards/toolmamba-addition/eval_results.json', 'w'),
 "
 python -c "from hf_toolssm.model_card import export_remote_code; export_remote_code('model_cards/toolmamba-addition')"
 toolssm card model_cards/toolmamba-addition --eval-results model_cards/toolmamba-addition/eval_results.json \
+  --notes "$(cat model_cards/notes/toolmamba-addition.md)" \
   --reproduce "python training/train.py --config training/configs/addition_tool_mamba.yaml   # 13.6 min on 2 CPU cores (bash model_cards/build_toolmamba_addition.sh also re-runs the evaluation and this card)"
 python eval/make_results_page.py

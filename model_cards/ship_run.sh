@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Ship a run trained by eval/run_experiment.sh as a Hub-ready folder model_cards/NAME: its weights and tokenizer,
 # training config and loss curve, evaluation results (every grid of eval/results/EXPERIMENT/MODEL_seedSEED*.json,
-# merged), the remote code for trust_remote_code=True, and the model card.
+# merged), the remote code for trust_remote_code=True, and the model card (with model_cards/notes/NAME.md, if there
+# is one, after its results).
 #
 #   bash model_cards/ship_run.sh hanoi_recursive tool_mamba 0 toolmamba-hanoi-recursive
 #
@@ -40,7 +41,9 @@ if init_from and "init_from" not in config.get("tool_config", {}):
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 PY
   python -c "from hf_toolssm.model_card import export_remote_code; export_remote_code('$folder')"
-  python -m hf_toolssm.cli card "$folder" --eval-results "$folder/eval_results.json" \
+  local notes=()  # what the card's own numbers do not show (other seeds), kept beside the folders
+  if [ -f "model_cards/notes/$name.md" ]; then notes=(--notes "$(cat "model_cards/notes/$name.md")"); fi
+  python -m hf_toolssm.cli card "$folder" --eval-results "$folder/eval_results.json" "${notes[@]}" \
     --reproduce "bash eval/run_experiment.sh $experiment $model $seed   # trains (resumable) and evaluates; then bash model_cards/ship_run.sh $experiment $model $seed $name"
 }
 main "$@"

@@ -455,14 +455,17 @@ def test_model_card_carries_model_index_metadata(checkpoint, tmp_path):
     results = tmp_path / "r.json"
     results.write_text(json.dumps({"seed": 1, "command": "toolssm eval ...", "machine": "m", "date": "d", "results": [
         {"size": 10, "samples": 5, "answer_exact_match": 1.0, "trace_exact_match": 0.8, "token_accuracy": 0.99}]}))
-    path = write_model_card(checkpoint, eval_results=results, reproduce="toolssm train --config x.yaml")
+    main(["card", str(checkpoint), "--eval-results", str(results), "--reproduce", "toolssm train --config x.yaml",
+          "--notes", "Seed 1 of the same config: 0.7 at size 10."])
     from huggingface_hub import ModelCard
 
-    card = ModelCard.load(path)
+    card = ModelCard.load(checkpoint / "README.md")
     values = {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}
     assert values[("size-10", "trace_exact_match")] == 0.8
     assert "toolssm train --config x.yaml" in card.text and "| 10 | 5 | 1.000 | 0.800 |" in card.text
     assert "trained from scratch" in card.text and "pass rate" not in card.text
+    assert "The results below test it at sizes up to 10; it was trained on sizes up to 5." in card.text
+    assert card.text.index("Seed 1 of the same config: 0.7 at size 10.") > card.text.index("| 10 | 5 |")
 
 
 def test_the_card_of_a_training_runs_final_folder_is_named_after_the_run(checkpoint, tmp_path):
