@@ -564,7 +564,8 @@ NOTES = {
     "(`toolssm eval runs/coding_interactive_gpt_neox_seed0/final --sizes 30 --samples 50 --seed 1234 --out "
     "eval/results/coding_interactive/gpt_neox_seed0_30.json`). Seed 1 (37 min; loss 0.37 over the last 10 logged "
     "steps), evaluated at 30 too: 1/50 at 4, 8, 20 and 30, 0/50 at 16 and 24; token accuracy 0.89 at 4 down to 0.85 "
-    "at 30.",
+    "at 30. Seed 2 (40.5 min; loss 0.36 over the last 10 logged steps): 1/50 at 4, 16 and 20, 0/50 at 8, 24 and 30; "
+    "token accuracy 0.90 at 4 down to 0.85 at 30.",
     ("coding_interactive", "gpt_neox_from_logical_graph"): "The interactive cell's recipe for GPT-NeoX (2 x 64, 4 "
     "heads, RoPE; 1,000 steps x 8 traces, 53 min beside other work) started from the logical-graph GPT-NeoX, as the "
     "Mamba row above starts from the logical-graph Mamba: loss 0.24 at the end (that Mamba: 0.04). Pass rate 1/50 "
