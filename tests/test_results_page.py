@@ -145,7 +145,8 @@ def test_mixture_cell_shows_its_auxiliary_addition_under_the_curves(page, tmp_pa
     write_run(tmp_path, "mixture_w033", "tool_mamba", 0, {20: (1.0, 1.0), 500: (0.2, 0.2)})
     write_run(tmp_path / "mixture_w033", "auxiliary_addition", "tool_mamba", 0, {20: (1.0, 0.9), 200: (0.5, 0.4)})
     text = page.render()
-    assert "| w = 0.33 | helps (some weights reach much larger n) | best 500, mean 500 over 1 seed(s); per seed: 500 (20%) |" in text
+    paper = "helps (some weights reach much larger n)"
+    assert f"| w = 0.33 | {paper} | best 500, mean 500 over 1 seed(s); per seed: 500 (20%) |" in text
     assert "On the auxiliary task, n+n addition (trained on n <= 20), trace exact match by size" in text
     assert "| seed | 20 | 200 |\n|---|---|---|\n| 0 | 0.90 (10) | 0.40 (10) |" in text
     assert "| seed | 20 | 500 |" in text  # the multiplication curve keeps its own sizes

@@ -26,6 +26,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from ..tool_mamba.modeling_tool_mamba import _one_cache, _use_cache  # one cache plumbing for both recurrent models
@@ -116,9 +117,11 @@ def _init_rnn(rnn: nn.LSTM | nn.GRU) -> None:
             init.zeros_(param)
 
 
-class ToolRNNLayer(nn.Module):
+class ToolRNNLayer(GradientCheckpointingLayer):
     """One recurrent layer, and the layout of its state in the cache: (b, s, h), batch first so that
-    ``cache.reorder_cache`` (an ``index_select`` on dim 0) drops or reorders rows."""
+    ``cache.reorder_cache`` (an ``index_select`` on dim 0) drops or reorders rows. Under gradient checkpointing
+    only its input is kept for the backward, which runs the layer again (no cache then: it would be written
+    twice)."""
 
     def __init__(self, config: ToolRNNConfig, layer_idx: int):
         super().__init__()
@@ -146,6 +149,7 @@ class ToolRNNPreTrainedModel(PreTrainedModel):
     config_class = ToolRNNConfig
     config: ToolRNNConfig
     base_model_prefix = "backbone"
+    supports_gradient_checkpointing = True
     _no_split_modules = ["ToolRNNLayer"]
     _is_stateful = True  # no assisted decoding: a recurrent state cannot be rolled back
     # attention_mask 0 leaves the cached state as it was: the fast tool loop feeds right-padded chunks
@@ -185,6 +189,7 @@ class ToolRNNModel(ToolRNNPreTrainedModel):
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
         self.layers = nn.ModuleList([ToolRNNLayer(config, layer_idx=i) for i in range(config.num_hidden_layers)])
         self.dropout = nn.Dropout(config.dropout)
+        self.gradient_checkpointing = False
         self.post_init()
 
     def get_input_embeddings(self):
@@ -206,7 +211,8 @@ class ToolRNNModel(ToolRNNPreTrainedModel):
         **kwargs,
     ) -> ToolRNNOutput | tuple:
         cache = _one_cache(cache, None, past_key_values, self.config)
-        use_cache = _use_cache(use_cache, cache, self.config, False, self.training)
+        use_cache = _use_cache(use_cache, cache, self.config, self.training and self.gradient_checkpointing,
+                               self.training)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         return_dict = return_dict if return_dict is not None else self.config.return_dict
