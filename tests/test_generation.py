@@ -461,6 +461,28 @@ def test_time_budget_zero_ends_every_row_of_the_logits_processor_path():
         assert result.tokens == prompt and result.num_model_tokens == 0
 
 
+def test_the_processors_time_budget_counts_from_start_clock_when_given(monkeypatch):
+    """generate_with_logits_processor starts the clock before generate(), as generate_with_tools does at its call:
+    a prompt's forward that takes longer than the budget ends every row at the first step."""
+    model = scripted_model()
+    forward = model.forward
+
+    def slow_prompt(input_ids, *args, **kwargs):
+        if input_ids.shape[1] > 1:  # the prompt's forward; later steps feed one token
+            time.sleep(0.3)
+        return forward(input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", slow_prompt)
+    prompts = [prompt_of("addition")]
+    (result,) = decode_generate(model, prompts, scripted_environment, time_budget=0.2)
+    assert result.stop_reason is StopReason.TIME_BUDGET and result.num_model_tokens == 0
+    processor = ToolCallingLogitsProcessor(TOKENIZER, scripted_environment, time_budget=0.2)  # its own clock:
+    inputs = TOKENIZER(["".join(prompts[0])], return_tensors="pt")                             # from the first step
+    sequences = model.generate(**inputs, logits_processor=[processor], max_new_tokens=400, do_sample=False,
+                               pad_token_id=TOKENIZER.pad_token_id, eos_token_id=TOKENIZER.eos_token_id)
+    assert processor.results(sequences)[0].stop_reason is StopReason.EOS
+
+
 # --- 7. streaming ----------------------------------------------------------------------------------------
 class RecordingStreamer(BaseStreamer):
     def __init__(self):

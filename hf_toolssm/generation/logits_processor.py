@@ -42,8 +42,9 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
     def __init__(
         self, tokenizer: PreTrainedTokenizerBase, env_factory: EnvironmentFactory, time_budget: float | None = None
     ):
-        """``time_budget``: seconds per ``generate()`` call; rows still running then get a forced ``[EOS]``
-        and report ``StopReason.TIME_BUDGET``."""
+        """``time_budget``: seconds per ``generate()`` call, counted from its first step (the prompt's forward
+        done) or from :meth:`start_clock`; rows still running then get a forced ``[EOS]`` and report
+        ``StopReason.TIME_BUDGET``."""
         self.tokenizer = tokenizer
         self.time_budget = time_budget
         self.env_factory = env_factory
@@ -55,12 +56,19 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
         """Forget the last ``generate()`` call: the next call starts with fresh environments."""
         self.envs = None
         self.call_over = False
+        self._clock_started: float | None = None
+
+    def start_clock(self) -> None:
+        """Count the next call's time budget from now, e.g. just before ``generate()``, so that the prompt's
+        forward counts too, as in :func:`~hf_toolssm.generation.generate_with_tools`."""
+        self._clock_started = time.monotonic()
 
     def _start(self, input_ids: torch.LongTensor) -> None:
         """First call: the rows are the (left-padded) prompts."""
         self.envs, self.forced, self.finished, self.timed_out = [], [], [], []
         self.call_over = False
-        self.started = time.monotonic()
+        self.started = self._clock_started if self._clock_started is not None else time.monotonic()
+        self._clock_started = None
         for row in input_ids.tolist():
             start = 0
             while start < len(row) and row[start] == self.pad_id:
@@ -192,6 +200,7 @@ def generate_with_logits_processor(
         # cache concatenates every layer's keys and values at every step, a copy that grows with the trace and
         # the batch; the static cache decodes the same tokens (tests/test_generation.py)
         generate_kwargs.setdefault("cache_implementation", "static")
+    processor.start_clock()  # the budget covers the whole call, prompt included, as in generate_with_tools
     sequences = model.generate(
         input_ids=input_ids, attention_mask=attention_mask, logits_processor=[processor],
         max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
