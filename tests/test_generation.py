@@ -793,6 +793,14 @@ def test_one_prompt_given_as_a_string_is_refused_not_split_into_characters(path)
         PATHS[path](scripted_model(), "12+34=", scripted_environment)
 
 
+@pytest.mark.parametrize("path", ["fast_loop", "generate"])
+def test_a_prompt_holding_the_padding_token_is_refused(path):
+    """The generate() route would drop the prompt's leading pads from the tools' memory (they look like its own
+    left padding) while the model still reads them: the two would disagree on what the prompt was."""
+    with pytest.raises(ValueError, match=r"a prompt holds the padding token \[PAD\]"):
+        PATHS[path](scripted_model(), [["[PAD]", *prompt_of("addition")]], scripted_environment)
+
+
 @pytest.mark.parametrize("temperature", [0.0, -1.0, math.inf, math.nan])
 def test_sampling_takes_a_finite_positive_temperature(temperature):
     """As generate() does: not a silent greedy decode at 0, nor ids past the tokenizer sampled at infinity."""

@@ -37,7 +37,12 @@ class ProtocolVocabulary:
         unknown = sorted({token for token in tokens if token not in self.token_to_id})
         if unknown:
             raise ValueError(f"prompt tokens {unknown[:5]} are not in the tokenizer's vocabulary")
-        return [self.token_to_id[token] for token in tokens]
+        ids = [self.token_to_id[token] for token in tokens]
+        pad = self.tokenizer.pad_token_id
+        if pad is not None and pad in ids:  # the decode paths pad prompts themselves: a pad inside one is lost
+            raise ValueError(f"a prompt holds the padding token {self.tokenizer.pad_token}: the decode pads prompts "
+                             "itself, and the generate() route cannot tell a pad of the prompt from its own")
+        return ids
 
     def ids(self, tokens: Sequence[str]) -> list[int]:
         """The ids of ``tokens``; a string the vocabulary lacks (a character in a tool's output that a
