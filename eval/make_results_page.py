@@ -5,7 +5,7 @@
 Reads every ``eval/results/<experiment>/<model>_seed<S>.json`` written by ``toolssm eval`` (see
 ``eval/run_experiment.sh``), groups seeds, and renders mean and best over seeds next to the paper's cell.
 A cell we have not run shows the command that would run it. The paper's numbers are transcribed from the
-camera-ready or the arXiv text (``/shared/paper-notes.md`` §5); where the paper gives only a plot, the page says so.
+camera-ready or the arXiv text; where the paper gives only a plot, the page says so.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@
 #
 # Training resumes if interrupted (re-run the same command); a missing init_from run is trained first.
 # Env: SAMPLES (default 100; 50 for coding), SIZES (override).
-# Hanoi also gets a second grid at 11 and 12 disks, 20 samples a size (MODEL_seedSEED_11_12.json), unless SIZES is set.
+# Hanoi also gets a second grid at 11 and 12 disks, 20 samples a size (MODEL_seedSEED_11_12.json), unless SIZES is
+# set or the main grid's largest size scored 0. Attention models (GPT-NeoX, Mistral) attend over a KV cache as long as
+# the trace: their grid stops at size 100, without the second one.
 set -euo pipefail
 # The whole script is functions, called on its last line, so that bash parses it before running: editing this
 # file while a queue runs it cannot break the run in progress.

@@ -357,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated sizes (default: %(default)s)")
     p.add_argument("--samples", type=positive_int, default=100, help="test instances per size (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1234,
-                   help="test seed, disjoint from training streams (default: %(default)s)")
+                   help="test seed: a stream of its own, apart from training's (small sizes can still repeat a "
+                   "training instance) (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=50, help="rows decoded together (default: %(default)s)")
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--plot", help="also write accuracy vs size to this PNG")

@@ -2,6 +2,7 @@
 # Rebuild model_cards/toolmamba-addition from scratch: train (<= 15 min on a 2-core CPU), evaluate, write the card.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+rm -rf runs/addition_tool_mamba  # from scratch: a fresh run refuses a folder that holds one
 python training/train.py --config training/configs/addition_tool_mamba.yaml
 rm -rf model_cards/toolmamba-addition && cp -r runs/addition_tool_mamba/final model_cards/toolmamba-addition
 cp runs/addition_tool_mamba/loss_curve.png runs/addition_tool_mamba/train_config.yaml model_cards/toolmamba-addition/

@@ -551,6 +551,14 @@ def test_a_1_gb_allocation_fails_inside_the_program():
     assert seconds < 2.0
 
 
+def test_a_file_over_256_kib_and_a_65th_open_file_fail_inside_the_program():
+    big, _, env = run_program("open('big.bin', 'wb').write(b'x' * 300_000)\n")
+    assert "OSError: [Errno 27] File too large" in big and "exit 1" in big  # RLIMIT_FSIZE: EFBIG
+    assert os.path.getsize(Path(env.tools[0].workspace().path, "big.bin")) == 256 * 1024
+    files, _, _ = run_program("handles = [open('main.py') for _ in range(100)]\n")
+    assert "OSError: [Errno 24] Too many open files" in files  # RLIMIT_NOFILE: EMFILE
+
+
 def test_runaway_recursion_and_crashes_end_the_run():
     observation, _, _ = run_program("def f(n):\n    return f(n + 1)\nf(0)\n")
     assert "  main.py:2\n  main.py:2\n  main.py:2\n  [Previous line repeated " in observation

@@ -801,6 +801,16 @@ def test_a_prompt_holding_the_padding_token_is_refused(path):
         PATHS[path](scripted_model(), [["[PAD]", *prompt_of("addition")]], scripted_environment)
 
 
+def test_a_right_padded_batch_in_a_direct_generate_is_refused():
+    """The shipped tokenizers pad on the right (training's side); generate() needs prompts padded on the left."""
+    processor = ToolCallingLogitsProcessor(TOKENIZER, scripted_environment)
+    inputs = TOKENIZER(["7+5=", "17+25="], return_tensors="pt", padding=True)
+    assert TOKENIZER.padding_side == "right"
+    with pytest.raises(ValueError, match=r"pad prompts on the left \(tokenizer.padding_side = 'left'\)"):
+        scripted_model().generate(**inputs, logits_processor=[processor], max_new_tokens=5, do_sample=False,
+                                  pad_token_id=TOKENIZER.pad_token_id)
+
+
 @pytest.mark.parametrize("temperature", [0.0, -1.0, math.inf, math.nan])
 def test_sampling_takes_a_finite_positive_temperature(temperature):
     """As generate() does: not a silent greedy decode at 0, nor ids past the tokenizer sampled at infinity."""

@@ -4,7 +4,7 @@
 
 Data: a fixed `datasets.Dataset` of tool traces (`hf_toolssm.data.build_dataset`), labels already masked
 (prompt and observations are -100), padded by `ToolDataCollator`. Model: tool_mamba, tool_rnn, gpt_neox or
-mistral, 2 layers of width 64 as in training/configs/.
+mistral, 2 layers of width 64 (256 for the LSTM and GRU) as in training/configs/.
 """
 
 import argparse

@@ -1,4 +1,5 @@
-"""Tool-augmented generation: the ``generate()`` hook for any model and the fast loop for recurrent ones."""
+"""Tool-augmented generation: the ``generate()`` hook and the fast tool loop, for any model with a cache (the
+loop is fastest for recurrent ones)."""
 
 from .logits_processor import ToolCallingLogitsProcessor, generate_with_logits_processor
 from .result import ToolGenerationResult

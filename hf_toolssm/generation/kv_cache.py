@@ -2,7 +2,7 @@
 
 transformers' ``DynamicLayer`` (the default cache of every attention model) appends a token with
 ``torch.cat``, which copies the whole cache: decoding a trace of l tokens copies O(l^2) keys and values. Tool
-traces are long (a 50-digit n x 2 multiplication is 4,500 tokens) and, at 3,000 tokens, that copy was 84% of a
+traces are long (a 50-digit n x 2 multiplication is about 2,500 tokens) and, at 3,000 tokens, that copy was 84% of a
 2-layer GPT-NeoX decode step on the CPU (torch profiler, batch 50). :class:`GrowingKVLayer` writes each new
 token into spare room at the end of a buffer and hands attention a view of the filled part; the buffer is copied
 only when it doubles, O(l) in all. Its plain reference twin is ``DynamicLayer`` itself: tests hold the two to the

@@ -14,7 +14,8 @@ Each batch row has its own :class:`~hf_toolssm.tools.ToolEnvironment`.
 or, for prompts as text or token lists, :func:`generate_with_logits_processor` does those steps.
 
 Prompts must be left-padded with the tokenizer's pad token (as usual for decoder-only generation).
-For recurrent models, :func:`hf_toolssm.generation.generate_with_tools` does the same job much faster.
+:func:`hf_toolssm.generation.generate_with_tools` does the same job faster, for any model with a cache (much
+faster for recurrent ones).
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class ToolCallingLogitsProcessor(LogitsProcessor):
             start = 0
             while start < len(row) and row[start] == self.pad_id:
                 start += 1
+            if self.pad_id is not None and self.pad_id in row[start:] and self.pad_id != self.tokenizer.eos_token_id:
+                raise ValueError("ToolCallingLogitsProcessor: a prompt holds padding after its first token; pad "
+                                 "prompts on the left (tokenizer.padding_side = 'left'), as generate() expects of "
+                                 "decoder-only models")
             env = self.env_factory()
             env.reset([self.vocabulary.id_to_token[i] for i in row[start:]])
             self.envs.append(env)

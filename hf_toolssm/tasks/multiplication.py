@@ -17,7 +17,7 @@ where they will be needed, so every decision is local and nothing is walked twic
   it during the summation.
 - **readout** (the last pointer): follows every written token, reads the answer back after ``[ANS]``.
 
-That is ``2k + 2`` pointers (3 for k = 1, 6 for k = 2). The trace:
+That is ``2k + 2`` pointers for k >= 2 (6 for k = 2); k = 1 has no rows to sum, so no row cursor: 3. The trace:
 
 - **locate**: the first a cursor walks right to ``*`` with every other pointer in step; the b cursor
   walks on to ``=`` with the row cursors and the readout in step.
@@ -54,7 +54,7 @@ from .arithmetic import (
 from .base import Instance, Task, Trace, check_option
 from .pointers import PointerTrace
 
-#: 2k + 2 pointers (k a cursors, the b cursor, k row cursors, the readout) must fit the tool's maximum
+#: at most 2k + 2 pointers (k a cursors, the b cursor, k row cursors, the readout) must fit the tool's maximum
 MAX_MULTIPLIER_DIGITS = (MAX_POINTERS - 2) // 2
 
 
