@@ -454,6 +454,24 @@ def test_generate_hands_forward_a_cache_object_under_the_cache_keyword(model):
 # --------------------------------------------------------------------------------------------------
 
 
+def test_a_checkpoint_missing_one_mixer_parameter_keeps_the_others_it_has(tmp_path):
+    """Only the missing parameter is initialised: the mixer's init must not overwrite loaded A_log or Δ's bias (as
+    transformers' MambaForCausalLM keeps them)."""
+    from safetensors.torch import load_file, save_file
+
+    model = make_model()
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["backbone.layers.0.mixer.D"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    loaded = ToolMambaForCausalLM.from_pretrained(tmp_path)
+    saved = dict(model.named_parameters())
+    for name, parameter in loaded.named_parameters():
+        if name != "backbone.layers.0.mixer.D":
+            assert torch.equal(parameter, saved[name]), name
+    assert torch.equal(loaded.backbone.layers[0].mixer.D, torch.ones_like(saved["backbone.layers.0.mixer.D"]))
+
+
 @pytest.mark.filterwarnings("ignore:.*gradient_checkpointing.*:FutureWarning")
 def test_gradient_checkpointing_gives_the_same_gradients():
     model = make_model().train()

@@ -245,10 +245,13 @@ def test_backward_through_padded_batch_and_dropout(cell_type):
     assert torch.equal(model(ids).logits, model(ids).logits)
 
 
+@pytest.mark.filterwarnings("ignore:.*gradient_checkpointing.*:FutureWarning")
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non_reentrant", "reentrant"])
 @pytest.mark.parametrize("cell_type", CELLS)
-def test_gradient_checkpointing_gives_the_same_gradients(cell_type):
+def test_gradient_checkpointing_gives_the_same_gradients(cell_type, reentrant):
     """A padded batch (the packed path) with dropout: the recompute replays the dropout masks (torch's checkpoint
-    restores the RNG), so the gradients are the uncheckpointed ones."""
+    restores the RNG), so the gradients are the uncheckpointed ones. Reentrant checkpointing passes gradients back
+    through tensor arguments only: the layers take the packed data as a tensor, not a PackedSequence."""
     model = tiny_model(cell_type, dropout=0.3).train()
     ids = random_ids(2, 7)
     mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1]])
@@ -264,7 +267,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(cell_type):
         return {name: p.grad.clone() for name, p in model.named_parameters()}, len(rnn_calls)
 
     plain, plain_calls = gradients()
-    model.gradient_checkpointing_enable()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
     checkpointed, checkpointed_calls = gradients()
     assert (plain_calls, checkpointed_calls) == (2, 4)
     for name in plain:

@@ -410,6 +410,33 @@ def test_lora_changes_outputs_and_round_trips_as_an_adapter(tmp_path):
     torch.testing.assert_close(reloaded.eval()(input_ids=batch["input_ids"]).logits, after)
 
 
+@pytest.mark.parametrize("target", ["in_proj", "x_proj", "dt_proj", "out_proj"])
+def test_a_lora_adapter_on_each_mixer_projection_acts_on_every_path_and_merges_exactly(target):
+    """The mixer reads x_proj's and dt_proj's weights itself on its fast paths (the scan, the fused one-token
+    step): a wrapped projection must be called instead, or its adapter would be ignored and still merged."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import DynamicCache
+
+    from hf_toolssm.tokenization import build_char_tokenizer
+    from hf_toolssm.training import build_model
+
+    torch.manual_seed(0)
+    base = build_model(tiny_config("unused"), build_char_tokenizer()).eval()
+    ids = torch.randint(3, 60, (2, 7))
+    plain = base(ids).logits.detach()
+    model = get_peft_model(base, LoraConfig(r=2, target_modules=[target], init_lora_weights=False))
+    full = model(ids).logits
+    assert (full - plain).abs().max() > 1e-5  # the adapter acts (before: exactly 0 for dt_proj)
+    full.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_" in n)
+    with torch.no_grad():
+        cache = DynamicCache(config=model.config)
+        steps = [model(ids[:, t : t + 1], past_key_values=cache, use_cache=True).logits for t in range(ids.shape[1])]
+        torch.testing.assert_close(torch.cat(steps, dim=1), full.detach(), atol=1e-4, rtol=1e-4)  # one token at a time
+        merged = model.merge_and_unload()(ids).logits
+    torch.testing.assert_close(merged, full.detach(), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
 def test_two_processes_follow_the_single_process_loss_trajectory(tmp_path):

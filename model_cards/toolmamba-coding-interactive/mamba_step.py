@@ -30,21 +30,23 @@ FUSED_STEP_ENABLED = not env_flag("HF_TOOLSSM_NO_FUSED_STEP")
 
 def mamba_step_ref(
     x, z, conv_state, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A, D, ssm_state,
-    activation="silu", x_proj=None,
+    activation="silu", x_proj=None, dt_proj=None,
 ):
     """One token. x, z: (b, d); conv_state: (b, d, k-1) and ssm_state: (b, d, n), updated in place;
     conv_weight: (d, k); conv_bias: (d) or None; x_proj_weight: (r + 2n, d); dt_proj_weight: (d, r);
     dt_proj_bias, D: (d); A = -exp(A_log): (d, n). Returns the gated output y: (b, d).
 
-    ``x_proj``: optional callable used instead of ``F.linear(x, x_proj_weight)``, for a wrapped projection
-    (a PEFT LoRA layer applies its adapter only in its forward).
+    ``x_proj``, ``dt_proj``: optional callables used instead of the plain products with ``x_proj_weight`` and
+    ``dt_proj_weight``, for wrapped projections (a PEFT LoRA layer applies its adapter only in its forward);
+    ``dt_proj`` adds ``dt_proj_bias`` itself, as an ``nn.Linear`` does.
     """
     n = A.shape[1]
     r = dt_proj_weight.shape[1]
     x = causal_conv1d_update(x, conv_state, conv_weight, conv_bias, activation)  # (b, d)
     x_dbl = x_proj(x) if x_proj is not None else F.linear(x, x_proj_weight)  # (b, r + 2n)
     dt, B, C = torch.split(x_dbl, [r, n, n], dim=-1)  # (b, r), (b, n), (b, n)
-    dt = dt @ dt_proj_weight.T  # (b, d); the bias is added (before the softplus) inside the update
+    # (b, d); the bias is added (before the softplus) inside the update
+    dt = dt_proj(dt) - dt_proj_bias if dt_proj is not None else dt @ dt_proj_weight.T
     return selective_state_update(
         ssm_state, x, dt, A, B, C, D=D.float(), z=z, dt_bias=dt_proj_bias.float(), dt_softplus=True,
     )  # (b, d)

@@ -24,9 +24,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from ...ops.causal_conv1d import causal_conv1d_fn
 from ...ops.kernels import use_causal_conv1d, use_mamba_ssm
@@ -89,6 +90,9 @@ def _use_cache(use_cache: bool | None, cache: Cache | None, config, checkpointin
         raise ValueError("a cache was passed, but " + ("use_cache=False" if use_cache is False else
                          "gradient checkpointing (which recomputes forwards) is on") + ": the cache would be ignored")
     if checkpointing:
+        if use_cache:  # as transformers' own models say it
+            logging.get_logger(__name__).warning_once(
+                "`use_cache=True` is incompatible with gradient checkpointing (which recomputes forwards): no cache")
         return False
     return cache is not None or (use_cache if use_cache is not None else config.use_cache and not training)
 
@@ -143,23 +147,25 @@ class ToolMambaMixer(nn.Module):
 
     @torch.no_grad()
     def reset_ssm_parameters(self) -> None:
-        """Mamba's initialisation of A, D and the Δ projection (identical to transformers and mamba-ssm)."""
+        """Mamba's initialisation of A, D and the Δ projection (identical to transformers and mamba-ssm). Through
+        ``transformers.initialization``, which leaves a parameter loaded from a checkpoint alone: a checkpoint that
+        lacks one of a mixer's parameters must not have the others reinitialised."""
         config = self.config
         A = torch.arange(1, self.ssm_state_size + 1, dtype=torch.float32, device=self.A_log.device)
-        self.A_log.copy_(torch.log(A)[None, :].expand(self.intermediate_size, -1))  # (d, n)
-        self.D.fill_(1.0)
+        init.copy_(self.A_log, torch.log(A)[None, :].expand(self.intermediate_size, -1))  # (d, n)
+        init.ones_(self.D)
         dt_init_std = self.time_step_rank**-0.5 * config.time_step_scale
         if config.time_step_init_scheme == "constant":
-            nn.init.constant_(self.dt_proj.weight, dt_init_std)
+            init.constant_(self.dt_proj.weight, dt_init_std)
         else:
-            nn.init.uniform_(self.dt_proj.weight, -dt_init_std, dt_init_std)
+            init.uniform_(self.dt_proj.weight, -dt_init_std, dt_init_std)
         # Δ = softplus(bias) starts log-uniform in [time_step_min, time_step_max]: store softplus^-1 of it.
         dt = torch.exp(
             torch.rand(self.intermediate_size, device=self.dt_proj.bias.device)
             * (math.log(config.time_step_max) - math.log(config.time_step_min))
             + math.log(config.time_step_min)
         ).clamp(min=config.time_step_floor)
-        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        init.copy_(self.dt_proj.bias, dt + torch.log(-torch.expm1(-dt)))
 
     def _can_use_fused_training_kernel(self, hidden_states, cache, attention_mask) -> bool:
         # Checked on every forward, decoding steps included: the cheap conditions go first.
@@ -224,7 +230,7 @@ class ToolMambaMixer(nn.Module):
         # 2. Input-dependent Δ, B, C.
         x_dbl = self.x_proj(x.transpose(1, 2))  # (b, l, r + 2n)
         dt, B, C = torch.split(x_dbl, [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1)
-        dt = (dt @ self.dt_proj.weight.T).transpose(1, 2)  # (b, d, l)
+        dt = self._dt_without_bias(dt).transpose(1, 2)  # (b, d, l)
         delta_bias, delta_softplus = self.dt_proj.bias.float(), True  # applied inside the scan
         if mask is not None:  # Δ = softplus(dt + bias) on tokens, 0 on padding
             dt = (F.softplus(dt.float() + delta_bias[None, :, None]) * mask[:, None, :]).to(dt.dtype)  # (b, d, l)
@@ -245,6 +251,14 @@ class ToolMambaMixer(nn.Module):
                                     conv_kernel_size=self.conv_kernel_size - 1)
             cache.update_recurrent_state(new_ssm_state.to(torch.float32).contiguous(), self.layer_idx)
         return self.out_proj(y.transpose(1, 2))  # (b, l, d_model)
+
+    def _dt_without_bias(self, dt: torch.Tensor) -> torch.Tensor:  # (b, l, r) -> (b, l, d)
+        """Δ's projection; its bias is applied inside the scan, in float32, as mamba-ssm does."""
+        if type(self.dt_proj) is nn.Linear:
+            return dt @ self.dt_proj.weight.T
+        # PEFT (LoRA) wrapped dt_proj: only its forward applies the adapter (and a PiSSA-style init changes the
+        # base weight it wraps), so project through it and take the bias back out
+        return self.dt_proj(dt) - self.dt_proj.bias
 
     #: Up to this many tokens fed on a cache at once (in inference, on the CPU), a loop of one-token steps beats
     #: the chunked conv + scan, whose fixed cost dominates short chunks. The tool loop feeds such chunks all the
@@ -275,10 +289,10 @@ class ToolMambaMixer(nn.Module):
             x, z, conv_state, conv_weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
             self.dt_proj.bias, A, self.D, ssm_state,
         )
-        if type(self.x_proj) is nn.Linear:
+        if type(self.x_proj) is nn.Linear and type(self.dt_proj) is nn.Linear:
             y = mamba_step(*args, activation=self.activation)  # (b, d)
-        else:  # PEFT (LoRA) wrapped x_proj: only its forward applies the adapter, so project through it
-            y = mamba_step_ref(*args, activation=self.activation, x_proj=self.x_proj)
+        else:  # PEFT (LoRA) wrapped projections: only their forward applies the adapter, so project through them
+            y = mamba_step_ref(*args, activation=self.activation, x_proj=self.x_proj, dt_proj=self.dt_proj)
         return self.out_proj(y)
 
 
@@ -328,14 +342,14 @@ class ToolMambaPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, ToolMambaMixer):
             module.reset_ssm_parameters()
-            nn.init.kaiming_uniform_(module.conv1d.weight, a=math.sqrt(5))
+            init.kaiming_uniform_(module.conv1d.weight, a=math.sqrt(5))
             if module.conv1d.bias is not None:
-                nn.init.zeros_(module.conv1d.bias)
-            nn.init.kaiming_uniform_(module.out_proj.weight, a=math.sqrt(5))
+                init.zeros_(module.conv1d.bias)
+            init.kaiming_uniform_(module.out_proj.weight, a=math.sqrt(5))
             if self.config.rescale_prenorm_residual:
-                module.out_proj.weight /= math.sqrt(self.config.num_hidden_layers)
+                init.copy_(module.out_proj.weight, module.out_proj.weight / math.sqrt(self.config.num_hidden_layers))
         elif isinstance(module, ToolMambaRMSNorm):
-            module.weight.fill_(1.0)
+            init.ones_(module.weight)
 
 
 @dataclass

@@ -32,16 +32,6 @@ from transformers.utils import ModelOutput
 from ..tool_mamba.modeling_tool_mamba import _one_cache, _use_cache  # one cache plumbing for both recurrent models
 from .configuration_tool_rnn import ToolRNNConfig
 
-#: What flows between the layers: a plain (b, l, d) tensor, or a PackedSequence when the batch is padded.
-RNNInput = torch.Tensor | PackedSequence
-
-
-def _map_data(function, inputs: RNNInput) -> RNNInput:
-    """Apply an elementwise ``function`` (dropout) to a tensor or to a PackedSequence's data."""
-    if isinstance(inputs, PackedSequence):
-        return inputs._replace(data=function(inputs.data))
-    return function(inputs)
-
 
 class _TokensOnly:
     """Runs a padded batch through RNNs over its token positions only, so padding never touches the state.
@@ -131,16 +121,25 @@ class ToolRNNLayer(GradientCheckpointingLayer):
         rnn_class = nn.LSTM if self.is_lstm else nn.GRU
         self.rnn = rnn_class(input_size, config.hidden_size, num_layers=1, batch_first=True)
 
-    def forward(self, inputs: RNNInput, state: torch.Tensor | None = None) -> tuple[RNNInput, torch.Tensor]:
-        """inputs (b, l, d) or packed; state (b, s, h) or None (zeros). Returns the outputs and the new state."""
+    def forward(
+        self, inputs: torch.Tensor, state: torch.Tensor | None = None, packed_as: PackedSequence | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs (b, l, d), or with ``packed_as`` the data (tokens, d) of a PackedSequence laid out as that one;
+        state (b, s, h) or None (zeros). Returns the outputs, in the same layout, and the new state (b, s, h).
+
+        The packed layout travels beside a plain tensor, not as a PackedSequence argument: reentrant gradient
+        checkpointing passes gradients back through the tensor arguments only."""
         hx = None
         if state is not None:
-            dtype = inputs.data.dtype if isinstance(inputs, PackedSequence) else inputs.dtype
-            hx = state.transpose(0, 1).to(dtype)  # (s, b, h); torch wants (num_layers=1, b, h) per state
+            hx = state.transpose(0, 1).to(inputs.dtype)  # (s, b, h); torch wants (num_layers=1, b, h) per state
             if torch.is_grad_enabled():  # the cache overwrites `state` in place after this forward: autograd saved it
                 hx = hx.clone()
             hx = (hx[0:1].contiguous(), hx[1:2].contiguous()) if self.is_lstm else hx[0:1].contiguous()
-        outputs, hx = self.rnn(inputs, hx)
+        if packed_as is not None:
+            outputs, hx = self.rnn(packed_as._replace(data=inputs), hx)
+            outputs = outputs.data  # (tokens, h)
+        else:
+            outputs, hx = self.rnn(inputs, hx)  # (b, l, h)
         new_state = torch.cat(hx, dim=0) if self.is_lstm else hx  # (s, b, h)
         return outputs, new_state.transpose(0, 1).contiguous()  # (b, s, h)
 
@@ -226,18 +225,22 @@ class ToolRNNModel(ToolRNNPreTrainedModel):
             cache = DynamicCache(config=self.config)  # from here on, a cache exactly when use_cache
 
         tokens_only = _TokensOnly.from_mask(attention_mask, inputs_embeds.shape[1])
-        hidden_states = inputs_embeds if tokens_only is None else tokens_only.pack(inputs_embeds)
-        unpack = (lambda x: x) if tokens_only is None else tokens_only.unpack
+        packing = None if tokens_only is None else tokens_only.pack(inputs_embeds)  # PackedSequence | None
+        hidden_states = inputs_embeds if packing is None else packing.data  # (b, l, e), or packed: (tokens, e)
+
+        def unpack(data: torch.Tensor) -> torch.Tensor:  # -> (b, l, h)
+            return data if packing is None else tokens_only.unpack(packing._replace(data=data))
+
         all_hidden_states = () if output_hidden_states else None
         for layer in self.layers:
             state = cache.get_recurrent_state(layer.layer_idx) if cache is not None else None  # (b, s, h) | None
-            hidden_states, new_state = layer(hidden_states, state)
+            hidden_states, new_state = layer(hidden_states, state, packed_as=packing)
             if cache is not None:
                 if tokens_only is not None:
                     new_state = tokens_only.keep_empty_rows(new_state, state)
                 _store_state(cache, layer.layer_idx, new_state)
             if layer.layer_idx < len(self.layers) - 1:
-                hidden_states = _map_data(self.dropout, hidden_states)
+                hidden_states = self.dropout(hidden_states)
             if output_hidden_states:
                 all_hidden_states += (unpack(hidden_states),)
         hidden_states = unpack(hidden_states)  # (b, l, h)
