@@ -603,7 +603,9 @@ NOTES = {
     "15.9% at 8, 17.1% at 16, then 21.9% at 24 and 33.4% at 30, nearly all in `replace`; the Mamba from random "
     "weights (`mistake_positions.json`): 7.7%, 9.6%, 10.7%, 10.9%, 10.6%. Past its training range the GPT-NeoX's "
     "mistakes grow, the Mamba's stay flat. Seed 1 (20.1 min; loss 0.54 at step 400, 0.44 at the end): pass rate "
-    "1/50 at n = 4, 0/50 from 8 on, the answer check 0 everywhere; token accuracy 0.87 at 4, 0.83 at 16, 0.79 at 30.",
+    "1/50 at n = 4, 0/50 from 8 on, the answer check 0 everywhere; token accuracy 0.87 at 4, 0.83 at 16, 0.79 at 30. "
+    "Seed 2 (about 20 min over two sessions; loss 0.54 at step 400, 0.46 at the end): 0/50 at every size; token "
+    "accuracy 0.87 at 4, 0.83 at 16, 0.78 at 30.",
     ("coding_single_turn", "tool_mamba"): "1,000 steps x 8 traces (20.6 min), the interactive cell's budget; loss 0.32 "
     "at the end. Pass rate 2/50 at n = 4 and 0/50 at every larger size; the answer check 0 everywhere. Teacher-forced "
     "token accuracy 0.89-0.90. Its first 40 teacher-forced mistakes at n = 8 (`toolssm eval "
