@@ -549,3 +549,31 @@ def test_the_cpu_kernels_first_compile_is_announced_and_later_loads_are_not(tmp_
         (tmp_path / name / f"{name}.so").touch()  # what load_inline leaves behind
         assert kernels.cpu_scan_extension.__wrapped__() is built
         assert "compiling" not in caplog.text
+
+
+def test_a_build_lock_a_killed_build_left_is_named_then_removed_when_stale(tmp_path, monkeypatch, caplog):
+    """torch waits forever, silently, on a lock a killed build left (it removes its lock only in a finally)."""
+    import os
+    import time
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.delenv("HF_TOOLSSM_NO_CPP", raising=False)
+    with mock.patch("torch.utils.cpp_extension.load_inline", return_value=SimpleNamespace()) as load_inline:
+        kernels.cpu_scan_extension.__wrapped__()
+        lock = tmp_path / load_inline.call_args.kwargs["name"] / "lock"
+        lock.write_text("")
+        kernels.cpu_scan_extension.__wrapped__()  # a young lock: maybe a build in progress, so only named
+        assert lock.exists() and f"waiting for another process's build of the CPU kernel (lock {lock}" in caplog.text
+        old = time.time() - kernels.STALE_BUILD_LOCK_S - 60
+        os.utime(lock, (old, old))
+        kernels.cpu_scan_extension.__wrapped__()
+        assert not lock.exists() and "removing a build lock left 11 min ago by a killed build" in caplog.text
+
+
+def test_sigterm_during_the_kernel_build_interrupts_it_so_torch_removes_its_lock():
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), kernels._sigterm_as_interrupt():
+        signal.raise_signal(signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) == before

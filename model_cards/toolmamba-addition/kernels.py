@@ -14,11 +14,15 @@ hold a CPU model and a GPU model side by side:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import os
 import platform
+import signal
+import threading
+import time
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -103,14 +107,61 @@ def _extension_source() -> str:
     return SOURCE
 
 
-def _built_before(name: str) -> bool:
-    """Whether torch's extension cache holds a build of ``name`` (else ``load_inline`` compiles it)."""
+def _build_directory(name: str) -> Path | None:
+    """Where ``load_inline`` builds ``name`` (torch's extension cache), or None if that cannot be told."""
     try:
         from torch.utils.cpp_extension import _get_build_directory  # private, but where load_inline looks
 
-        return any(Path(_get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
-    except Exception:  # cannot tell: assume built, say nothing
-        return True
+        return Path(_get_build_directory(name, verbose=False))
+    except Exception:
+        return None
+
+
+def _built_before(name: str) -> bool:
+    """Whether torch's extension cache holds a build of ``name`` (else ``load_inline`` compiles it)."""
+    directory = _build_directory(name)
+    return directory is None or any(directory.glob(f"{name}*.so"))  # cannot tell: assume built, say nothing
+
+
+#: A build lock older than this is a killed build's: a build of the extension takes about a minute
+STALE_BUILD_LOCK_S = 600
+
+
+def _clear_stale_build_lock(name: str) -> None:
+    """torch marks a build in progress with a ``lock`` file, removed in a ``finally``: a process killed by a
+    signal other than SIGINT (``kill``, ``timeout``, the end of a session) leaves it, and every later load waits
+    for it forever, silently. Say so, and delete a lock old enough to be a killed build's."""
+    directory = _build_directory(name)
+    lock = directory / "lock" if directory is not None else None
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except (AttributeError, OSError):
+        return  # no lock
+    log = logging.getLogger(__name__)
+    if age > STALE_BUILD_LOCK_S:
+        log.warning("hf_toolssm: removing a build lock left %.0f min ago by a killed build: %s", age / 60, lock)
+        lock.unlink(missing_ok=True)
+    else:
+        log.warning("hf_toolssm: waiting for another process's build of the CPU kernel (lock %s, %.0f s old); if no "
+                    "build runs, delete that file", lock, age)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """During a build, SIGTERM raises KeyboardInterrupt as Ctrl-C does, so torch's ``finally`` removes its build
+    lock (the main thread only: Python runs signal handlers there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(number, frame):
+        raise KeyboardInterrupt(f"signal {number} during the kernel build")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 @functools.cache
@@ -125,13 +176,15 @@ def cpu_scan_extension():
     if not _built_before(name):  # else the first forward seems to hang
         logging.getLogger(__name__).warning(
             "hf_toolssm: compiling the fused CPU scan kernel, once on this machine (about a minute)...")
+    _clear_stale_build_lock(name)
     try:
         from torch.utils.cpp_extension import load_inline
 
-        return load_inline(
-            name=name, cpp_sources=[_extension_source()],
-            extra_cflags=["-O3", "-ffast-math", "-march=native"], extra_ldflags=["-lmvec"], verbose=False,
-        )
+        with _sigterm_as_interrupt():
+            return load_inline(
+                name=name, cpp_sources=[_extension_source()],
+                extra_cflags=["-O3", "-ffast-math", "-march=native"], extra_ldflags=["-lmvec"], verbose=False,
+            )
     except Exception as error:  # no compiler, no ninja, a build error: fall back, loudly once
         warnings.warn(
             f"hf_toolssm: could not build the CPU scan extension ({type(error).__name__}: {error}); "
