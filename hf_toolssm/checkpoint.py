@@ -69,7 +69,12 @@ def check_checkpoint(folder: str | Path) -> int:
         raise ValueError(f"{folder}/config.json does not describe a model transformers can build: "
                          f"{str(error).splitlines()[0]}") from None
     expected = model.num_parameters()
-    shapes = weight_shapes(folder)
+    try:
+        shapes = weight_shapes(folder)
+    except Exception as error:  # safetensors' own error type (SafetensorError) for a truncated or empty file
+        raise ValueError(f"{folder}: the weights cannot be read ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else 'damaged file'}); save the model again "
+                         "with save_pretrained, or copy the checkpoint again") from None
     if shapes is None:
         if any(Path(folder).glob("*.bin")):  # the old pickle format: transformers checks it when loading
             return expected

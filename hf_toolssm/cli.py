@@ -122,6 +122,13 @@ def cmd_solve(args) -> int:
     return 0 if result.answer else 1
 
 
+def _train_max_size(folder: str, config) -> int | None:
+    """The largest size the checkpoint trained on (a dashed line on the plot), if it says."""
+    from .tasks.registry import checkpoint_tool_config
+
+    return checkpoint_tool_config(folder, config).get("train_max_size")
+
+
 def _excerpt(text: str, limit: int = 200) -> str:
     """``text``, or its first ``limit`` characters and its length (a 12-disk Hanoi answer is 4k moves)."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
@@ -138,8 +145,11 @@ def cmd_eval(args) -> int:
         write_results,
     )
 
+    for path, option in ((args.out, "--out"), (args.plot, "--plot")):  # before an hour of decoding, not after it
+        if path is not None and (Path(path).is_dir() or not Path(path).parent.resolve().is_dir()):
+            raise SystemExit(f"toolssm eval: {option} {path} must be a file in an existing folder")
     model, tokenizer, task = load_checkpoint(args.model, args.task, "toolssm eval")
-    sizes = args.sizes
+    sizes = list(dict.fromkeys(args.sizes))  # a size given twice is scored once
     try:
         for size in sizes:
             task.validate_size(size, "--sizes")
@@ -170,8 +180,11 @@ def cmd_eval(args) -> int:
     results = [done[size] for size in sizes]
     write_results(args.out, results, **header)
     partial.unlink(missing_ok=True)
-    if args.plot:
-        plot_accuracy_vs_size({Path(args.model).name: results}, args.plot, title=f"{task.name}: length generalization")
+    if args.plot:  # the coding task's score is the pass rate (its traces are never exact), as on the results page
+        metric = "pass_rate" if task.checks_final_state else "trace_exact_match"
+        plot_accuracy_vs_size({Path(args.model).name: results}, args.plot, metric=metric,
+                              title=f"{task.name}: length generalization",
+                              train_max_size=None if args.task else _train_max_size(args.model, model.config))
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""), file=sys.stderr)
     if args.show_mistakes:
         for size in sizes:

@@ -245,9 +245,11 @@ def partial_results_path(out: str | Path) -> Path:
 
 
 def checkpoint_modified(folder: str | Path) -> str:
-    """When the newest file of a checkpoint folder was written (UTC): tells a retrained model at the same path
-    from the one an earlier evaluation scored."""
-    newest = max((f.stat().st_mtime for f in Path(folder).iterdir() if f.is_file()), default=0.0)
+    """When a checkpoint's model was written (UTC; its weights and config.json, not a card or remote code written
+    beside them later): tells a retrained model at the same path from the one an earlier evaluation scored."""
+    files = [f for f in Path(folder).iterdir() if f.is_file()]
+    model_files = [f for f in files if f.name == "config.json" or f.name.startswith(("model", "pytorch_model"))]
+    newest = max((f.stat().st_mtime for f in model_files or files), default=0.0)
     return datetime.datetime.fromtimestamp(newest, datetime.timezone.utc).isoformat(timespec="seconds")
 
 

@@ -635,6 +635,31 @@ def test_eval_without_token_accuracy_writes_standard_json(checkpoint, tmp_path, 
     assert "token -" in capsys.readouterr().out
 
 
+def test_eval_checks_its_outputs_before_decoding_and_names_damaged_weights(checkpoint, tmp_path, capsys):
+    for bad in (tmp_path, tmp_path / "missing" / "r.json"):
+        with pytest.raises(SystemExit, match=f"toolssm eval: --out {bad} must be a file in an existing folder"):
+            main(["eval", str(checkpoint), "--sizes", "2", "--out", str(bad)])
+    damaged = tmp_path / "damaged"
+    shutil.copytree(checkpoint, damaged)
+    (damaged / "model.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(SystemExit, match=r"damaged: the weights cannot be read \(SafetensorError"):
+        main(["eval", str(damaged), "--sizes", "2", "--out", str(tmp_path / "r.json")])
+
+
+def test_checkpoint_modified_is_the_models_time_not_a_later_cards(checkpoint, tmp_path):
+    import os
+
+    from hf_toolssm.evaluation import checkpoint_modified
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, folder)
+    for file in folder.iterdir():
+        os.utime(file, (1e9, 1e9))
+    before = checkpoint_modified(folder)
+    write_model_card(folder)  # README.md written now
+    assert checkpoint_modified(folder) == before == "2001-09-09T01:46:40+00:00"
+
+
 def test_metric_module_on_hand_made_cases():
     from hf_toolssm.metrics import load_tool_trace_accuracy
 
@@ -660,6 +685,15 @@ def test_metric_module_on_hand_made_cases():
                        token_accuracies=[1.0, 1.0], final_states_correct=[True])
     with pytest.raises(ValueError, match="no instances"):
         metric.compute(predicted_traces=[], reference_traces=[], answers_correct=[], token_accuracies=[])
+    one = {"predicted_traces": [["a"]], "reference_traces": [["a"]]}
+    with pytest.raises(ValueError, match="answers_correct is a list of True/False"):  # datasets reads "False" as True
+        metric.compute(**one, answers_correct=["False"], token_accuracies=[1.0])
+    with pytest.raises(ValueError, match="final_states_correct is a list of True/False"):
+        metric.compute(**one, answers_correct=[True], token_accuracies=[1.0], final_states_correct=["0"])
+    with pytest.raises(ValueError, match=r"a token accuracy is a fraction in \[0, 1\] or None, got 5.0"):
+        metric.compute(**one, answers_correct=[True], token_accuracies=[5.0])
+    with pytest.raises(ValueError, match="pass token_accuracies too"):
+        metric.compute(**one, answers_correct=[True])
 
 
 SHIPPED = sorted(path.parent for path in (ROOT / "model_cards").glob("*/config.json"))

@@ -45,6 +45,20 @@ class ToolTraceAccuracy(evaluate.Metric):
             ),
         )
 
+    def add_batch(self, **inputs):
+        """Check the inputs' types before ``datasets`` casts them: it reads the string "False" as True."""
+        if inputs.get("answers_correct") is not None:
+            _check_flags(inputs["answers_correct"], "answers_correct")
+        if "predicted_traces" in inputs and inputs.get("token_accuracies") is None:
+            raise ValueError("tool_trace_accuracy: pass token_accuracies too (None for an instance where it was not "
+                             "measured)")
+        for value in inputs.get("token_accuracies") or []:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 <= value <= 1):
+                raise ValueError(f"tool_trace_accuracy: a token accuracy is a fraction in [0, 1] or None, "
+                                 f"got {value!r}")
+        return super().add_batch(**inputs)
+
     def _compute(self, predicted_traces, reference_traces, answers_correct, token_accuracies,
                  final_states_correct=None):
         n = len(answers_correct)
@@ -60,7 +74,13 @@ class ToolTraceAccuracy(evaluate.Metric):
             "token_accuracy": None if None in token_accuracies else sum(token_accuracies) / n,
         }
         if final_states_correct is not None:
+            _check_flags(final_states_correct, "final_states_correct")
             if len(final_states_correct) != n:
                 raise ValueError(f"tool_trace_accuracy: {len(final_states_correct)} final states for {n} instances")
-            scores["pass_rate"] = sum(map(bool, final_states_correct)) / n
+            scores["pass_rate"] = sum(final_states_correct) / n
         return scores
+
+
+def _check_flags(values, name: str) -> None:
+    if isinstance(values, (str, bytes)) or not all(isinstance(value, bool) for value in values):
+        raise ValueError(f"tool_trace_accuracy: {name} is a list of True/False, one per instance; got {values!r:.80}")
