@@ -629,7 +629,7 @@ def load_runs(pattern: str = "*/*.json") -> dict[str, dict[str, list[dict]]]:
         match = re.fullmatch(r"(.+?)_seed(\d+)(_[^.]+)?", path.stem)
         if not match:
             continue
-        payload = json.loads(path.read_text())
+        payload = _read_results(path)
         key = (path.relative_to(RESULTS).parts[0], match.group(1), int(match.group(2)))
         file = str(path.relative_to(RESULTS.parent.parent))
         if key in merged:
@@ -643,6 +643,19 @@ def load_runs(pattern: str = "*/*.json") -> dict[str, dict[str, list[dict]]]:
     for (experiment, model, _), payload in merged.items():
         runs[experiment][model].append(payload)
     return runs
+
+
+def _read_results(path: Path) -> dict:
+    """A ``toolssm eval`` results file, or an error that names it (not a KeyError in the middle of a table)."""
+    try:
+        payload = json.loads(path.read_text())
+        rows = payload["results"]
+        if not all(isinstance(row, dict) and isinstance(row.get("size"), int) for row in rows):
+            raise TypeError("a row without its size")
+    except (ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"make_results_page: {path} is not a `toolssm eval` results file ({type(error).__name__}: "
+                         f"{error}); rerun its command, or move the file out of eval/results/") from None
+    return payload
 
 
 def largest_size_at(payload: dict, metric: str, threshold: float = 0.05, sizes=None):

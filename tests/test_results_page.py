@@ -75,6 +75,14 @@ def test_an_interrupted_evaluations_partial_file_is_not_a_result(page, tmp_path)
     assert "partial" not in text and "over 1 seed(s); per seed: 100 (6%)" in text
 
 
+@pytest.mark.parametrize("content", ['{"results": [{"size": 10', '{"command": "toolssm eval"}', '{"results": [{}]}'])
+def test_a_damaged_results_file_is_named(page, tmp_path, content):
+    write_run(tmp_path, "logical_graph", "tool_mamba", 0, {10: (1.0, 1.0)})
+    (tmp_path / "logical_graph" / "tool_mamba_seed1.json").write_text(content)
+    with pytest.raises(SystemExit, match=r"tool_mamba_seed1.json is not a `toolssm eval` results file"):
+        page.render()
+
+
 def test_coding_cell_is_the_pass_rate_inside_and_beyond_the_training_sizes(page, tmp_path):
     # The pass rate (the files the decode left), not trace exact match (a model may fix the code along another
     # path) nor the answer (a model may fix the code and miscopy the status line's hash).
