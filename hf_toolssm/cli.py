@@ -199,7 +199,12 @@ def _print_size_result(r, note: str = "") -> None:
     token = "-" if r.token_accuracy is None else f"{r.token_accuracy:.4f}"  # None: --no-token-accuracy
     print(f"size {r.size:>6}: {passed}answer {r.answer_exact_match:.3f}  trace {r.trace_exact_match:.3f}  "
           f"token {token}  ({r.samples} samples, {r.mean_trace_tokens:.0f} tok/trace, "
-          f"{r.decode_tokens_per_s:.0f} tok/s){note}", flush=True)
+          f"{r.decode_tokens_per_s:.0f} tok/s{_model_share(r)}){note}", flush=True)
+
+
+def _model_share(r) -> str:
+    """How many of the tokens per second the model itself wrote (None in results from before it was recorded)."""
+    return "" if r.model_tokens_per_s is None else f", {r.model_tokens_per_s:.0f} by the model"
 
 
 def cmd_train(args) -> int:
@@ -360,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="length-generalization evaluation over a grid of sizes, to JSON (+ PNG)",
                        description="Decode fresh test instances at every size with tools in the loop and write a JSON "
                        "object whose `results` list holds, per size: size, samples, answer_exact_match, "
-                       "trace_exact_match, token_accuracy (fractions), mean_trace_tokens, decode_tokens_per_s; for "
+                       "trace_exact_match, token_accuracy (fractions), mean_trace_tokens, decode_tokens_per_s (trace "
+                       "tokens, observations included), model_tokens_per_s (the model's own); for "
                        "the coding tasks also pass_rate (the sandbox's files after the decode run with the reference "
                        "fix's output). Each size is saved as it finishes (OUT.partial.json): rerun an interrupted "
                        "command and it scores only the sizes left.")

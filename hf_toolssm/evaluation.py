@@ -41,12 +41,17 @@ class SizeResult:
     trace_exact_match: float
     #: None when the teacher-forced pass was skipped (``token_accuracy=False``): written as JSON null
     token_accuracy: float | None
+    #: tokens after the prompt: the model's and the tools' observations
     mean_trace_tokens: float
+    #: trace tokens per second of decoding, observations included (what the loop moved)
     decode_tokens_per_s: float
     seconds: float
     #: share of rows whose tools the decode left in a solved state (coding: the files pass), for tasks
     #: with ``checks_final_state``; None for tasks judged by their answer alone
     pass_rate: float | None = None
+    #: the model's own tokens (thoughts, commands, outputs) per second: a coding trace is ~80% observations;
+    #: None in results written before it was recorded
+    model_tokens_per_s: float | None = None
 
 
 @dataclasses.dataclass
@@ -199,13 +204,14 @@ def score_instances(
             teacher_forced_token_accuracy(model, tokenizer, inst) if token_accuracy else None
             for inst in instances
         ],
-        final_states_correct=[task.check_final_state(inst, r.tools) for inst, r in zip(instances, decoded, strict=True)]
-        if task.checks_final_state else None,
+        final_states_correct=[bool(task.check_final_state(inst, r.tools))
+                              for inst, r in zip(instances, decoded, strict=True)] if task.checks_final_state else None,
     )
     result = SizeResult(
         size=size, samples=len(instances), seconds=round(seconds, 2),
         mean_trace_tokens=sum(trace_tokens) / len(trace_tokens),
         decode_tokens_per_s=round(sum(trace_tokens) / max(seconds, 1e-9), 1),
+        model_tokens_per_s=round(sum(r.num_model_tokens for r in decoded) / max(seconds, 1e-9), 1),
         **scores,
     )
     return result, decoded
