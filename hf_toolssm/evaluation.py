@@ -152,6 +152,9 @@ def decode_instances(
     decoded: list[ToolGenerationResult] = []
     for start in tqdm(range(0, len(instances), batch_size), desc=desc, leave=False, disable=not progress):
         chunk = instances[start : start + batch_size]
+        # One budget per batch, its longest row's: a row that leaves the algorithm may run on to it, so a failing
+        # row's length (mean_trace_tokens) depends on its batch. Every result on the page uses batches of 50 (the
+        # CLI's default); a per-row cap would change how far a late-finishing coding agent may go, against them.
         budget = max(decode_budget(inst) for inst in chunk)
         # The fast loop for every model, attention baselines included: it decodes what generate() +
         # ToolCallingLogitsProcessor decodes (tests/test_generation.py), but feeds an observation as one forward
