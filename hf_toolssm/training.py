@@ -480,8 +480,9 @@ def _save_checkpoint(accelerator: Accelerator, model, tokenizer, path: Path, ste
 class _StopRequests:
     """Catches SIGINT (Ctrl-C) and SIGTERM while a run trains: the first asks the loop to stop after the step in
     progress, with a checkpoint (an interrupted optimizer step would leave a state no resume can trust); the
-    previous handlers then return, so a second signal stops at once. Python runs signal handlers on the main
-    thread only, so a run on another thread keeps the default behaviour."""
+    previous handlers then return, so a second signal stops at once. A signal the process ignores (SIGINT in a
+    job a shell started in the background) stays ignored. Python runs signal handlers on the main thread only, so
+    a run on another thread keeps the default behaviour."""
 
     def __init__(self):
         self.signal_number: int | None = None
@@ -490,7 +491,8 @@ class _StopRequests:
     def __enter__(self) -> _StopRequests:
         if threading.current_thread() is threading.main_thread():
             for number in (signal.SIGINT, signal.SIGTERM):
-                self._previous[number] = signal.signal(number, self._request)
+                if signal.getsignal(number) is not signal.SIG_IGN:
+                    self._previous[number] = signal.signal(number, self._request)
         return self
 
     def _request(self, number: int, frame) -> None:  # no printing here: the handler may interrupt a print

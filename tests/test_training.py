@@ -115,7 +115,18 @@ def test_a_signal_mid_step_saves_that_step_and_the_resume_matches_the_uninterrup
         assert resumed[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-6)
 
 
-def test_a_second_signal_stops_at_once_and_the_cli_exits_with_the_signals_code(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT as in an interactive Python: a job a shell starts in the background (CI's) has it ignored."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_second_signal_stops_at_once_and_the_cli_exits_with_the_signals_code(tmp_path, monkeypatch, capsys,
+                                                                              ctrl_c_raises):
     import signal
 
     from hf_toolssm import training
@@ -134,6 +145,22 @@ def test_a_second_signal_stops_at_once_and_the_cli_exits_with_the_signals_code(t
     err = capsys.readouterr().err
     assert "SIGINT: saving checkpoint-2 before stopping" in err
     assert "toolssm train: SIGINT at step 2: saved" in err and (tmp_path / "once" / "checkpoint-2").is_dir()
+
+
+def test_an_ignored_sigint_stays_ignored(tmp_path, monkeypatch):
+    """A background job's Ctrl-C belongs to the terminal's foreground: the run neither stops nor saves."""
+    import signal
+
+    from hf_toolssm import training
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        monkeypatch.setattr(training, "batch_for_step", signalled_at(1, signal.SIGINT))
+        final = train(tiny_config(tmp_path, save_every=10))
+        assert final.name == "final" and latest_checkpoint(tmp_path).name == "checkpoint-6"
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_keep_checkpoints_deletes_all_but_the_newest(tmp_path, caplog):
