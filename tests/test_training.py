@@ -464,6 +464,24 @@ def test_a_lora_adapter_on_each_mixer_projection_acts_on_every_path_and_merges_e
     torch.testing.assert_close(merged, full.detach(), atol=1e-4, rtol=1e-4)
 
 
+def run_torchrun(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
+    """``torchrun ...``; a hang (say, a collective that one process skipped) fails the test after ``timeout`` and
+    kills the workers too: torchrun starts each in a session of its own, where they would wait forever."""
+    import psutil  # accelerate's dependency
+
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    process = subprocess.Popen([torchrun, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for worker in [*psutil.Process(process.pid).children(recursive=True), process]:
+            worker.kill()
+        stdout, stderr = process.communicate()
+        pytest.fail(f"torchrun {' '.join(args)} hung for {timeout} s:\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
 def test_two_processes_follow_the_single_process_loss_trajectory(tmp_path):
@@ -479,13 +497,8 @@ def test_two_processes_follow_the_single_process_loss_trajectory(tmp_path):
         config.update(steps=5, save_every=5, micro_batch_tokens=micro_batch_tokens)
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
-        torchrun = str(Path(sys.executable).parent / "torchrun")
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        result = subprocess.run(
-            [torchrun, "--nproc_per_node", str(procs), "--master_port", str(29501 + port),
-             str(ROOT / "training" / "train.py"), "--config", str(path)],
-            capture_output=True, text=True, env=env, timeout=300,
-        )
+        result = run_torchrun(["--nproc_per_node", str(procs), "--master_port", str(29501 + port),
+                               str(ROOT / "training" / "train.py"), "--config", str(path)])
         assert result.returncode == 0, result.stderr[-3000:]
     one, two, micro = losses(tmp_path / "one"), losses(tmp_path / "two"), losses(tmp_path / "micro")
     assert sorted(one) == sorted(two) == sorted(micro) == [1, 2, 3, 4, 5]
@@ -495,6 +508,55 @@ def test_two_processes_follow_the_single_process_loss_trajectory(tmp_path):
     assert logged(tmp_path / "two", "lr") == logged(tmp_path / "one", "lr")
     world = json.loads((tmp_path / "two" / "checkpoint-5" / "trainer_state.json").read_text())
     assert world["num_processes"] == 2
+
+
+SIGNAL_RANK_ONE = """
+import os, signal, sys
+from hf_toolssm import training
+from hf_toolssm.cli import main
+
+build = training.batch_for_step
+
+
+def batch_for_step(config, task, tokenizer, step):
+    if step == 2 and os.environ["RANK"] == "1":  # a kill that reaches one process only, mid-step
+        signal.raise_signal(signal.SIGTERM)
+    return build(config, task, tokenizer, step)
+
+
+if "--resume" not in sys.argv:
+    training.batch_for_step = batch_for_step
+sys.exit(main(["train", *sys.argv[1:]]))
+"""
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_a_signal_to_one_of_two_processes_stops_both_at_one_saved_step_and_the_resume_matches(tmp_path):
+    """The processes agree on the step to stop at (a max-reduce): a checkpoint is collective, so a process that
+    stopped alone would leave the other waiting in the save's barrier."""
+    script = tmp_path / "signal_rank_one.py"
+    script.write_text(SIGNAL_RANK_ONE)
+    config = dict(tiny_config(tmp_path / "run", save_every=5).__dict__)  # step 3 is saved only for the signal
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    train(tiny_config(tmp_path / "straight", save_every=5))  # one process: the trajectory of two (the test above)
+    for port, resume in ((29511, []), (29512, ["--resume"])):
+        result = run_torchrun(["--nproc_per_node", "2", "--master_port", str(port), str(script),
+                               "--config", str(path), *resume])
+        if not resume:
+            assert result.returncode != 0  # torchrun reports its workers' exit codes
+            assert "SIGTERM: saving checkpoint-3 before stopping" in result.stderr, result.stderr[-3000:]
+            assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-3"]
+            state = json.loads((tmp_path / "run" / "checkpoint-3" / "trainer_state.json").read_text())
+            assert state["step"] == 3 and state["num_processes"] == 2
+            assert sorted(losses(tmp_path / "run")) == [1, 2, 3]  # both stopped there: no step 4 was logged
+        else:
+            assert result.returncode == 0, result.stderr[-3000:]
+    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "run")
+    assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
+    for step in resumed:
+        assert resumed[step] == pytest.approx(straight[step], rel=1e-4)
 
 
 def test_checkpoint_tool_config_prefers_the_config_then_the_run_beside_it(tmp_path):
