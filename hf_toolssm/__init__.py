@@ -4,12 +4,17 @@
 ``AutoModel`` and ``AutoModelForCausalLM`` load them like any other model.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .models.tool_mamba import ToolMambaConfig, ToolMambaForCausalLM, ToolMambaModel
 from .models.tool_rnn import ToolRNNConfig, ToolRNNForCausalLM, ToolRNNModel
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("hf-toolssm")  # pyproject.toml's, the one place it is written
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def _register(config_class, model_class, causal_lm_class) -> None:

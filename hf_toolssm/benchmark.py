@@ -92,7 +92,7 @@ def _fused_step(enabled: bool):
 
 
 #: Our models, whose decode step is a fixed-size recurrent update (fused or not); the rest keep a KV cache.
-_RECURRENT_MODEL_TYPES = {"tool_mamba", "tool_rnn"}
+RECURRENT_MODEL_TYPES = {"tool_mamba", "tool_rnn"}
 
 
 def bench_decode(model_path: str, quick: bool = False) -> dict:
@@ -101,7 +101,7 @@ def bench_decode(model_path: str, quick: bool = False) -> dict:
     KV-cache comparison instead (:func:`_bench_kv_cache`)."""
     from transformers import AutoConfig
 
-    if AutoConfig.from_pretrained(model_path).model_type not in _RECURRENT_MODEL_TYPES:
+    if AutoConfig.from_pretrained(model_path).model_type not in RECURRENT_MODEL_TYPES:
         return {"kv_cache": _bench_kv_cache(model_path, rows=2 if quick else 16, rounds=1 if quick else 3)}
     shapes = [(4, 10), (1, 30)] if quick else [(16, 50), (1, 500)]
     report = {f"{rows}x{digits}_digits": _bench_decode_shape(model_path, rows, digits, rounds=1 if quick else 3)

@@ -12,10 +12,8 @@ import json
 from pathlib import Path
 
 import torch
-
-#: What save_pretrained writes: one safetensors file, or shards listed in an index.
-WEIGHTS_NAME = "model.safetensors"
-WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME as WEIGHTS_INDEX_NAME  # shards listed in an index
+from transformers.utils import SAFE_WEIGHTS_NAME as WEIGHTS_NAME  # what save_pretrained writes: model.safetensors
 
 
 def read_config(folder: str | Path) -> dict:

@@ -233,12 +233,12 @@ def cmd_bench(args) -> int:
     if args.what == "ragged":
         from transformers import AutoConfig
 
-        from .benchmark import _RECURRENT_MODEL_TYPES
+        from .benchmark import RECURRENT_MODEL_TYPES
 
         model_type = AutoConfig.from_pretrained(args.model).model_type
-        if model_type not in _RECURRENT_MODEL_TYPES:
+        if model_type not in RECURRENT_MODEL_TYPES:
             raise SystemExit(f"toolssm bench ragged: {args.model} is a {model_type}; the ragged feed is for "
-                             f"recurrent models ({', '.join(sorted(_RECURRENT_MODEL_TYPES))})")
+                             f"recurrent models ({', '.join(sorted(RECURRENT_MODEL_TYPES))})")
     report = run_benchmarks(args.what, model_path=args.model, quick=args.quick, size=args.size)
     report.update(_provenance(args.argv))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

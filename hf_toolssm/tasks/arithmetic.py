@@ -21,22 +21,15 @@ Reference answers are computed with :mod:`decimal`, independently of the traces,
 
 from __future__ import annotations
 
-import decimal
 import random
 from collections.abc import Callable
 
+from ..tools import calculator
 from .pointers import Pointer, PointerTrace
 
 DIGITS = frozenset("0123456789")
 CARRY_LETTERS = "ABCDEFGHIJ"
 _CARRY_VALUES = {letter: value for value, letter in enumerate(CARRY_LETTERS)}
-
-_EXACT = decimal.Context(
-    prec=decimal.MAX_PREC,
-    Emax=decimal.MAX_EMAX,
-    Emin=decimal.MIN_EMIN,
-    traps=[decimal.InvalidOperation, decimal.Overflow, decimal.Inexact, decimal.Rounded],
-)
 
 
 def carry_letter(carry: int) -> str:
@@ -53,10 +46,8 @@ def random_number(rng: random.Random, num_digits: int) -> str:
 
 
 def exact(operation: str, a: str, b: str) -> str:
-    """``a + b`` or ``a * b`` of decimal strings, exactly, at any length."""
-    with decimal.localcontext(_EXACT):
-        x, y = decimal.Decimal(a), decimal.Decimal(b)
-        return str(x + y if operation == "+" else x * y)
+    """``a + b`` or ``a * b`` of decimal strings, exactly, at any length (the calculator tool's arithmetic)."""
+    return calculator.exact({"+": "add", "*": "mul"}[operation], a, b)
 
 
 def parse_operands(text: str, operator: str, task: str) -> tuple[str, str]:

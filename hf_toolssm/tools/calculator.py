@@ -20,6 +20,7 @@ product here, against 0.01 s with ``decimal``).
 from __future__ import annotations
 
 import decimal
+import operator
 import re
 
 from .base import OBS_CLOSE, OBS_OPEN, Memory, Tool, error_observation
@@ -37,11 +38,14 @@ _EXACT = decimal.Context(
     traps=[decimal.InvalidOperation, decimal.Overflow, decimal.Inexact, decimal.Rounded],
 )
 
-_OPERATIONS = {
-    "add": lambda a, b: a + b,
-    "sub": lambda a, b: a - b,
-    "mul": lambda a, b: a * b,
-}
+_OPERATIONS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul}
+
+
+def exact(operation: str, a: str, b: str) -> str:
+    """``add``, ``sub`` or ``mul`` of two decimal integer strings, exactly, at any length (plain digits, with a
+    ``-`` for a negative difference: the exponent stays 0)."""
+    with decimal.localcontext(_EXACT):
+        return str(_OPERATIONS[operation](decimal.Decimal(a), decimal.Decimal(b)))
 
 
 class Calculator(Tool):
@@ -77,10 +81,7 @@ class Calculator(Tool):
             return error_observation("operands must be non-negative decimal integers")
         if any(len(operand) > self.max_digits for operand in operands):
             return error_observation(f"operand longer than {self.max_digits} digits")
-        with decimal.localcontext(_EXACT):
-            result = _OPERATIONS[operation](decimal.Decimal(operands[0]), decimal.Decimal(operands[1]))
-            digits = str(result)  # exponent 0 throughout, so plain digits with an optional "-"
-        return [OBS_OPEN, *digits, OBS_CLOSE]
+        return [OBS_OPEN, *exact(operation, *operands), OBS_CLOSE]
 
     def __repr__(self) -> str:
         return f"Calculator(max_digits={self.max_digits})"

@@ -45,7 +45,7 @@ def causal_conv1d_ref(x, weight, bias=None, initial_state=None, activation=None,
     y = _activate(y, activation)
     if not return_final_state:
         return y
-    return y, padded[:, :, padded.shape[2] - (width - 1) :]  # (b, d, k-1)
+    return y, padded[:, :, padded.shape[2] - (width - 1) :]  # (b, d, l), (b, d, k-1); not -(k-1): k may be 1
 
 
 def causal_conv1d_cpu(x, weight, bias=None, initial_state=None, activation=None, return_final_state=False):
@@ -56,7 +56,7 @@ def causal_conv1d_cpu(x, weight, bias=None, initial_state=None, activation=None,
     y = _activate(y, activation)
     if not return_final_state:
         return y
-    return y, padded[:, :, padded.shape[2] - (width - 1) :]
+    return y, padded[:, :, padded.shape[2] - (width - 1) :]  # (b, d, l), (b, d, k-1)
 
 
 def causal_conv1d_cuda(x, weight, bias=None, initial_state=None, activation=None, return_final_state=False):

@@ -81,7 +81,7 @@ class _SelectiveScanCpp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B_t, C_t, h0):
-        y, last = cpu_scan_extension().forward(u, delta, A, B_t, C_t, h0)
+        y, last = cpu_scan_extension().forward(u, delta, A, B_t, C_t, h0)  # (b, d, l), (b, d, n)
         ctx.save_for_backward(u, delta, A, B_t, C_t, h0)
         return y, last
 

@@ -73,8 +73,10 @@ def require(kernels: SimpleNamespace | None, caller: str, package: str) -> Simpl
     without them)."""
     if kernels is None:
         raise RuntimeError(
-            f"{caller}: needs CUDA tensors and the {package} package (pip install 'hf_toolssm[cuda]'); the "
-            "dispatching functions (selective_scan_fn, causal_conv1d_fn) fall back to the CPU paths by themselves"
+            f"{caller}: needs CUDA tensors and the {package} package (in the project folder, on a machine with "
+            "CUDA: MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE pip install --no-build-isolation -e "
+            "'.[cuda]'); the dispatching functions (selective_scan_fn, causal_conv1d_fn) fall back to the CPU "
+            "paths by themselves"
         )
     return kernels
 

@@ -18,7 +18,7 @@ from transformers import PreTrainedConfig
 class ToolMambaConfig(PreTrainedConfig):
     r"""
     Args:
-        vocab_size: size of the vocabulary (the character tokenizer with tool tokens has ~130).
+        vocab_size: size of the vocabulary (the character tokenizer with tool tokens has 133).
         hidden_size: d_model, the residual stream width.
         state_size: d_state (N), the SSM state size per channel.
         num_hidden_layers: number of Mamba blocks.
@@ -35,7 +35,7 @@ class ToolMambaConfig(PreTrainedConfig):
     ```python
     >>> import hf_toolssm  # registers the Auto classes
     >>> from transformers import AutoConfig, AutoModelForCausalLM
-    >>> config = AutoConfig.for_model("tool_mamba", hidden_size=64, num_hidden_layers=2, vocab_size=130)
+    >>> config = AutoConfig.for_model("tool_mamba", hidden_size=64, num_hidden_layers=2, vocab_size=133)
     >>> model = AutoModelForCausalLM.from_config(config)
     ```
     """

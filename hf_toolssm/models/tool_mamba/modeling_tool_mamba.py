@@ -193,7 +193,7 @@ class ToolMambaMixer(nn.Module):
                 xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
                 self.out_proj.weight, self.out_proj.bias, A, None, None, self.D.float(),
                 delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-            )
+            )  # (b, l, d_model)
 
         conv_state = cache.get_conv_state(self.layer_idx) if cache is not None else None  # (b, d, k-1) | None
         ssm_state = cache.get_recurrent_state(self.layer_idx) if cache is not None else None  # (b, d, n) | None
@@ -229,6 +229,7 @@ class ToolMambaMixer(nn.Module):
 
         # 2. Input-dependent Δ, B, C.
         x_dbl = self.x_proj(x.transpose(1, 2))  # (b, l, r + 2n)
+        # (b, l, r), (b, l, n), (b, l, n)
         dt, B, C = torch.split(x_dbl, [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1)
         dt = self._dt_without_bias(dt).transpose(1, 2)  # (b, d, l)
         delta_bias, delta_softplus = self.dt_proj.bias.float(), True  # applied inside the scan
@@ -272,7 +273,9 @@ class ToolMambaMixer(nn.Module):
         if length == 1:
             return True
         if length > self.STEP_LOOP_MAX_LENGTH or hidden_states.is_cuda or torch.is_grad_enabled():
-            return False  # the in-place state updates of a step loop would break a backward through the cache
+            # On CUDA the fused scan wins at any length; under autograd the step is the unfused one (the fused C++
+            # step has no backward), and a loop of those is slower than the chunked conv + scan.
+            return False
         # The step loop masks whole rows only (a row the fast tool loop holds while its tool runs): a row with
         # both tokens and padding takes the chunked path.
         if mask is None:
@@ -306,7 +309,7 @@ class ToolMambaRMSNorm(nn.Module):
         input_dtype = hidden_states.dtype
         hidden_states = hidden_states.to(torch.promote_types(input_dtype, torch.float32))  # float64 stays float64
         hidden_states = hidden_states * torch.rsqrt(hidden_states.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        return self.weight * hidden_states.to(input_dtype)
+        return self.weight * hidden_states.to(input_dtype)  # (..., d_model)
 
 
 class ToolMambaBlock(GradientCheckpointingLayer):
@@ -323,7 +326,7 @@ class ToolMambaBlock(GradientCheckpointingLayer):
             else hidden_states
         hidden_states = self.mixer(self.norm(hidden_states.to(self.norm.weight.dtype)), cache=cache,
                                    attention_mask=attention_mask)
-        return residual + hidden_states
+        return residual + hidden_states  # (b, l, d_model)
 
 
 class ToolMambaPreTrainedModel(PreTrainedModel):
@@ -486,9 +489,9 @@ class ToolMambaForCausalLM(ToolMambaPreTrainedModel, GenerationMixin):
         )
         hidden_states = outputs.last_hidden_state
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
-            hidden_states = hidden_states[:, -logits_to_keep:]
+            hidden_states = hidden_states[:, -logits_to_keep:]  # (b, logits_to_keep, d_model)
         elif isinstance(logits_to_keep, torch.Tensor):
-            hidden_states = hidden_states[:, logits_to_keep]
+            hidden_states = hidden_states[:, logits_to_keep]  # (b, len(logits_to_keep), d_model)
         logits = self.lm_head(hidden_states.to(self.lm_head.weight.dtype))  # (b, l, vocab)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 up, float64 kept
 

@@ -5,8 +5,8 @@ state is fixed-size, like Mamba's, so the same tools, traces and fast tool loop 
 the same as ``ToolMambaConfig.tool_config`` (what the checkpoint was trained for).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: @strict checks each field against its annotation and silently
+# skips annotations that are strings, so `use_cache="no"` (truthy: the model cached) got past the checks.
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
@@ -73,11 +73,6 @@ class ToolRNNConfig(PreTrainedConfig):
                 "ToolRNNConfig.tie_word_embeddings needs embedding_size == hidden_size (the LM head reads the last "
                 f"hidden state), got embedding_size={self.embedding_size}, hidden_size={self.hidden_size}"
             )
-
-    @property
-    def num_states(self) -> int:
-        """Tensors in one layer's recurrent state: (h, c) for an LSTM, h for a GRU."""
-        return 2 if self.cell_type == "lstm" else 1
 
     @property
     def layer_types(self) -> list[str]:
