@@ -181,47 +181,61 @@ class ToolMambaMixer(nn.Module):
         hidden_states: torch.Tensor,  # (b, l, d_model)
         cache: Cache | None = None,
         attention_mask: torch.Tensor | None = None,  # (b, l), 1 = token, 0 = padding
-    ) -> torch.Tensor:
-        length = hidden_states.shape[1]
+    ) -> torch.Tensor:  # (b, l, d_model)
+        """Three paths, one result: the fused CUDA kernel (training, no cache), a loop of one-token steps (short
+        chunks on a cache) and the chunked conv + scan (everything else, the reference for the other two)."""
         A = -torch.exp(self.A_log.float())  # (d, n)
-        conv_weight = self.conv1d.weight.squeeze(1)  # (d, k)
-
         if self._can_use_fused_training_kernel(hidden_states, cache, attention_mask):
-            kernels = use_mamba_ssm(hidden_states)
-            xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2d, l)
-            return kernels.mamba_inner_fn(
-                xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
-                self.out_proj.weight, self.out_proj.bias, A, None, None, self.D.float(),
-                delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-            )  # (b, l, d_model)
+            return self._fused_forward(hidden_states, A)
 
         conv_state = cache.get_conv_state(self.layer_idx) if cache is not None else None  # (b, d, k-1) | None
         ssm_state = cache.get_recurrent_state(self.layer_idx) if cache is not None else None  # (b, d, n) | None
-
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2d, l)
         x, z = xz.chunk(2, dim=1)  # (b, d, l) each
         # The chunk's own mask. A mask over more than the chunk (generate() on a cache) is the prompt's: ignored.
+        length = hidden_states.shape[1]
         mask = attention_mask if attention_mask is not None and attention_mask.shape[1] == length else None  # (b, l)
 
         if conv_state is not None and ssm_state is not None and self._steps_are_faster(length, hidden_states, mask):
-            padded = _padding_rows(mask)  # (b,) | None
-            if padded is not None:  # rows of padding alone keep their states: put them back after the steps
-                kept = conv_state[padded].clone(), ssm_state[padded].clone()  # (p, d, k-1), (p, d, n)
-            steps = [self._step(x[:, :, t], z[:, :, t], conv_state, ssm_state, conv_weight, A) for t in range(length)]
-            if padded is not None:
-                conv_state[padded], ssm_state[padded] = kept
-            return torch.stack(steps, dim=1)  # (b, l, d_model)
+            return self._step_loop_forward(x, z, conv_state, ssm_state, A, mask)
+        return self._chunked_forward(x, z, cache, conv_state, ssm_state, A, mask)
 
-        # Padding (attention_mask 0) leaves the states as they were, so a row may be left-padded (a fresh prompt)
-        # or right-padded (the fast tool loop's ragged feed on a cache): padded inputs are zero, the conv state
-        # is read at each row's last token, and Δ = 0 on padding (exp(0 * A) = 1 keeps the SSM state, Δ B x = 0
-        # adds nothing). A pad before a token on a non-empty cache is not supported: that token would convolve it.
+    def _fused_forward(self, hidden_states: torch.Tensor, A: torch.Tensor) -> torch.Tensor:  # (b, l, d_model)
+        """mamba-ssm's ``mamba_inner_fn``: projections, conv, scan and gate in one CUDA kernel, with its backward."""
+        kernels = use_mamba_ssm(hidden_states)
+        xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2d, l)
+        return kernels.mamba_inner_fn(
+            xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
+            self.out_proj.weight, self.out_proj.bias, A, None, None, self.D.float(),
+            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+        )  # (b, l, d_model)
 
+    def _step_loop_forward(self, x, z, conv_state, ssm_state, A, mask) -> torch.Tensor:  # (b, l, d_model)
+        """One ``_step`` per token, updating the cached states in place. x, z: (b, d, l); mask: (b, l) | None,
+        each row all tokens or all padding (``_steps_are_faster`` checks)."""
+        conv_weight = self.conv1d.weight.squeeze(1)  # (d, k)
+        padded = _padding_rows(mask)  # (b,) | None
+        if padded is not None:  # rows of padding alone keep their states: put them back after the steps
+            kept = conv_state[padded].clone(), ssm_state[padded].clone()  # (p, d, k-1), (p, d, n)
+        steps = [self._step(x[:, :, t], z[:, :, t], conv_state, ssm_state, conv_weight, A)
+                 for t in range(x.shape[2])]  # l x (b, d_model)
+        if padded is not None:
+            conv_state[padded], ssm_state[padded] = kept
+        return torch.stack(steps, dim=1)  # (b, l, d_model)
+
+    def _chunked_forward(self, x, z, cache, conv_state, ssm_state, A, mask) -> torch.Tensor:  # (b, l, d_model)
+        """The causal conv and the selective scan over the whole chunk, continuing from the cached states (if
+        any) and writing the new ones back. x, z: (b, d, l); mask: (b, l) | None.
+
+        Padding (mask 0) leaves the states as they were, so a row may be left-padded (a fresh prompt) or
+        right-padded (the fast tool loop's ragged feed on a cache): padded inputs are zero, the conv state is
+        read at each row's last token, and Δ = 0 on padding (exp(0 * A) = 1 keeps the SSM state, Δ B x = 0 adds
+        nothing). A pad before a token on a non-empty cache is not supported: that token would convolve it."""
         # 1. Causal conv, continuing from the cached last k-1 inputs.
         x = _mask_padding(x, mask)  # (b, d, l)
         conv_input = x
         x, new_conv_state = causal_conv1d_fn(
-            x, conv_weight, self.conv1d.bias, initial_state=conv_state, activation=self.activation,
+            x, self.conv1d.weight.squeeze(1), self.conv1d.bias, initial_state=conv_state, activation=self.activation,
             return_final_state=True,
         )  # (b, d, l), (b, d, k-1)
         if mask is not None:
