@@ -24,8 +24,10 @@ _REMOTE_CODE = {
     "causal_conv1d.py": _PACKAGE / "ops/causal_conv1d.py",
     "mamba_step.py": _PACKAGE / "ops/mamba_step.py",
     "kernels.py": _PACKAGE / "ops/kernels.py",
+    "recurrent_cache.py": _PACKAGE / "models/recurrent_cache.py",
 }
-_IMPORT_REWRITES = [(r"from \.\.\.ops\.(\w+) import", r"from .\1 import")]
+_IMPORT_REWRITES = [(r"from \.\.\.ops\.(\w+) import", r"from .\1 import"),
+                    (r"from \.\.recurrent_cache import", r"from .recurrent_cache import")]
 
 
 def export_remote_code(checkpoint: str | Path) -> None:

@@ -27,12 +27,13 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput
 
 from .causal_conv1d import causal_conv1d_fn
 from .kernels import use_causal_conv1d, use_mamba_ssm
 from .mamba_step import mamba_step, mamba_step_ref
 from .selective_scan import selective_scan_fn
+from .recurrent_cache import resolve_cache, uses_cache
 from .configuration_tool_mamba import ToolMambaConfig
 
 
@@ -68,33 +69,6 @@ def _padding_rows(mask: torch.Tensor | None) -> torch.Tensor | None:
         return None
     padded = ~mask.bool().any(dim=1)  # (b,)
     return padded if bool(padded.any()) else None
-
-
-def _one_cache(cache: Cache | None, cache_params: Cache | None, past_key_values: Cache | None, config) -> Cache | None:
-    """The cache passed under any of its names (one only), checked to be one built for this model."""
-    given = [c for c in (cache, cache_params, past_key_values) if c is not None]
-    if len(given) > 1:
-        raise ValueError("pass the cache once: `cache` (or `cache_params` / `past_key_values`), not several")
-    cache = given[0] if given else None
-    if cache is not None and len(getattr(cache, "layers", ())) < config.num_hidden_layers:
-        raise ValueError(f"the cache holds {len(getattr(cache, 'layers', ()))} layers, the model has "
-                         f"{config.num_hidden_layers}: build it with DynamicCache(config=model.config), or pass none "
-                         "(use_cache=True makes one)")
-    return cache
-
-
-def _use_cache(use_cache: bool | None, cache: Cache | None, config, checkpointing: bool, training: bool) -> bool:
-    """Whether this forward reads and updates a cache: a cache passed is used (as transformers' past_key_values);
-    otherwise ``config.use_cache`` outside training. Gradient checkpointing recomputes forwards: no cache."""
-    if cache is not None and (use_cache is False or checkpointing):
-        raise ValueError("a cache was passed, but " + ("use_cache=False" if use_cache is False else
-                         "gradient checkpointing (which recomputes forwards) is on") + ": the cache would be ignored")
-    if checkpointing:
-        if use_cache:  # as transformers' own models say it
-            logging.get_logger(__name__).warning_once(
-                "`use_cache=True` is incompatible with gradient checkpointing (which recomputes forwards): no cache")
-        return False
-    return cache is not None or (use_cache if use_cache is not None else config.use_cache and not training)
 
 
 def _check_padding(mask: torch.Tensor | None, length: int, on_cache: bool) -> None:
@@ -420,8 +394,8 @@ class ToolMambaModel(ToolMambaPreTrainedModel):
         past_key_values: Cache | None = None,  # transformers' usual name
         **kwargs,
     ) -> ToolMambaOutput | tuple:
-        cache = _one_cache(cache, cache_params, past_key_values, self.config)
-        use_cache = _use_cache(use_cache, cache, self.config, self.training and self.gradient_checkpointing,
+        cache = resolve_cache(cache, cache_params, past_key_values, self.config)
+        use_cache = uses_cache(use_cache, cache, self.config, self.training and self.gradient_checkpointing,
                                self.training)
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states

@@ -29,7 +29,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
-from ..tool_mamba.modeling_tool_mamba import _one_cache, _use_cache  # one cache plumbing for both recurrent models
+from ..recurrent_cache import resolve_cache, uses_cache
 from .configuration_tool_rnn import ToolRNNConfig
 
 
@@ -209,8 +209,8 @@ class ToolRNNModel(ToolRNNPreTrainedModel):
         past_key_values: Cache | None = None,  # transformers' usual name of `cache`
         **kwargs,
     ) -> ToolRNNOutput | tuple:
-        cache = _one_cache(cache, None, past_key_values, self.config)
-        use_cache = _use_cache(use_cache, cache, self.config, self.training and self.gradient_checkpointing,
+        cache = resolve_cache(cache, None, past_key_values, self.config)
+        use_cache = uses_cache(use_cache, cache, self.config, self.training and self.gradient_checkpointing,
                                self.training)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
@@ -251,8 +251,8 @@ class ToolRNNModel(ToolRNNPreTrainedModel):
 
 
 class ToolRNNForCausalLM(ToolRNNPreTrainedModel, GenerationMixin):
-    # The embedding accessors and prepare_inputs_for_generation are ToolMambaForCausalLM's, copied so that each
-    # model file stands alone (tests/test_modeling_tool_rnn.py keeps the copies equal).
+    # The embedding accessors and prepare_inputs_for_generation are ToolMambaForCausalLM's, copied as transformers
+    # copies between model files, so each class reads whole (tests/test_modeling_tool_rnn.py keeps the copies equal).
     # Only tied when config.tie_word_embeddings (which needs embedding_size == hidden_size).
     _tied_weights_keys = {"lm_head.weight": "backbone.embeddings.weight"}
 
