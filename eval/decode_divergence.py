@@ -20,7 +20,14 @@ import json
 import sys
 from collections import Counter
 
-from hf_toolssm.cli import add_test_set_arguments, load_checkpoint, non_negative_int, positive_int, write_analysis
+from hf_toolssm.cli import (
+    add_test_set_arguments,
+    check_output_file,
+    load_checkpoint,
+    non_negative_int,
+    positive_int,
+    write_analysis,
+)
 from hf_toolssm.data import heldout_instances
 from hf_toolssm.evaluation import decode_instances, segment_of
 
@@ -102,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the rows and the summary to this JSON file")
     args = parser.parse_args(argv)
 
-    model, tokenizer, task = load_checkpoint(args.model, args.task, "decode_divergence.py")
+    check_output_file(args.out, "--out", "decode_divergence.py")  # before the decoding, not after it
+    model, tokenizer, task = load_checkpoint(args.model, args.task, "decode_divergence.py", args.sizes)
     results = []
     for size in args.sizes:
         rows = divergence_rows(model, tokenizer, task, size, args.samples, args.seed, args.batch_size)

@@ -22,7 +22,7 @@ from collections import Counter
 
 from tqdm.auto import tqdm
 
-from hf_toolssm.cli import add_test_set_arguments, load_checkpoint, non_negative_int, write_analysis
+from hf_toolssm.cli import add_test_set_arguments, check_output_file, load_checkpoint, non_negative_int, write_analysis
 from hf_toolssm.data import heldout_instances
 from hf_toolssm.evaluation import model_token_positions, segment_of, teacher_forced_mistakes
 
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the rows and the summary to this JSON file")
     args = parser.parse_args(argv)
 
-    model, tokenizer, task = load_checkpoint(args.model, args.task, "mistake_positions.py")
+    check_output_file(args.out, "--out", "mistake_positions.py")  # before the decoding, not after it
+    model, tokenizer, task = load_checkpoint(args.model, args.task, "mistake_positions.py", args.sizes)
     results = []
     for size in args.sizes:
         rows = mistake_rows(model, tokenizer, task, size, args.samples, args.seed, args.context)

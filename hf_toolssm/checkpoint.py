@@ -8,6 +8,7 @@ model-card writer call it first.
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
@@ -57,10 +58,16 @@ def check_checkpoint(folder: str | Path) -> int:
     the meta device: a config that lost a size field (transformers fills in its default) builds a model of another
     size. Raises ValueError with what is wrong and how to fix it."""
     from transformers import AutoConfig, AutoModelForCausalLM  # our model types: registered by hf_toolssm's import
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    read_config(folder)
+    model_type = read_config(folder)["model_type"]
+    if model_type not in CONFIG_MAPPING:  # before from_pretrained, which asks to run a folder's code (auto_map)
+        known = sorted(CONFIG_MAPPING.keys())
+        close = difflib.get_close_matches(str(model_type), known, n=1)
+        raise ValueError(f"{folder}/config.json names model_type {model_type!r}, which transformers does not know"
+                         + (f"; did you mean {close[0]!r}?" if close else " (ours: 'tool_mamba', 'tool_rnn')"))
     try:
-        config = AutoConfig.from_pretrained(folder)
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
         with torch.device("meta"):  # shapes only: nothing allocated
             model = AutoModelForCausalLM.from_config(config)
     except (OSError, ValueError, TypeError, KeyError) as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -27,21 +28,33 @@ def _provenance(argv: list[str]) -> dict:
     return provenance("toolssm " + shlex.join(argv))
 
 
-def require_checkpoint_folder(model_path: str, prog: str) -> Path:
+def check_output_file(path: str | None, option: str, prog: str) -> None:
+    """A usage error for an output path that cannot be written, checked before the work rather than after it."""
+    if path is not None and (Path(path).is_dir() or not Path(path).parent.resolve().is_dir()):
+        raise SystemExit(f"{prog}: {option} {path} must be a file in an existing folder")
+
+
+def require_checkpoint_folder(model_path: str, prog: str, *, tokenizer: bool = False) -> Path:
     """``model_path`` as a Path, or a usage error that says what is wrong with the folder: from_pretrained would
-    read a missing folder as a Hub repo id (and fail about repo names), a damaged one with a long traceback."""
+    read a missing folder as a Hub repo id (and fail about repo names), a damaged one with a long traceback.
+    ``tokenizer``: the folder must hold one too (everything that decodes)."""
     from .checkpoint import check_checkpoint
 
     try:
         check_checkpoint(model_path)
     except ValueError as error:
         raise SystemExit(f"{prog}: {error}") from None
-    return Path(model_path)
+    path = Path(model_path)
+    if tokenizer and not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        raise SystemExit(f"{prog}: {model_path} has no tokenizer (tokenizer.json); save it beside the model with "
+                         f"tokenizer.save_pretrained({str(model_path)!r})")
+    return path
 
 
-def load_checkpoint(model_path: str, task_name: str | None, prog: str):
-    """A checkpoint folder -> (model, tokenizer, task): ``task_name``, else the checkpoint's own task.
-    Clear errors for what users get wrong, headed by ``prog`` (``toolssm solve``, ``mistake_positions.py``)."""
+def load_checkpoint(model_path: str, task_name: str | None, prog: str, sizes: list[int] = ()):
+    """A checkpoint folder -> (model, tokenizer, task): ``task_name``, else the checkpoint's own task; ``sizes``
+    (a ``--sizes`` option) checked against it. Clear errors for what users get wrong, headed by ``prog``
+    (``toolssm eval``, ``mistake_positions.py``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -49,21 +62,26 @@ def load_checkpoint(model_path: str, task_name: str | None, prog: str):
 
     from .tasks import checkpoint_task, checkpoint_tool_config, get_task
 
-    path = require_checkpoint_folder(model_path, prog)
-    try:  # what check_checkpoint does not look at, e.g. the tokenizer's files
-        model = AutoModelForCausalLM.from_pretrained(path).eval()
-        tokenizer = AutoTokenizer.from_pretrained(path)
+    path = require_checkpoint_folder(model_path, prog, tokenizer=True)
+    try:  # what check_checkpoint does not look at, e.g. the tokenizer's files; never run a folder's own code
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError, RuntimeError) as error:
-        raise SystemExit(f"{prog}: cannot load {model_path}: {str(error).splitlines()[0]}") from None
+        raise SystemExit(f"{prog}: cannot load {model_path}: {' '.join(str(error).split())[:400]}") from None
     # an unknown --task, task arguments the task does not take, a checkpoint that names no task: usage errors
     tool_config = checkpoint_tool_config(path, model.config)
-    try:
-        task = get_task(task_name) if task_name else checkpoint_task(tool_config)
+    trained_on = tool_config.get("task")
+    try:  # the checkpoint's own task keeps its options (a logical graph's layout, say): only another is built bare
+        task = get_task(task_name) if task_name and task_name != trained_on else checkpoint_task(tool_config)
     except ValueError as error:
         raise SystemExit(f"{prog}: {error}" + ("" if task_name else "; or pass --task")) from None
-    trained_on = tool_config.get("task")
     if task_name and trained_on and task_name != trained_on:  # allowed (a transfer test), but worth saying
         print(f"{prog}: note: {model_path} was trained on {trained_on}, not {task_name}", file=sys.stderr)
+    try:
+        for size in sizes:
+            task.validate_size(size, "--sizes")
+    except ValueError as error:  # e.g. a logical graph of 3 nodes: a usage error, not a traceback
+        raise SystemExit(f"{prog}: {error}") from None
     return model, tokenizer, task
 
 
@@ -146,15 +164,9 @@ def cmd_eval(args) -> int:
     )
 
     for path, option in ((args.out, "--out"), (args.plot, "--plot")):  # before an hour of decoding, not after it
-        if path is not None and (Path(path).is_dir() or not Path(path).parent.resolve().is_dir()):
-            raise SystemExit(f"toolssm eval: {option} {path} must be a file in an existing folder")
-    model, tokenizer, task = load_checkpoint(args.model, args.task, "toolssm eval")
+        check_output_file(path, option, "toolssm eval")
+    model, tokenizer, task = load_checkpoint(args.model, args.task, "toolssm eval", args.sizes)
     sizes = list(dict.fromkeys(args.sizes))  # a size given twice is scored once
-    try:
-        for size in sizes:
-            task.validate_size(size, "--sizes")
-    except ValueError as error:  # e.g. a logical graph of 3 nodes: a usage error, not a traceback
-        raise SystemExit(f"toolssm eval: {error}") from None
     # Each finished size is saved at once to OUT.partial.json; a rerun of the same command scores only the sizes
     # it lacks (an hour-long size lost to an interruption is not run twice), and OUT.json appears complete.
     header = dict(model=str(args.model), checkpoint_modified=checkpoint_modified(args.model), task=task.name,
@@ -228,8 +240,9 @@ def cmd_train(args) -> int:
 def cmd_bench(args) -> int:
     from .benchmark import run_benchmarks
 
+    check_output_file(args.out, "--out", "toolssm bench")
     if args.what in ("decode", "ragged", "all"):
-        require_checkpoint_folder(args.model, "toolssm bench")
+        require_checkpoint_folder(args.model, "toolssm bench", tokenizer=True)
     if args.what == "ragged":
         from transformers import AutoConfig
 
@@ -241,7 +254,6 @@ def cmd_bench(args) -> int:
                              f"recurrent models ({', '.join(sorted(RECURRENT_MODEL_TYPES))})")
     report = run_benchmarks(args.what, model_path=args.model, quick=args.quick, size=args.size)
     report.update(_provenance(args.argv))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0
@@ -263,8 +275,13 @@ def cmd_card(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    require_checkpoint_folder(args.model, "toolssm demo")
-    return run_demo(args.model, sizes=args.sizes, samples=args.samples, out=args.out)
+    require_checkpoint_folder(args.model, "toolssm demo", tokenizer=True)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise SystemExit(f"toolssm demo: --out {args.out} is a file; it names the folder for the JSON and the plot")
+    try:
+        return run_demo(args.model, sizes=args.sizes, samples=args.samples, out=args.out)
+    except ValueError as error:  # a size the checkpoint's task does not have, say
+        raise SystemExit(f"toolssm demo: {error}") from None
 
 
 def positive_int(text: str) -> int:
@@ -327,6 +344,21 @@ def write_analysis(path: str, script: str, argv: list[str] | None, args: argpars
         json.dump(payload, handle, indent=1)
 
 
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch threads (default: OMP_NUM_THREADS where set, else 1: a small model's decode "
+                        "steps are too short to share between threads; models of millions of parameters gain from "
+                        "more)")
+
+
+def set_threads(threads: int | None) -> None:
+    """``--threads``, else ``OMP_NUM_THREADS`` (torch reads it itself), else one thread."""
+    import torch
+
+    if threads is not None or "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(threads or 1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="toolssm",
@@ -360,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=positive_float, default=None, help="stop after this many seconds")
     p.add_argument("--quiet", action="store_true", help="do not stream the trace")
     p.add_argument("--no-colour", action="store_true", help="plain trace on stderr")
+    add_threads_argument(p)
     p.set_defaults(command_parser=p, func=cmd_solve)
 
     p = sub.add_parser("eval", help="length-generalization evaluation over a grid of sizes, to JSON (+ PNG)",
@@ -385,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-mistakes", type=non_negative_int, default=0, metavar="K",
                    help="also print (stderr) up to K teacher-forced mistakes per size, with the text before each: "
                    "where the model fails")
+    add_threads_argument(p)
     p.set_defaults(command_parser=p, func=cmd_eval)
 
     p = sub.add_parser("train", help="train on tool traces from a YAML config (resumable)",
@@ -431,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=size_list, default="10,100,1000", help="digits per operand (default: %(default)s)")
     p.add_argument("--samples", type=positive_int, default=10, help="additions per size (default: %(default)s)")
     p.add_argument("--out", default="demo_output", help="folder for the JSON and PNG (default: %(default)s)")
+    add_threads_argument(p)
     p.set_defaults(command_parser=p, func=cmd_demo)
     return parser
 
@@ -440,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:  # parse_args would answer with the top-level usage; the command's own says what it takes
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = sys.argv[1:] if argv is None else list(argv)  # what results files record as their command
+    if "threads" in args:
+        set_threads(args.threads)
     return args.func(args)
 
 

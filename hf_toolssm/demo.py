@@ -23,6 +23,8 @@ def run_demo(model_path: str, *, sizes: list[int], samples: int, out: str) -> in
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tool_config = checkpoint_tool_config(model_path, model.config)
     task = checkpoint_task({"task": "addition", **tool_config})  # one that names no task: the demo's addition
+    for size in sizes:  # before any decoding: a logical graph has no 3-node size, say
+        task.validate_size(size, "--sizes")
     params = sum(p.numel() for p in model.parameters())
     train_max_size = tool_config.get("train_max_size", task.default_train_max_size)
     print(f"{Path(model_path).name}: {model.config.model_type}, {params:,} parameters, trained on {task.name} "

@@ -76,6 +76,8 @@ def write_model_card(
     if results is not None and not (isinstance(results, dict) and isinstance(results.get("results"), list)):
         raise ValueError(f"{eval_results}: not a `toolssm eval` results file (a JSON object with a `results` list "
                          f"of per-size scores); write one with `toolssm eval {checkpoint} --out FILE.json`")
+    if results is not None:
+        _check_results(results, eval_results, task, checkpoint)
 
     model_index = []
     if results:
@@ -199,6 +201,19 @@ def merge_eval_results(paths: list[str | Path]) -> dict:
 
 
 _METRIC_HEADERS = {"pass_rate": "pass rate", "answer_exact_match": "answer exact", "trace_exact_match": "trace exact"}
+
+
+def _check_results(results: dict, path, task: str, checkpoint: Path) -> None:
+    """A ValueError for results of another task than the checkpoint's, or a row without the scores a card shows."""
+    if results.get("task") not in (None, task):
+        raise ValueError(f"{path} scores the task {results['task']!r}, but {checkpoint} was trained on {task!r}: "
+                         f"evaluate this checkpoint (`toolssm eval {checkpoint} --out FILE.json`)")
+    needed = ("size", "samples", "answer_exact_match", "trace_exact_match")
+    for row in results["results"]:
+        missing = [key for key in needed if not isinstance(row, dict) or not isinstance(row.get(key), int | float)]
+        if missing:
+            raise ValueError(f"{path}: a results row lacks {', '.join(missing)} (got {str(row)[:80]}); write the "
+                             f"file with `toolssm eval {checkpoint} --out FILE.json`")
 
 
 def _metrics(results: dict) -> tuple[str, ...]:

@@ -486,6 +486,87 @@ def test_card_rejects_an_eval_results_file_that_toolssm_eval_did_not_write(check
         main(["card", str(checkpoint), "--eval-results", str(results)])
 
 
+
+@pytest.mark.parametrize("results, message", [
+    ({"task": "hanoi_recursive", "results": [{"size": 5, "samples": 2, "answer_exact_match": 1.0,
+                                              "trace_exact_match": 1.0}]},
+     r"scores the task 'hanoi_recursive', but .* was trained on 'addition'"),
+    ({"task": "addition", "results": [{"size": 5}]}, r"a results row lacks samples, answer_exact_match"),
+    ({"results": ["5"]}, r"a results row lacks size"),
+])
+def test_card_rejects_results_of_another_task_or_without_scores(checkpoint, tmp_path, results, message):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(results))
+    with pytest.raises(SystemExit, match="toolssm card: .*" + message):
+        main(["card", str(checkpoint), "--eval-results", str(path)])
+
+
+def test_a_model_type_typo_is_named_even_where_the_folder_ships_code(checkpoint, tmp_path):
+    """A config.json with an auto_map (a shipped card's) and a misspelt model_type: transformers would ask, on
+    the terminal, whether to run the folder's code; the CLI names the typo instead."""
+    folder = tmp_path / "typo"
+    shutil.copytree(checkpoint, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="tool_mambaa", auto_map={"AutoConfig": "configuration_tool_mamba.ToolMambaConfig"})
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit, match=r"model_type 'tool_mambaa', which transformers does not know; "
+                                         r"did you mean 'tool_mamba'\?"):
+        main(["solve", str(folder), "1+2"])
+
+
+def test_a_folder_without_a_tokenizer_says_so(checkpoint, tmp_path):
+    folder = tmp_path / "no_tokenizer"
+    shutil.copytree(checkpoint, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    with pytest.raises(SystemExit, match=r"toolssm solve: .*no_tokenizer has no tokenizer \(tokenizer.json\); "
+                                         r"save it beside the model"):
+        main(["solve", str(folder), "1+2"])
+
+
+def test_decoding_commands_use_one_thread_unless_told(monkeypatch):
+    from hf_toolssm.cli import build_parser, set_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        set_threads(None)
+        assert torch.get_num_threads() == 2  # the user's OMP_NUM_THREADS stands
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        set_threads(None)
+        assert torch.get_num_threads() == 1
+        set_threads(2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    for command in (["solve", "m", "1+2"], ["eval", "m", "--out", "r.json"], ["demo"]):
+        assert build_parser().parse_args([*command, "--threads", "3"]).threads == 3
+
+def test_naming_the_checkpoints_own_task_keeps_its_options(tmp_path):
+    """--task logical_graph on a checkpoint trained with options (print_output, reread_gate) is that task, not
+    the bare one: the traces differ."""
+    from hf_toolssm.cli import load_checkpoint
+
+    folder = ROOT / "model_cards" / "toolmamba-logical-graph"
+    _, _, own = load_checkpoint(str(folder), None, "test")
+    _, _, named = load_checkpoint(str(folder), "logical_graph", "test")
+    assert own.print_output and own.reread_gate
+    assert (named.print_output, named.reread_gate) == (True, True)  # before: False, False
+
+
+def test_a_shipped_card_saved_again_through_hf_toolssm_points_at_no_code_it_lacks(tmp_path):
+    """A copy saved from the library's classes has no code files, so no auto_map either: a trust_remote_code load
+    of it would look for files that are not there."""
+    from transformers import AutoModelForCausalLM
+
+    folder = ROOT / "model_cards" / "toolmamba-addition"
+    assert "auto_map" in json.loads((folder / "config.json").read_text())
+    AutoModelForCausalLM.from_pretrained(folder).save_pretrained(tmp_path)
+    assert "auto_map" not in json.loads((tmp_path / "config.json").read_text())
+    assert not list(tmp_path.glob("*.py"))
+
+
 def test_model_card_of_a_coding_run_started_from_another_checkpoint(checkpoint, tmp_path):
     """A coding run's card leads with the pass rate, says which checkpoint it continued, and points at the
     training config shipped beside the weights."""
@@ -832,6 +913,23 @@ def test_mistake_positions_script_lists_every_rows_teacher_forced_mistakes(check
         script.main([str(checkpoint), "--sizes", "2", "--max-listed", "-1"])
     with pytest.raises(SystemExit, match=r"^mistake_positions\.py: '.*typo' is not a checkpoint folder"):
         script.main([str(tmp_path / "typo"), "--sizes", "2"])  # the script's own name heads its errors
+    graph = str(ROOT / "model_cards" / "toolmamba-logical-graph")
+    for name in ("mistake_positions", "decode_divergence"):  # sizes and --out checked before any decoding
+        with pytest.raises(SystemExit, match=rf"^{name}\.py: logical_graph: --sizes .*got 3"):
+            _load_eval_script(name).main([graph, "--sizes", "3"])
+        with pytest.raises(SystemExit, match=rf"^{name}\.py: --out .* must be a file in an existing folder"):
+            _load_eval_script(name).main([graph, "--sizes", "4", "--out", str(tmp_path)])
+
+
+def test_demo_and_bench_check_their_options_before_the_work(tmp_path):
+    graph = str(ROOT / "model_cards" / "toolmamba-logical-graph")
+    with pytest.raises(SystemExit, match=r"^toolssm demo: logical_graph: --sizes .*got 3"):
+        main(["demo", "--model", graph, "--sizes", "3", "--out", str(tmp_path / "demo")])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit, match=r"^toolssm demo: --out .*file is a file"):
+        main(["demo", "--out", str(tmp_path / "file")])
+    with pytest.raises(SystemExit, match=r"^toolssm bench: --out .* must be a file in an existing folder"):
+        main(["bench", "scan", "--quick", "--out", str(tmp_path / "missing" / "bench.json")])
 
 
 def test_decode_divergence_finds_the_first_difference_and_one_edit_decodes():

@@ -104,5 +104,14 @@ class ToolMambaConfig(PreTrainedConfig):
         """Every layer keeps a fixed-size recurrent state: transformers' cache gives each a linear-attention slot."""
         return ["linear_attention"] * self.num_hidden_layers
 
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        if self._auto_class is None:
+            # Loaded through hf_toolssm, not a folder's own code: a save writes no code files, so a shipped card's
+            # auto_map would point a trust_remote_code load at files the copy lacks (ship it with
+            # hf_toolssm.model_card.export_remote_code). Under remote code transformers copies the files itself.
+            output.pop("auto_map", None)
+        return output
+
 
 __all__ = ["ToolMambaConfig"]
