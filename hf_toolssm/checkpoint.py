@@ -20,6 +20,10 @@ from transformers.utils import SAFE_WEIGHTS_NAME as WEIGHTS_NAME  # what save_pr
 def read_config(folder: str | Path) -> dict:
     """The folder's config.json as a dict, or a ValueError that says what is wrong with it."""
     path = Path(folder) / "config.json"
+    if not path.is_file() and (Path(folder) / "adapter_config.json").is_file():
+        raise ValueError(f"{str(folder)!r} holds a PEFT adapter, not a whole model: merge it into its base and save "
+                         "that (PeftModel.from_pretrained(base, FOLDER).merge_and_unload().save_pretrained(OUT); "
+                         "training/lora_example.py says what to set in its config)")
     if not path.is_file():
         raise ValueError(f"{str(folder)!r} is not a checkpoint folder (no config.json); "
                          "pass a folder written by save_pretrained, e.g. model_cards/toolmamba-addition")

@@ -90,8 +90,10 @@ def cmd_solve(args) -> int:
     from .evaluation import decode_budget, warm_up
     from .generation import generate_with_tools
 
-    if (args.problem is None) == (args.random is None):
-        raise SystemExit("toolssm solve: give a PROBLEM or --random SIZE (not both)")
+    if args.problem is None and args.random is None:
+        raise SystemExit("toolssm solve: give a PROBLEM (e.g. \"123+4567\") or --random SIZE")
+    if args.problem is not None and args.random is not None:
+        raise SystemExit("toolssm solve: give a PROBLEM or --random SIZE, not both")
     model, tokenizer, task = load_checkpoint(args.model, args.task, "toolssm solve")
     try:  # the problem's prompt, reference trace and answer
         if args.random is not None:  # the first test instance `toolssm eval --sizes SIZE --seed SEED` decodes
@@ -165,6 +167,8 @@ def cmd_eval(args) -> int:
 
     for path, option in ((args.out, "--out"), (args.plot, "--plot")):  # before an hour of decoding, not after it
         check_output_file(path, option, "toolssm eval")
+    if args.plot and Path(args.plot).suffix.lower() != ".png":  # matplotlib would add one: a file of another name
+        raise SystemExit(f"toolssm eval: --plot {args.plot} must end in .png")
     model, tokenizer, task = load_checkpoint(args.model, args.task, "toolssm eval", args.sizes)
     sizes = list(dict.fromkeys(args.sizes))  # a size given twice is scored once
     # Each finished size is saved at once to OUT.partial.json; a rerun of the same command scores only the sizes
@@ -231,10 +235,17 @@ def cmd_train(args) -> int:
     except TrainingSetupError as error:  # the output folder, init_from, a resume of another config
         raise SystemExit(f"toolssm train: {error}") from None
     except TrainingInterrupted as stopped:  # Ctrl-C or SIGTERM, after a checkpoint: the shell's code for the signal
-        print(f"toolssm train: {stopped}", file=sys.stderr)
+        if _main_process():
+            print(f"toolssm train: {stopped}", file=sys.stderr)
         return 128 + stopped.signal_number
-    print(final)
+    if _main_process():  # under torchrun, once
+        print(final)
     return 0
+
+
+def _main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch, or a process started alone."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def cmd_bench(args) -> int:
@@ -262,9 +273,15 @@ def cmd_bench(args) -> int:
 def cmd_card(args) -> int:
     from .model_card import write_model_card
 
-    require_checkpoint_folder(args.model, "toolssm card")
+    folder = require_checkpoint_folder(args.model, "toolssm card")
+    eval_results = args.eval_results
+    if eval_results is None and (folder / "eval_results.json").is_file():  # what a shipped folder carries
+        eval_results = folder / "eval_results.json"
+        print(f"toolssm card: the results of {eval_results} (--eval-results names others)", file=sys.stderr)
+    if (folder / "README.md").is_file():
+        print(f"toolssm card: replacing {folder / 'README.md'}", file=sys.stderr)
     try:
-        path = write_model_card(args.model, eval_results=args.eval_results, reproduce=args.reproduce,
+        path = write_model_card(args.model, eval_results=eval_results, reproduce=args.reproduce,
                                 repo_id=args.repo_id, notes=args.notes)
     except (OSError, ValueError) as error:  # e.g. an --eval-results file that `toolssm eval` did not write
         raise SystemExit(f"toolssm card: {error}") from None
@@ -371,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  toolssm train --config training/configs/addition_tool_mamba.yaml\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("solve", help="solve one problem with the tools in the loop, streaming the trace",
@@ -451,7 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write CHECKPOINT/README.md with huggingface_hub's ModelCard and model-index "
                        "metadata from an eval JSON. Push with one command: hf upload USER/NAME CHECKPOINT .")
     p.add_argument("model", help="checkpoint folder")
-    p.add_argument("--eval-results", help="JSON written by `toolssm eval`")
+    p.add_argument("--eval-results", help="JSON written by `toolssm eval` (default: the folder's eval_results.json, "
+                   "if it has one)")
     p.add_argument("--reproduce", help="the exact command that reproduces the checkpoint")
     p.add_argument("--repo-id", help="Hub repo id to name in the card, e.g. you/toolmamba-addition")
     p.add_argument("--notes", help="Markdown after the results: what they do not show (e.g. other seeds' results)")

@@ -228,8 +228,8 @@ def test_solve_random_decodes_the_first_problem_that_eval_decodes_at_that_size(c
     first = heldout_instances(get_task("addition"), 3, 7, 1)[0]
     err = capsys.readouterr().err
     assert err.startswith("".join(first.prompt)) and f"the reference answer: {first.answer}]" in err
-    for argv in (["1+1", "--random", "7"], []):
-        with pytest.raises(SystemExit, match="give a PROBLEM or --random SIZE"):
+    for argv, message in ((["1+1", "--random", "7"], "or --random SIZE, not both"), ([], r"PROBLEM \(e.g.")):
+        with pytest.raises(SystemExit, match=message):
             main(["solve", str(checkpoint), *argv])
     main(["solve", str(checkpoint), "--random", "7", "--seed", "3", "--max-new-tokens", "10", "--quiet"])
     assert f"[problem: {''.join(first.prompt)}]" in capsys.readouterr().err  # no trace streamed: say which one
@@ -513,6 +513,32 @@ def test_a_model_type_typo_is_named_even_where_the_folder_ships_code(checkpoint,
                                          r"did you mean 'tool_mamba'\?"):
         main(["solve", str(folder), "1+2"])
 
+
+def test_card_of_a_shipped_folder_reads_its_own_results_by_default(tmp_path, capsys):
+    from huggingface_hub import ModelCard
+
+    folder = tmp_path / "card"
+    shutil.copytree(ROOT / "model_cards" / "toolmamba-addition", folder)
+    assert main(["card", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert "eval_results.json (--eval-results names others)" in err and "replacing" in err
+    shipped = json.loads((folder / "eval_results.json").read_text())["results"]
+    indexed = {r.dataset_config for r in ModelCard.load(folder / "README.md").data.eval_results}
+    assert indexed == {f"size-{row['size']}" for row in shipped}
+
+def test_small_usage_errors_say_what_to_do(tmp_path, capsys):
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(SystemExit, match=r"holds a PEFT adapter, not a whole model: merge it"):
+        main(["solve", str(tmp_path / "adapter"), "1+2"])
+    with pytest.raises(SystemExit, match=r"give a PROBLEM \(e.g. \"123\+4567\"\) or --random SIZE$"):
+        main(["solve", "model_cards/toolmamba-addition"])
+    with pytest.raises(SystemExit, match=r"--plot .*plot must end in .png"):
+        main(["eval", "model_cards/toolmamba-addition", "--out", str(tmp_path / "r.json"), "--plot",
+              str(tmp_path / "plot")])
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0 and capsys.readouterr().out.startswith("toolssm ")
 
 def test_a_folder_without_a_tokenizer_says_so(checkpoint, tmp_path):
     folder = tmp_path / "no_tokenizer"

@@ -283,6 +283,7 @@ def test_prompt_names_the_repository_and_checkout_builds_it():
     assert "".join(instance.prompt) == "repo 12-5\nfix: pass v10 from main to foo\n"
     assert checkout_codebase("repo 12-5") == codebase_for(12, 5).files()
     assert task.prompt_from_text("12-5") == task.prompt_from_text("repo 12-5") == instance.prompt
+    assert task.prompt_from_text("".join(instance.prompt)) == instance.prompt  # the whole prompt, pasted
     for bad in ("repo 1-5", "repo 12", "12-5", "repo 9999-1"):
         with pytest.raises(ValueError):
             checkout_codebase(bad)

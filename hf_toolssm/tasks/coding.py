@@ -503,7 +503,8 @@ class CodingTask(Task):
         return self.check_files(instance, sandbox.files())
 
     def instance_from_text(self, text: str) -> Instance:
-        """``12-3829103`` or ``repo 12-3829103``: the repository to fix."""
+        """``12-3829103`` or ``repo 12-3829103`` (the whole prompt too, its task line included): the repository to
+        fix."""
         return self.instance(*self._repository(text))
 
     def prompt_from_text(self, text: str) -> list[str]:
@@ -511,7 +512,7 @@ class CodingTask(Task):
         return coding_prompt(*self._repository(text))
 
     def _repository(self, text: str) -> tuple[int, int]:
-        match = re.fullmatch(r"(?:repo )?(\d{1,4})-(\d{1,12})", text.strip())
+        match = re.fullmatch(r"(?:repo )?(\d{1,4})-(\d{1,12})(?:\n" + re.escape(TASK_LINE) + ")?", text.strip())
         if match is None or not self.min_size <= int(match.group(1)) <= self.max_size:
             raise ValueError(
                 f"{self.name}: expected a repository SIZE-SEED with SIZE in 2..{self.max_size}, got {text!r}"
