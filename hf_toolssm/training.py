@@ -406,10 +406,7 @@ def train(
                     with log_path.open("a") as f:
                         f.write(json.dumps(record) + "\n")
                     bar.set_postfix(loss=f"{global_loss:.4f}")
-            signal_number = requests.signal_number
-            if world > 1:  # the checkpoint is collective: every process stops at the step where any one was signalled
-                signal_number = int(accelerator.reduce(
-                    torch.tensor(signal_number or 0, device=accelerator.device), reduction="max").item()) or None
+            signal_number = _agreed_stop_signal(accelerator, requests.signal_number)
             if signal_number:
                 accelerator.print(f"\n{signal.Signals(signal_number).name}: saving checkpoint-{step} before stopping "
                                   "(signal again to stop at once, without it)", file=sys.stderr)
@@ -475,6 +472,15 @@ def _save_checkpoint(accelerator: Accelerator, model, tokenizer, path: Path, ste
         if keep is not None:
             for old in complete_checkpoints(path.parent)[:-keep]:
                 shutil.rmtree(old)
+
+
+def _agreed_stop_signal(accelerator, signal_number: int | None) -> int | None:
+    """The signal any process received this step, the same on every process. A checkpoint is collective (its
+    save waits for every process): a process that stopped to save alone would leave the others waiting in it."""
+    if accelerator.num_processes == 1:
+        return signal_number
+    agreed = accelerator.reduce(torch.tensor(signal_number or 0, device=accelerator.device), reduction="max")
+    return int(agreed.item()) or None
 
 
 class _StopRequests:
