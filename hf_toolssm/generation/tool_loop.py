@@ -88,6 +88,23 @@ def padding_keeps_state(model: PreTrainedModel) -> bool:
     return bool(getattr(model, "_padding_keeps_state", False))
 
 
+def _resolve_feed(model: PreTrainedModel, ragged_feed: bool | None, tool_threads: int | None,
+                  rows: int) -> tuple[bool, int]:
+    """``generate_with_tools``' ``ragged_feed`` and ``tool_threads``, defaults filled in and checked."""
+    if ragged_feed is None:
+        ragged_feed = padding_keeps_state(model)
+    elif ragged_feed and not padding_keeps_state(model):
+        raise ValueError(
+            f"generate_with_tools: ragged_feed=True needs a model whose padding leaves its cache as it was; "
+            f"{type(model).__name__} does not declare it (_padding_keeps_state). Leave ragged_feed unset."
+        )
+    if tool_threads is not None and tool_threads < 0:
+        raise ValueError(f"tool_threads must be >= 0, got {tool_threads}")
+    if not ragged_feed:
+        return False, 0  # in step, every row needs a token in every forward: nothing to decode while one waits
+    return True, default_tool_threads(model, rows) if tool_threads is None else tool_threads
+
+
 @torch.inference_mode()
 def generate_with_tools(
     model: PreTrainedModel,
@@ -131,19 +148,7 @@ def generate_with_tools(
     if do_sample and not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0 to sample, got {temperature} "
                          "(do_sample=False decodes greedily)")
-    if ragged_feed is None:
-        ragged_feed = padding_keeps_state(model)
-    elif ragged_feed and not padding_keeps_state(model):
-        raise ValueError(
-            f"generate_with_tools: ragged_feed=True needs a model whose padding leaves its cache as it was; "
-            f"{type(model).__name__} does not declare it (_padding_keeps_state). Leave ragged_feed unset."
-        )
-    if tool_threads is not None and tool_threads < 0:
-        raise ValueError(f"tool_threads must be >= 0, got {tool_threads}")
-    if not ragged_feed:
-        tool_threads = 0  # in step, every row needs a token in every forward: nothing to decode while one waits
-    elif tool_threads is None:
-        tool_threads = default_tool_threads(model, len(prompts))
+    ragged_feed, tool_threads = _resolve_feed(model, ragged_feed, tool_threads, len(prompts))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = model.device
     vocabulary = ProtocolVocabulary(tokenizer)
