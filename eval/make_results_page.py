@@ -401,6 +401,13 @@ NOTES = {
     "nodes on (token accuracy 0.74 at 10, 0.71 at 1,000). Its answers, True or False, are right 53-56% of the time up "
     "to 50 nodes, about chance, then 37% at 100, 31% at 500 and 3% at 1,000. The paper's larger LSTM: 10→1K (100%). "
     "One seed.",
+    ("logical_graph", "gru"): "2 layers x 256 (the paper's: 4 x 1536), the LSTM's config (2,000 steps x 32, 138 min "
+    "over three sessions, beside evaluations; loss 0.74 at step 400, 0.65 at 1,000, 0.52 over the last 10 logged "
+    "steps, still falling): not fitted, 0/100 traces exact at every size (token accuracy 0.79 at 10 nodes, 0.74 at "
+    "1,000). It stops early: 45 trace tokens a graph at 10 nodes and 68 at 500 (the Mamba's: 467 and 4,934; the "
+    "LSTM's: 87 and 8,874). Its "
+    "answers are right 26-31% of the time up to 500 nodes and 1% at 1,000 (decoded to the token cap, 24k tokens). "
+    "The paper's larger GRU: 10→1K (100%). One seed.",
     ("logical_graph", "mistral_swa"): "The GPT-NeoX's config with Mistral's architecture (2 x 64, 4 heads, a "
     "512-token sliding window, shorter than a third of the training traces; 2,000 steps x 32, 43 min): "
     "the loss falls further than the GPT-NeoX's (0.27 at step 1,000, 0.15 at the end) but the model is not fitted "
