@@ -55,7 +55,7 @@ from hf_toolssm.tools import (
     ToolEnvironment,
     code_sandbox,
 )
-from hf_toolssm.tools.code_sandbox import output_hash, run_files, status_line
+from hf_toolssm.tools.code_sandbox import output_hash, run_files, run_observation_text, status_line
 from hf_toolssm.tools.sandbox_process import Confinement
 
 TOKENIZER = build_char_tokenizer()
@@ -257,6 +257,19 @@ def test_check_needs_the_fixed_output():
     assert task.check_files(instance, fixed) and not task.check_files(instance, codebase.files())
     tampered = dict(fixed, **{"main.py": fixed["main.py"].replace("main()\n", "main()\nprint(0)\n")})
     assert not task.check_files(instance, tampered)  # passes, but prints something else
+    failing = dict(fixed, **{"main.py": fixed["main.py"] + "raise SystemExit(1)\n"})
+    assert not task.check_files(instance, failing)  # prints the right output, then exits 1
+
+
+def test_a_run_observation_keeps_the_outputs_tail_and_hashes_all_of_it():
+    """The tail holds the traceback the interactive agent reads; the hash is the whole output's, as the answer
+    check computes it."""
+    output = b"x" * 5000 + b"\nTraceback (most recent call last):\nNameError: name 'v10' is not defined\n"
+    text = run_observation_text(output, 1, max_output_chars=4000)
+    cut = len(output) - 4000
+    assert text.startswith(f"... ({cut} characters cut)\n")
+    assert text.endswith(f"NameError: name 'v10' is not defined\nexit 1 hash {output_hash(output)}")
+    assert text == f"... ({cut} characters cut)\n" + output.decode()[-4000:] + status_line(output, 1)
 
 
 def test_trace_lengths_in_tokens():

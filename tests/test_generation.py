@@ -17,6 +17,7 @@ from unittest import mock
 
 import pytest
 import torch
+from randomize import randomize_
 from scripted_model import ScriptedConfig, ScriptedModel
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
@@ -534,7 +535,7 @@ def tiny_mamba(seed: int) -> ToolMambaForCausalLM:
         vocab_size=len(TOKENIZER), hidden_size=32, state_size=8, num_hidden_layers=2,
         tie_word_embeddings=False, pad_token_id=PAD_ID, eos_token_id=EOS_ID, bos_token_id=EOS_ID,
     )
-    return ToolMambaForCausalLM(config).eval()
+    return randomize_(ToolMambaForCausalLM(config), seed).eval()  # at init, padding that moved the state would pass
 
 
 def tiny_rnn(seed: int, cell_type: str) -> ToolRNNForCausalLM:
@@ -605,6 +606,42 @@ def test_sampled_traces_are_the_same_with_every_feed(kind):
     greedy = [summary(r) for r in decode_fast(model, RANDOM_PROMPTS, random_environment, max_new_tokens=40)]
     assert sample("fast_loop", 1) != sampled != greedy
 
+
+def test_sampling_draws_from_the_models_distribution_at_the_temperature():
+    """A model whose mass is all on one token samples that token (the scripted traces); fixed logits over three
+    tokens are drawn with softmax(logits / T) frequencies (temperature 1 alone would not tell T from 1 / T)."""
+    names = list(SCRIPTED)
+    sampled = decode_fast(scripted_model(), [prompt_of(n) for n in names], scripted_environment, do_sample=True,
+                          generator=torch.Generator().manual_seed(0))
+    assert [r.tokens for r in sampled] == [SCRIPTED[n][0] for n in names]
+
+    model = scripted_model()
+    ids = TOKENIZER.convert_tokens_to_ids(["a", "b", "c"])
+    logits = torch.full((len(TOKENIZER),), -1e4)
+    logits[ids] = torch.tensor([0.0, -0.5, -1.0])
+    forward = model.forward
+
+    def fixed_logits(input_ids, **kwargs):
+        outputs = forward(input_ids, **kwargs)
+        outputs.logits = logits.expand(*input_ids.shape, -1).clone()  # (b, l, vocab)
+        return outputs
+
+    model.forward = fixed_logits
+    rows, temperature = 3000, 0.5
+    results = decode_fast(model, [["x"]] * rows, scripted_environment, do_sample=True, temperature=temperature,
+                          max_new_tokens=1, generator=torch.Generator().manual_seed(0))
+    drawn = [r.tokens[-1] for r in results]
+    expected = torch.softmax(logits[ids] / temperature, dim=0).tolist()  # [0.665, 0.245, 0.090]
+    assert [drawn.count(t) / rows for t in "abc"] == pytest.approx(expected, abs=0.045)  # 4 sigma at 3,000 draws
+
+
+def test_the_ragged_width_takes_the_widest_chunk_that_is_mostly_tokens():
+    width = tool_loop._ragged_width
+    assert width([1, 1, 1, 40]) == 1  # one long queue among one-token ones: 40 wide would be 74% padding
+    assert width([30, 30, 1, 1]) == 30  # half tokens: ragged
+    assert width([100, 50, 1]) == tool_loop.RAGGED_MAX_WIDTH == 64  # capped (100 wide would be half tokens too)
+    assert width([100, 100]) == 100  # equal queues: in step, nothing to pad
+    assert width([3, 5]) == 3  # narrower than RAGGED_MIN_WIDTH: in step, no padding
 
 def test_random_models_exercise_the_tools():
     """Guard for the test above: the random decodes are not trivial (commands, observations, errors)."""

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from huggingface_hub.errors import StrictDataclassError
+from randomize import randomize_
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, MambaConfig, MambaForCausalLM
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation.streamers import BaseStreamer
@@ -30,23 +31,6 @@ VOCAB = 48
 TINY = dict(vocab_size=VOCAB, hidden_size=16, state_size=4, num_hidden_layers=2, conv_kernel=4, time_step_rank=4,
             pad_token_id=0, bos_token_id=1, eos_token_id=2)
 ATOL = 1e-4  # float32 logits of order 1-10: paths differ by rounding only
-
-
-@torch.no_grad()
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Move every parameter well away from its initialisation, by name (so the same call randomises a
-    transformers Mamba and a ToolMamba identically): A in [-2.5, -0.5], Δ = softplus(≈ -1) ≈ 0.3, every other
-    parameter perturbed by N(0, 0.3). The SSM then carries information over many tokens."""
-    g = torch.Generator().manual_seed(seed)
-    for name, parameter in sorted(model.named_parameters()):
-        noise = torch.randn(parameter.shape, generator=g)
-        if name.endswith("A_log"):
-            parameter.copy_(torch.log(torch.rand(parameter.shape, generator=g) * 2 + 0.5))
-        elif name.endswith("dt_proj.bias"):
-            parameter.copy_(noise * 0.5 - 1.0)
-        else:
-            parameter.add_(noise.to(parameter.dtype) * 0.3)
-    return model
 
 
 def make_model(seed: int = 0, **overrides) -> ToolMambaForCausalLM:
@@ -351,18 +335,24 @@ def test_the_cache_carries_information(model):
     assert (with_prefix[:, 6:] - with_other_prefix[:, 6:]).abs().max() > 1e-2
 
 
-def test_backward_through_a_cache_continuation_equals_full_pass():
-    """Regression: the cache overwrote the SSM state in place after the scan had saved it for the backward."""
+@pytest.mark.parametrize("chunks", [[5, 6], [5, 1, 1, 1, 1, 1, 1]], ids=["prefix+chunk", "prefix+one-token-steps"])
+def test_backward_through_a_cache_continuation_equals_full_pass(chunks):
+    """The gradients of a prefix and its continuation on the cache, in one chunk (the scan) or a token at a time
+    (the one-token step ops), equal the full pass's. Regression for the first: the cache overwrote the SSM state
+    in place after the scan had saved it for the backward."""
     model = make_model().train()
-    ids = random_ids(2, 11)
-    cotangent = torch.randn(2, 11, VOCAB, generator=torch.Generator().manual_seed(0))
+    ids = random_ids(2, sum(chunks))
+    cotangent = torch.randn(2, sum(chunks), VOCAB, generator=torch.Generator().manual_seed(0))
 
     def gradients(split):
         model.zero_grad()
         if split:
-            prefix = model(ids[:, :5], use_cache=True)
-            rest = model(ids[:, 5:], cache=prefix.cache, use_cache=True)
-            logits = torch.cat([prefix.logits, rest.logits], dim=1)
+            cache, logits, start = None, [], 0
+            for length in chunks:
+                outputs = model(ids[:, start : start + length], cache=cache, use_cache=True)
+                cache, start = outputs.cache, start + length
+                logits.append(outputs.logits)
+            logits = torch.cat(logits, dim=1)  # (b, l, vocab)
         else:
             logits = model(ids, use_cache=False).logits
         (logits * cotangent).sum().backward()
@@ -371,6 +361,43 @@ def test_backward_through_a_cache_continuation_equals_full_pass():
     full, split = gradients(False), gradients(True)
     for name in full:
         assert_close(split[name], full[name], atol=1e-3, what=f"grad {name}")
+
+
+def test_right_padding_leaves_the_gradients_as_without_it():
+    """The masked path (the Trainer's and PEFT's batches carry an attention_mask): with no loss on the padding,
+    every parameter's gradient is the unpadded rows' own."""
+    model = make_model().train()
+    ids = random_ids(3, 10)
+    mask = torch.tensor([[1] * 10, [1] * 6 + [0] * 4, [1] * 3 + [0] * 7])  # (b, l)
+    cotangent = torch.randn(3, 10, VOCAB, generator=torch.Generator().manual_seed(0)) * mask[:, :, None]
+
+    def gradients(attention_mask):
+        model.zero_grad()
+        (model(ids, attention_mask=attention_mask, use_cache=False).logits * cotangent).sum().backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    masked, unmasked = gradients(mask), gradients(None)
+    for name in masked:
+        assert masked[name].abs().sum() > 0, name
+        assert_close(masked[name], unmasked[name], atol=1e-4, what=f"grad {name}")
+
+
+def test_a_fresh_mixer_is_initialised_as_mamba():
+    """S4D-real A = -(1..n), D = 1, Δ = softplus(dt_proj.bias) log-uniform in [time_step_min, time_step_max], and
+    dt_proj's weight within ±rank^-0.5 * time_step_scale (constant under the "constant" scheme)."""
+    config = ToolMambaConfig(**TINY)
+    mixer = ToolMambaForCausalLM(config).backbone.layers[0].mixer
+    n = config.state_size
+    torch.testing.assert_close(mixer.A_log, torch.log(torch.arange(1, n + 1.0)).expand(mixer.A_log.shape))
+    torch.testing.assert_close(mixer.D, torch.ones_like(mixer.D))
+    dt = F.softplus(mixer.dt_proj.bias)
+    assert config.time_step_min * 0.999 <= dt.min() and dt.max() <= config.time_step_max * 1.001
+    assert dt.max() / dt.min() > 10  # spread over the range, not one value
+    bound = config.time_step_rank**-0.5 * config.time_step_scale
+    assert mixer.dt_proj.weight.abs().max() <= bound and mixer.dt_proj.weight.std() > bound / 4
+    constant = ToolMambaForCausalLM(ToolMambaConfig(**TINY, time_step_init_scheme="constant"))
+    weight = constant.backbone.layers[0].mixer.dt_proj.weight
+    torch.testing.assert_close(weight, torch.full_like(weight, bound))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -158,6 +158,9 @@ def test_hanoi_check_accepts_any_legal_solution_and_nothing_else(task_class):
     assert not task.check(instance, task.render_answer([7, 5, 2], [(5, "A", "B"), *moves]))  # illegal
     assert not task.check(instance, instance.answer + "x")
     assert not task.check(instance, "")
+    two = task.instance([5, 2])
+    assert not task.check(two, task.render_answer([5, 2], [(2, "A", "C"), (5, "A", "C")]))  # larger onto smaller
+    assert not task.check(two, task.render_answer([5, 2], [(2, "A", "C"), (5, "A", "B"), (2, "C", "B")]))  # on B
 
 
 def test_hanoi_iterative_check_wants_the_right_states():
@@ -165,6 +168,7 @@ def test_hanoi_iterative_check_wants_the_right_states():
     instance = task.instance([5, 2])
     assert instance.answer == "(2)AB$>2B5A\n(5)AC$>2B5C\n(2)BC$>2C5C\n"
     assert not task.check(instance, instance.answer.replace(">2B5C", ">2B5A"))
+    assert not task.check(instance, instance.answer.replace(">", "<"))  # the state line's direction mark counts
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
