@@ -281,3 +281,6 @@ def test_a_wrapped_x_proj_keeps_its_forward_in_the_step(shipped):
     with mock.patch.object(step_module, "mamba_step_cpu", side_effect=unexpected):
         wrapped = next_logits()
     assert (wrapped - plain).abs().max() > 1e-3
+    with torch.inference_mode():  # and the step with the wrapper is the full pass with it
+        full = model(input_ids=ids, use_cache=False).logits[:, 4:]
+    torch.testing.assert_close(wrapped, full, atol=1e-4, rtol=1e-4)

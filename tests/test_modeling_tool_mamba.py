@@ -708,13 +708,37 @@ def test_generate_takes_inputs_embeds_as_it_takes_input_ids(family):
     assert torch.equal(from_embeds, from_ids[:, ids.shape[1]:])  # generate() returns only the new tokens here
 
 
-def test_hidden_states_are_each_blocks_output_then_the_normed_last_as_in_transformers_mamba(model):
+def test_hidden_states_are_each_blocks_output_then_the_normed_last_as_in_transformers_mamba(model, hf_mamba):
     ids = random_ids(2, 5)
     with torch.no_grad():
         out = model(ids, output_hidden_states=True)
         mine = model.backbone(ids, output_hidden_states=True)
     assert len(out.hidden_states) == model.config.num_hidden_layers + 1
     assert_close(mine.hidden_states[-1], mine.last_hidden_state, what="the last hidden state")
+    ids = random_ids(2, 10, vocab=MAMBA_CONFIG["vocab_size"])
+    with torch.no_grad():  # entry by entry, as transformers' Mamba has them
+        theirs = hf_mamba(ids, output_hidden_states=True, use_cache=False).hidden_states
+        ours = from_transformers_mamba(hf_mamba)(ids, output_hidden_states=True, use_cache=False).hidden_states
+    assert len(ours) == len(theirs)
+    for layer, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert_close(a, b, what=f"hidden state {layer}")
+
+
+def test_the_residual_stream_stays_in_float32_under_bfloat16_when_asked():
+    """residual_in_fp32 (Mamba's default): each block's output, the residual stream, is float32 in a bf16 model."""
+    def block_output_dtypes(model) -> list[torch.dtype]:
+        dtypes = []
+        hooks = [layer.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
+                 for layer in model.backbone.layers]
+        with torch.no_grad():
+            model(random_ids(1, 4), use_cache=False)
+        for hook in hooks:
+            hook.remove()
+        return dtypes
+
+    for flag, dtype in ((True, torch.float32), (False, torch.bfloat16)):
+        model = make_model(residual_in_fp32=flag).to(torch.bfloat16)
+        assert block_output_dtypes(model) == [dtype] * model.config.num_hidden_layers, flag
 
 
 @pytest.mark.parametrize("family", ["tool_mamba", "tool_rnn"])
