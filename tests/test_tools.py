@@ -180,6 +180,18 @@ def test_find_examples():
     assert tool.run("[grep]", tokens("v"), memory)[:2] == [OBS_OPEN, ERR]
 
 
+def test_find_never_confuses_a_multi_character_token_with_the_character_that_codes_it():
+    """The search works on one character per token: a multi-character token's is a private-use character, and a
+    token that is that very character gets a code of its own."""
+    from hf_toolssm.tools.search_memory import _CODER
+
+    wide = "[a token of several characters]"
+    code = _CODER.encode(wide)
+    assert len(code) == 1 and _CODER.encode(code) != code
+    memory = Memory(["v", "1", "=", wide])
+    assert SearchMemory().run(FIND, [code], memory) == [OBS_OPEN, OBS_CLOSE]  # not the line that holds `wide`
+
+
 def test_find_truncates_at_max_lines():
     memory = Memory(tokens("x1\nx2\nx3\nx4"))
     assert SearchMemory(max_lines=2).run(FIND, ["x"], memory) == [OBS_OPEN, *"x1\nx2", TRUNC, OBS_CLOSE]
