@@ -347,6 +347,10 @@ def test_the_trainer_route_runs(tmp_path, model_type):
     assert trainer.state.global_step == 4 and trainer.model.num_parameters() < 200_000
     assert all(torch.isfinite(torch.tensor(log["loss"])) for log in trainer.state.log_history if "loss" in log)
     assert (tmp_path / "final" / "model.safetensors").is_file()
+    from hf_toolssm.tasks import checkpoint_tool_config, get_task
+
+    recorded = checkpoint_tool_config(tmp_path / "final", json.loads((tmp_path / "final" / "config.json").read_text()))
+    assert recorded["train_max_size"] == get_task("addition").default_train_max_size  # the card's "trained up to"
 
 
 EVERY_MODEL_TYPE = pytest.mark.parametrize(("model_type", "model_kwargs"), [

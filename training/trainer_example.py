@@ -43,7 +43,8 @@ def main(argv=None):
     config = AutoConfig.for_model(
         args.model_type, hidden_size=64, num_hidden_layers=2, **SIZES[args.model_type], vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
-        tool_config={"task": args.task, "task_kwargs": {}},
+        # what the checkpoint was trained for: toolssm solve / eval and the model card read it
+        tool_config={"task": args.task, "task_kwargs": {}, "train_max_size": task.default_train_max_size},
     )
     model = AutoModelForCausalLM.from_config(config)
     training_args = TrainingArguments(
