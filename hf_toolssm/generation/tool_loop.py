@@ -88,6 +88,22 @@ def padding_keeps_state(model: PreTrainedModel) -> bool:
     return bool(getattr(model, "_padding_keeps_state", False))
 
 
+def _next_chunk(queues: list[deque], waiting: list[bool], ragged: bool, pad_id: int,
+                device) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
+    """Pop the next forward's tokens from the active rows' queues: the ids (rows, width), the mask (rows, width;
+    None without padding) and how many tokens each row gave. Ragged: each row its own number, right-padded (a row
+    ``waiting`` on its tool only padding); in step: every row the shortest queue's length."""
+    queued = [len(queue) for queue in queues]
+    free = [n for n, held in zip(queued, waiting, strict=True) if not held]  # the rows no tool holds
+    width = _ragged_width(free) if ragged else min(queued)
+    fed = [min(n, width) for n in queued]
+    ids = [[queue.popleft() for _ in range(n)] + [pad_id] * (width - n) for queue, n in zip(queues, fed, strict=True)]
+    mask = None  # (rows, width), 1 = token, 0 = padding
+    if min(fed) < width:
+        mask = torch.tensor([[1] * n + [0] * (width - n) for n in fed], device=device)
+    return torch.tensor(ids, device=device), mask, fed  # (rows, width)
+
+
 def _resolve_feed(model: PreTrainedModel, ragged_feed: bool | None, tool_threads: int | None,
                   rows: int) -> tuple[bool, int]:
     """``generate_with_tools``' ``ragged_feed`` and ``tool_threads``, defaults filled in and checked."""
@@ -208,18 +224,8 @@ def generate_with_tools(
         while active:
             # 1. Feed the active rows their queued tokens: each its own number (ragged, right-padded; a waiting
             #    row only padding), or all the shortest queue's length.
-            queued = [len(queues[row]) for row in active]
-            if ragged_feed:
-                width = _ragged_width([n for row, n in zip(active, queued, strict=True) if row not in waiting])
-            else:
-                width = min(queued)
-            fed = [min(n, width) for n in queued]
-            ids = [[queues[row].popleft() for _ in range(n)] + [pad_id] * (width - n)
-                   for row, n in zip(active, fed, strict=True)]
-            feed = torch.tensor(ids, device=device)  # (active, width)
-            mask = None  # (active, width), 1 = token, 0 = padding
-            if min(fed) < width:
-                mask = torch.tensor([[1] * n + [0] * (width - n) for n in fed], device=device)
+            feed, mask, fed = _next_chunk([queues[row] for row in active], [row in waiting for row in active],
+                                          ragged_feed, pad_id, device)
             first_forward = cache is None
             outputs = model(input_ids=feed, cache=cache, use_cache=True, attention_mask=mask)
             cache = getattr(outputs, "cache", None)
