@@ -277,23 +277,14 @@ def test_causal_conv1d_update_cuda_equals_update_reference():
 
 def make_model_pair():
     """The same randomised ToolMamba on CPU and on CUDA (d_inner = 64: causal-conv1d wants a multiple of 8)."""
+    from randomize import randomize_
+
     from hf_toolssm import ToolMambaConfig, ToolMambaForCausalLM
 
     torch.manual_seed(0)
     config = ToolMambaConfig(vocab_size=48, hidden_size=32, state_size=8, num_hidden_layers=2, time_step_rank=4,
                              pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    cpu = ToolMambaForCausalLM(config)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # away from the initialisation, so that the SSM matters (as in the CPU model tests)
-        for name, parameter in sorted(cpu.named_parameters()):
-            noise = torch.randn(parameter.shape, generator=g)
-            if name.endswith("A_log"):
-                parameter.copy_(torch.log(torch.rand(parameter.shape, generator=g) * 2 + 0.5))
-            elif name.endswith("dt_proj.bias"):
-                parameter.copy_(noise * 0.5 - 1.0)
-            else:
-                parameter.add_(noise * 0.3)
-    cpu.eval()
+    cpu = randomize_(ToolMambaForCausalLM(config), seed=0).eval()  # away from the init, so that the SSM matters
     return cpu, copy.deepcopy(cpu).to(DEVICE)
 
 
