@@ -15,8 +15,8 @@ Operands of different lengths therefore need no bookkeeping: a missing digit is 
 digit/carry thought pairs; a pointer that followed the writing stands on the last of them, so after
 ``[ANS]`` it walks left, emits every digit it reads as output, skips carries, and stops at ``=``.
 
-Reference answers are computed with :mod:`decimal`, independently of the traces, because Python's
-``int(str)`` refuses more than 4,300 digits.
+Reference answers are computed with :mod:`decimal` (the calculator tool's exact arithmetic, tested against Python's
+ints), independently of the traces, because Python's ``int(str)`` refuses more than 4,300 digits.
 """
 
 from __future__ import annotations
