@@ -292,6 +292,10 @@ def cmd_card(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    if args.model == str(DEFAULT_CHECKPOINT) and not DEFAULT_CHECKPOINT.is_dir():
+        raise SystemExit(f"toolssm demo: the shipped checkpoint is not at {DEFAULT_CHECKPOINT}: it lives in the "
+                         "project's checkout (model_cards/), which a non-editable install does not copy; install "
+                         "with `pip install -e .` from the checkout, or pass --model FOLDER")
     require_checkpoint_folder(args.model, "toolssm demo", tokenizer=True)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise SystemExit(f"toolssm demo: --out {args.out} is a file; it names the folder for the JSON and the plot")

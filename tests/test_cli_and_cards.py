@@ -526,6 +526,13 @@ def test_card_of_a_shipped_folder_reads_its_own_results_by_default(tmp_path, cap
     indexed = {r.dataset_config for r in ModelCard.load(folder / "README.md").data.eval_results}
     assert indexed == {f"size-{row['size']}" for row in shipped}
 
+def test_demo_without_the_shipped_checkpoint_says_where_it_lives(tmp_path, monkeypatch):
+    from hf_toolssm import cli
+
+    monkeypatch.setattr(cli, "DEFAULT_CHECKPOINT", tmp_path / "site-packages" / "model_cards" / "toolmamba-addition")
+    with pytest.raises(SystemExit, match=r"^toolssm demo: the shipped checkpoint is not at .*pip install -e \."):
+        main(["demo"])
+
 def test_small_usage_errors_say_what_to_do(tmp_path, capsys):
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
