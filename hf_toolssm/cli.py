@@ -244,8 +244,10 @@ def cmd_train(args) -> int:
 
 
 def _main_process() -> bool:
-    """Rank 0 of a torchrun / accelerate launch, or a process started alone."""
-    return os.environ.get("RANK", "0") == "0"
+    """Rank 0 of a torchrun / accelerate launch, or a process started alone: accelerate's answer, as training's."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def cmd_bench(args) -> int:

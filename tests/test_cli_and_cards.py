@@ -526,12 +526,14 @@ def test_card_of_a_shipped_folder_reads_its_own_results_by_default(tmp_path, cap
     indexed = {r.dataset_config for r in ModelCard.load(folder / "README.md").data.eval_results}
     assert indexed == {f"size-{row['size']}" for row in shipped}
 
+
 def test_demo_without_the_shipped_checkpoint_says_where_it_lives(tmp_path, monkeypatch):
     from hf_toolssm import cli
 
     monkeypatch.setattr(cli, "DEFAULT_CHECKPOINT", tmp_path / "site-packages" / "model_cards" / "toolmamba-addition")
     with pytest.raises(SystemExit, match=r"^toolssm demo: the shipped checkpoint is not at .*pip install -e \."):
         main(["demo"])
+
 
 def test_small_usage_errors_say_what_to_do(tmp_path, capsys):
     (tmp_path / "adapter").mkdir()
@@ -546,6 +548,7 @@ def test_small_usage_errors_say_what_to_do(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["--version"])
     assert stopped.value.code == 0 and capsys.readouterr().out.startswith("toolssm ")
+
 
 def test_a_folder_without_a_tokenizer_says_so(checkpoint, tmp_path):
     folder = tmp_path / "no_tokenizer"
@@ -575,6 +578,7 @@ def test_decoding_commands_use_one_thread_unless_told(monkeypatch):
         torch.set_num_threads(before)
     for command in (["solve", "m", "1+2"], ["eval", "m", "--out", "r.json"], ["demo"]):
         assert build_parser().parse_args([*command, "--threads", "3"]).threads == 3
+
 
 def test_naming_the_checkpoints_own_task_keeps_its_options(tmp_path):
     """--task logical_graph on a checkpoint trained with options (print_output, reread_gate) is that task, not

@@ -468,6 +468,11 @@ def test_a_lora_adapter_on_each_mixer_projection_acts_on_every_path_and_merges_e
     torch.testing.assert_close(merged, full.detach(), atol=1e-4, rtol=1e-4)
 
 
+NEEDS_TORCHRUN = pytest.mark.skipif(
+    shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+    reason="torchrun not installed")
+
+
 def run_torchrun(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
     """``torchrun ...``; a hang (say, a collective that one process skipped) fails the test after ``timeout`` and
     kills the workers too: torchrun starts each in a session of its own, where they would wait forever."""
@@ -486,8 +491,7 @@ def run_torchrun(args: list[str], timeout: float = 180) -> subprocess.CompletedP
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torchrun not installed")
+@NEEDS_TORCHRUN
 def test_two_processes_follow_the_single_process_loss_trajectory(tmp_path):
     """`torchrun --nproc_per_node 2` really starts 2 gloo processes and trains the same trajectory.
 
@@ -534,8 +538,7 @@ sys.exit(main(["train", *sys.argv[1:]]))
 """
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torchrun not installed")
+@NEEDS_TORCHRUN
 def test_a_signal_to_one_of_two_processes_stops_both_at_one_saved_step_and_the_resume_matches(tmp_path):
     """The processes agree on the step to stop at (a max-reduce): a checkpoint is collective, so a process that
     stopped alone would leave the other waiting in the save's barrier."""
@@ -545,18 +548,16 @@ def test_a_signal_to_one_of_two_processes_stops_both_at_one_saved_step_and_the_r
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     train(tiny_config(tmp_path / "straight", save_every=5))  # one process: the trajectory of two (the test above)
-    for port, resume in ((29511, []), (29512, ["--resume"])):
-        result = run_torchrun(["--nproc_per_node", "2", "--master_port", str(port), str(script),
-                               "--config", str(path), *resume])
-        if not resume:
-            assert result.returncode != 0  # torchrun reports its workers' exit codes
-            assert "SIGTERM: saving checkpoint-3 before stopping" in result.stderr, result.stderr[-3000:]
-            assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-3"]
-            state = json.loads((tmp_path / "run" / "checkpoint-3" / "trainer_state.json").read_text())
-            assert state["step"] == 3 and state["num_processes"] == 2
-            assert sorted(losses(tmp_path / "run")) == [1, 2, 3]  # both stopped there: no step 4 was logged
-        else:
-            assert result.returncode == 0, result.stderr[-3000:]
+    launch = ["--nproc_per_node", "2", str(script), "--config", str(path)]
+    stopped = run_torchrun(["--master_port", "29511", *launch])
+    assert stopped.returncode != 0  # torchrun reports its workers' exit codes
+    assert "SIGTERM: saving checkpoint-3 before stopping" in stopped.stderr, stopped.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-3"]
+    state = json.loads((tmp_path / "run" / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["step"] == 3 and state["num_processes"] == 2
+    assert sorted(losses(tmp_path / "run")) == [1, 2, 3]  # both stopped there: no step 4 was logged
+    resumed_run = run_torchrun(["--master_port", "29512", *launch, "--resume"])
+    assert resumed_run.returncode == 0, resumed_run.stderr[-3000:]
     straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "run")
     assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
     for step in resumed:
